@@ -1,0 +1,81 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// One set of compiler settings for every Swift target (swift-log does the same):
+// Swift 6 language mode with complete concurrency checking is the tools-version
+// default; these add the upcoming features we rely on.
+var swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+// CI (STRICT=1 scripts/test) treats warnings in our own targets as errors;
+// dependencies keep their warnings.
+if Context.environment["PSEUDO_STRICT"] == "1" {
+    swiftSettings.append(.unsafeFlags(["-warnings-as-errors"]))
+}
+
+let package = Package(
+    name: "pseudonymizer",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "ingest", targets: ["ingest"]),
+        .executable(name: "vault", targets: ["vault"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLibCrypto",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"]), .brew(["openssl@3"])]
+        ),
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"]), .brew(["libpq"])]
+        ),
+        .target(name: "VaultCrypto", dependencies: ["CLibCrypto"]),
+        .target(
+            name: "Postgres",
+            dependencies: ["CLibPQ", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "CLISupport",
+            dependencies: [
+                "VaultCrypto", "Postgres",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .target(name: "VaultAdmin", dependencies: ["VaultCrypto", "Postgres"]),
+        .executableTarget(
+            name: "ingest",
+            dependencies: [
+                "VaultCrypto", "Postgres",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "vault",
+            dependencies: [
+                "VaultCrypto", "Postgres", "VaultAdmin", "CLISupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(name: "bench", dependencies: ["VaultCrypto", "Postgres"]),
+        .testTarget(
+            name: "VaultCryptoTests",
+            dependencies: ["VaultCrypto"],
+            resources: [.copy("Vectors")]
+        ),
+        .testTarget(name: "PostgresTests", dependencies: ["Postgres"]),
+    ]
+)
+
+for target in package.targets where target.type != .system {
+    target.swiftSettings = (target.swiftSettings ?? []) + swiftSettings
+}

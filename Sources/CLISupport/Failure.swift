@@ -1,0 +1,68 @@
+public import ArgumentParser
+import Foundation
+import Postgres
+import VaultCrypto
+
+/// Process exit codes shared by `ingest` and `vault` (listed in both `--help` texts).
+public enum ExitStatus {
+    public static let success: Int32 = 0
+    /// A runtime failure: database or queue unreachable, an operation failed.
+    public static let failure: Int32 = 1
+    /// Wrong usage (ArgumentParser's own code for validation errors).
+    public static let usage: Int32 = 64
+    /// Data failed an integrity check: a vault entry or the audit chain was altered.
+    public static let integrity: Int32 = 65
+    /// Access refused: wrong passphrase, insecure key file, no private key here.
+    public static let permission: Int32 = 77
+    /// Configuration is missing or invalid: no keys, a bad URL or option value.
+    public static let configuration: Int32 = 78
+
+    public static let helpText = """
+        Exit codes: 0 success; 1 runtime failure (database or queue unreachable, operation failed); \
+        64 usage error; 65 integrity failure (tampered data or audit chain); \
+        77 access refused (wrong passphrase, insecure key file, no private key here); \
+        78 configuration error (missing keys, bad URL or option).
+        """
+}
+
+/// An error the operator can act on, with the exit code it maps to.
+public struct OperatorError: Error, CustomStringConvertible {
+    public let message: String
+    public let exitCode: Int32
+
+    public init(_ message: String, exitCode: Int32 = ExitStatus.failure) {
+        self.message = message
+        self.exitCode = exitCode
+    }
+
+    public var description: String { message }
+}
+
+/// Prints `error` as one line on stderr, prefixed with the tool's name, and
+/// returns the exit code to end with. Messages come from our own error types,
+/// which never carry an original value.
+public func report(_ error: any Error, tool: String) -> ExitCode {
+    let (message, code) = classify(error)
+    FileHandle.standardError.write(Data("\(tool): error: \(message)\n".utf8))
+    return ExitCode(code)
+}
+
+private func classify(_ error: any Error) -> (String, Int32) {
+    switch error {
+    case let error as OperatorError:
+        return (error.message, error.exitCode)
+    case let error as KeyFileError:
+        switch error.code {
+        case .wrongPassphrase, .insecurePermissions: return (error.message, ExitStatus.permission)
+        case .missing where error.message.contains("recovery private key"): return (error.message, ExitStatus.permission)
+        case .missing, .malformed, .alreadyExists, .unknownVersion: return (error.message, ExitStatus.configuration)
+        default: return (error.message, ExitStatus.failure)
+        }
+    case let error as CryptoError where error.code == .authenticationFailed:
+        return ("integrity check failed: \(error.message)", ExitStatus.integrity)
+    case let error as PostgresError where error.code == .connectionFailed:
+        return ("cannot reach PostgreSQL: \(error.message). Check DATABASE_URL or the PG* variables and that the server is up", ExitStatus.failure)
+    default:
+        return ("\(error)", ExitStatus.failure)
+    }
+}
