@@ -25,6 +25,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .systemLibrary(
@@ -42,18 +45,44 @@ let package = Package(
             name: "Postgres",
             dependencies: ["CLibPQ", .product(name: "Logging", package: "swift-log")]
         ),
+        .target(name: "Pseudonymization", dependencies: ["VaultCrypto"]),
+        .target(
+            name: "SQS",
+            dependencies: [
+                "VaultCrypto",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(name: "Storage", dependencies: ["Postgres", "Pseudonymization", "VaultCrypto"]),
+        .target(
+            name: "Ingest",
+            dependencies: [
+                "VaultCrypto", "Postgres", "Pseudonymization", "SQS", "Storage",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "CLISupport",
             dependencies: [
-                "VaultCrypto", "Postgres",
+                "VaultCrypto", "Postgres", "SQS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .target(name: "VaultAdmin", dependencies: ["VaultCrypto", "Postgres"]),
+        .target(name: "VaultAdmin", dependencies: ["VaultCrypto", "Postgres", "Pseudonymization", "Storage"]),
+        // Helpers for integration tests: throwaway databases, the AWS CLI, key sets, built binaries.
+        .target(name: "TestSupport", dependencies: ["Postgres", "VaultCrypto", "Storage"], path: "Tests/TestSupport"),
         .executableTarget(
             name: "ingest",
             dependencies: [
-                "VaultCrypto", "Postgres",
+                "VaultCrypto", "Postgres", "Ingest", "CLISupport", "SQS", "Storage",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -72,7 +101,16 @@ let package = Package(
             dependencies: ["VaultCrypto"],
             resources: [.copy("Vectors")]
         ),
-        .testTarget(name: "PostgresTests", dependencies: ["Postgres"]),
+        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
+        .testTarget(name: "PseudonymizationTests", dependencies: ["Pseudonymization", "VaultCrypto"]),
+        .testTarget(
+            name: "SQSTests",
+            dependencies: ["SQS", "VaultCrypto", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "IngestTests",
+            dependencies: ["Ingest", "Pseudonymization", "Storage", "SQS", "Postgres", "VaultCrypto", "VaultAdmin", "TestSupport"]
+        ),
     ]
 )
 

@@ -1,6 +1,7 @@
 public import ArgumentParser
 import Foundation
 import Postgres
+import SQS
 import VaultCrypto
 
 /// Process exit codes shared by `ingest` and `vault` (listed in both `--help` texts).
@@ -60,8 +61,10 @@ private func classify(_ error: any Error) -> (String, Int32) {
         }
     case let error as CryptoError where error.code == .authenticationFailed:
         return ("integrity check failed: \(error.message)", ExitStatus.integrity)
+    case let error as SQSError:
+        return (error.description, error.isTransient ? ExitStatus.failure : ExitStatus.configuration)
     case let error as PostgresError where error.code == .connectionFailed:
-        return ("cannot reach PostgreSQL: \(error.message). Check DATABASE_URL or the PG* variables and that the server is up", ExitStatus.failure)
+        return ("cannot reach PostgreSQL (\(error.message)); check DATABASE_URL or the PG* variables and that the server is up", ExitStatus.failure)
     default:
         return ("\(error)", ExitStatus.failure)
     }

@@ -63,6 +63,10 @@ public actor PostgresConnection {
         preparedStatements.removeAll()
     }
 
+    /// The OS thread this connection's calls run on (for tests: it is the
+    /// same for every call and never a cooperative-pool thread).
+    var executingThread: pthread_t { pthread_self() }
+
     /// False once the server or network dropped the connection; the owner should
     /// then connect again.
     public var isHealthy: Bool {
@@ -215,8 +219,11 @@ public actor PostgresConnection {
         PostgresError(.connectionFailed, connection.map(Self.connectionMessage) ?? "the connection is closed")
     }
 
+    /// libpq's message on one line (it wraps hints onto indented lines).
     private static func connectionMessage(_ connection: OpaquePointer) -> String {
-        let message = String(cString: PQerrorMessage(connection)).trimmingTrailingWhitespace()
+        let message = String(cString: PQerrorMessage(connection))
+            .split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }.joined(separator: " ")
         return message.isEmpty ? "connection lost" : message
     }
 

@@ -1,1 +1,175 @@
-print("ingest")
+import ArgumentParser
+import CLISupport
+import Foundation
+import Ingest
+import Logging
+import Postgres
+import SQS
+import ServiceLifecycle
+import Storage
+import UnixSignals
+
+@main
+struct IngestCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ingest",
+        abstract: "Reads login events from SQS, pseudonymizes ip and device_id, and loads them into PostgreSQL.",
+        discussion: ExitStatus.helpText,
+        subcommands: [Migrate.self, Run.self]
+    )
+}
+
+/// swift-log to stderr; `LOG_LEVEL` (trace…critical) sets the level.
+func makeLogger() -> Logger {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0.lowercased()) } ?? .info
+        return handler
+    }
+    return Logger(label: "ingest")
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create or upgrade the database schema (idempotent; safe from several replicas at once).")
+
+    @OptionGroup var database: DatabaseOptions
+
+    func run() async throws {
+        let logger = makeLogger()
+        do {
+            let connection = try await PostgresConnection.connect(database.conninfo, applicationName: "ingest-migrate", logger: logger)
+            let applied = try await Schema.migrate(connection, logger: logger)
+            print(applied.isEmpty ? "schema is up to date (version \(Schema.latestVersion))"
+                                  : "applied migrations \(applied.map(String.init).joined(separator: ", ")); schema version \(Schema.latestVersion)")
+        } catch {
+            throw report(error, tool: "ingest")
+        }
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the ingestion service (until SIGTERM/SIGINT, --until-empty, or --max-messages).",
+        discussion: """
+            Every option can also be set with the environment variable named in its help. \
+            SQS endpoint, region and credentials come from the standard AWS variables \
+            (AWS_ENDPOINT_URL_SQS or AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, …); \
+            a loopback endpoint needs no real credentials.
+            """
+    )
+
+    @Option(help: ArgumentHelp("SQS queue URL ($QUEUE_URL).", valueName: "url"))
+    var queueURL: String?
+
+    @Option(help: ArgumentHelp("Read message bodies from a JSONL file instead of SQS ($INGEST_FROM_FILE).", valueName: "file"))
+    var fromFile: String?
+
+    @Option(help: ArgumentHelp("With --from-file: the send time to date rows with, ISO 8601 (default: now).", valueName: "time"))
+    var sentAt: String?
+
+    @OptionGroup var keys: KeyOptions
+    @OptionGroup var database: DatabaseOptions
+
+    @Option(help: "Concurrent SQS long-pollers ($INGEST_POLLERS, default 4).")
+    var pollers: Int?
+
+    @Option(help: "Concurrent writers, each with its own database connection ($INGEST_WRITERS, default 2).")
+    var writers: Int?
+
+    @Option(help: "Messages per transaction ($INGEST_BATCH_SIZE, default 1000).")
+    var batchSize: Int?
+
+    @Option(help: "Stop after this many messages ($INGEST_MAX_MESSAGES).")
+    var maxMessages: Int?
+
+    @Flag(help: "Drain the queue, commit, delete, and exit 0 ($INGEST_UNTIL_EMPTY=1).")
+    var untilEmpty = false
+
+    @Option(help: "SQS visibility timeout in seconds for received messages ($INGEST_VISIBILITY_TIMEOUT, default 60).")
+    var visibilityTimeout: Int?
+
+    @Option(help: "Deliveries after which a message is quarantined instead of retried ($INGEST_MAX_RECEIVE_COUNT, default 10).")
+    var maxReceiveCount: Int?
+
+    @Option(help: ArgumentHelp("SQS wire protocol: json, query or auto ($SQS_PROTOCOL, default auto).", valueName: "protocol"))
+    var sqsProtocol: String?
+
+    @Option(help: "Encryptions per data key before rotation ($INGEST_DATA_KEY_MAX_ENCRYPTIONS, default 16777216).")
+    var dataKeyMaxEncryptions: Int?
+
+    @Option(help: "Hours a data key is used before rotation ($INGEST_DATA_KEY_MAX_HOURS, default 24).")
+    var dataKeyMaxHours: Double?
+
+    func configuration() throws -> IngestConfiguration {
+        let file = EnvironmentFallback.string(fromFile, "INGEST_FROM_FILE")
+        let queue = EnvironmentFallback.string(queueURL, "QUEUE_URL")
+        let source: IngestConfiguration.Source
+        if let file {
+            guard queue == nil || fromFile != nil else { throw ValidationError("give either a queue URL or --from-file, not both") }
+            var sent = Date()
+            if let sentAt {
+                guard let parsed = ISO8601DateFormatter().date(from: sentAt) else {
+                    throw ValidationError("--sent-at \(sentAt) is not an ISO 8601 time such as 2026-11-29T12:00:00Z")
+                }
+                sent = parsed
+            }
+            source = .file(path: file, sentTimestamp: Int64(sent.timeIntervalSince1970 * 1000))
+        } else if let queue {
+            let protocolName = EnvironmentFallback.string(sqsProtocol, "SQS_PROTOCOL") ?? "auto"
+            let wire: SQSProtocol?
+            switch protocolName {
+            case "auto": wire = nil
+            case let name: guard let known = SQSProtocol(rawValue: name) else {
+                throw ValidationError("SQS protocol \(name) is not json, query or auto")
+            }; wire = known
+            }
+            do {
+                source = .sqs(try SQSConfiguration.fromEnvironment(queueURL: queue, wireProtocol: wire))
+            } catch let error as SQSError {
+                throw OperatorError(error.description, exitCode: ExitStatus.configuration)
+            }
+        } else {
+            throw ValidationError("no source: give --queue-url (or QUEUE_URL) or --from-file")
+        }
+        var configuration = IngestConfiguration(source: source, conninfo: database.conninfo, keysDirectory: keys.resolvedKeysDirectory)
+        configuration.pollers = try EnvironmentFallback.value(pollers, "INGEST_POLLERS", default: 4)
+        configuration.writers = try EnvironmentFallback.value(writers, "INGEST_WRITERS", default: 2)
+        configuration.batchSize = try EnvironmentFallback.value(batchSize, "INGEST_BATCH_SIZE", default: 1000)
+        configuration.visibilityTimeout = try EnvironmentFallback.value(visibilityTimeout, "INGEST_VISIBILITY_TIMEOUT", default: 60)
+        configuration.maximumReceiveCount = try EnvironmentFallback.value(maxReceiveCount, "INGEST_MAX_RECEIVE_COUNT", default: 10)
+        configuration.untilEmpty = EnvironmentFallback.flag(untilEmpty, "INGEST_UNTIL_EMPTY")
+        let limit = try EnvironmentFallback.value(maxMessages, "INGEST_MAX_MESSAGES", default: 0)
+        configuration.maximumMessages = limit > 0 ? limit : nil
+        configuration.dataKeyPolicy.maximumEncryptions =
+            try EnvironmentFallback.value(dataKeyMaxEncryptions, "INGEST_DATA_KEY_MAX_ENCRYPTIONS", default: 1 << 24)
+        let hours = try EnvironmentFallback.value(dataKeyMaxHours, "INGEST_DATA_KEY_MAX_HOURS", default: 24)
+        configuration.dataKeyPolicy.maximumAge = .seconds(hours * 3600)
+        guard (1...64).contains(configuration.pollers), (1...32).contains(configuration.writers),
+              (1...10_000).contains(configuration.batchSize), (1...43_200).contains(configuration.visibilityTimeout),
+              configuration.maximumReceiveCount >= 1, configuration.dataKeyPolicy.maximumEncryptions >= 1, hours > 0 else {
+            throw ValidationError("out of range: pollers 1…64, writers 1…32, batch size 1…10000, visibility timeout 1…43200 s, "
+                                  + "max receive count ≥ 1, data key limits > 0")
+        }
+        return configuration
+    }
+
+    func run() async throws {
+        let logger = makeLogger()
+        do {
+            let service = IngestService(configuration: try configuration(), logger: logger)
+            var configuration = ServiceGroupConfiguration(
+                services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger)
+            // Past this, shutdown stops waiting and cancels; messages not yet
+            // committed are redelivered later, so nothing is lost.
+            configuration.maximumGracefulShutdownDuration = .seconds(30)
+            try await ServiceGroup(configuration: configuration).run()
+        } catch let error as ValidationError {
+            throw error
+        } catch {
+            throw report(error, tool: "ingest")
+        }
+    }
+}

@@ -1,0 +1,216 @@
+import AsyncHTTPClient
+import NIOCore
+import Foundation
+public import Logging
+import Postgres
+import Pseudonymization
+public import SQS
+public import ServiceLifecycle
+import Storage
+import VaultCrypto
+
+/// Everything `ingest run` can be told.
+public struct IngestConfiguration: Sendable {
+    public enum Source: Sendable {
+        case sqs(SQSConfiguration)
+        /// A file of bodies; `sentTimestamp` stands in for SQS's (Unix ms).
+        case file(path: String, sentTimestamp: Int64)
+    }
+
+    public var source: Source
+    public var conninfo: String
+    public var keysDirectory: String
+    public var pollers = 4
+    public var writers = 2
+    public var batchSize = 1000
+    public var flushInterval: Duration = .milliseconds(250)
+    public var waitSeconds = 20
+    public var visibilityTimeout = 60
+    public var untilEmpty = false
+    public var maximumMessages: Int?
+    public var maximumReceiveCount = 10
+    public var dataKeyPolicy = DataKeyPolicy()
+    /// Tests only: after commit, make messages visible again instead of deleting
+    /// them, as a crash between commit and delete would.
+    var redeliverInsteadOfDelete = false
+
+    public init(source: Source, conninfo: String, keysDirectory: String) {
+        self.source = source
+        self.conninfo = conninfo
+        self.keysDirectory = keysDirectory
+    }
+}
+
+/// The ingestion service: SQS (or a file) → validate → pseudonymize → vault →
+/// PostgreSQL, exactly once in effect. A `Service` for swift-service-lifecycle:
+/// on SIGTERM/SIGINT it stops receiving, commits and acknowledges what it holds,
+/// and returns.
+public final class IngestService: Service {
+    public let statistics = IngestStatistics()
+    public let health = HealthState()
+    private let configuration: IngestConfiguration
+    private let logger: Logger
+
+    public init(configuration: IngestConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let configuration = self.configuration
+        let logger = self.logger
+        let keys = KeyStore(directory: configuration.keysDirectory)
+        let keyring = try keys.tokenizationKeyring()
+        let recoveryKeys = try keys.recoveryPublicKeys()
+        if keys.hasRecoveryPrivateKeys {
+            logger.warning("the key directory holds the recovery private key; ingest never uses it: remove it from the ingest secret",
+                           metadata: ["file": "\(keys.recoveryPrivatePath)"])
+        }
+        let conninfo = configuration.conninfo
+        let connect: @Sendable () async throws -> PostgresConnection = {
+            try await PostgresConnection.connect(conninfo, applicationName: "ingest", logger: logger)
+        }
+        let probe = try await connect()
+        let version = try await Schema.currentVersion(probe)
+        guard version >= Schema.latestVersion else {
+            throw IngestError("the database schema is at version \(version), this build needs \(Schema.latestVersion): run `ingest migrate` first")
+        }
+        await probe.close()
+
+        let queue = MessageQueue(capacity: configuration.batchSize * configuration.writers * 2)
+        let dataKeys = DataKeyManager(
+            recoveryKey: recoveryKeys.active, policy: configuration.dataKeyPolicy, createdBy: ProcessInfo.processInfo.hostName,
+            statistics: statistics, logger: logger, connect: connect)
+        let knownTokens = KnownTokenCache()
+        let budget = MessageBudget(configuration.maximumMessages)
+
+        let acknowledger: any Acknowledger
+        let produce: @Sendable () async throws -> Void
+        var httpClient: HTTPClient? = nil
+        switch configuration.source {
+        case .sqs(let sqsConfiguration):
+            let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Self.httpConfiguration(pollers: configuration.pollers))
+            httpClient = http
+            let client = SQSClient(configuration: sqsConfiguration, httpClient: http, logger: logger)
+            try await Self.checkQueue(client, logger: logger)
+            acknowledger = SQSAcknowledger(client: client, visibilityTimeout: configuration.visibilityTimeout,
+                                           redeliverInsteadOfDelete: configuration.redeliverInsteadOfDelete,
+                                           statistics: statistics, logger: logger)
+            let pollers = (0..<configuration.pollers).map { index in
+                SQSPoller(name: "poller-\(index)", client: client, queue: queue, budget: budget,
+                          options: .init(waitSeconds: configuration.untilEmpty ? min(configuration.waitSeconds, 2) : configuration.waitSeconds,
+                                         visibilityTimeout: configuration.visibilityTimeout, stopWhenEmpty: configuration.untilEmpty),
+                          statistics: statistics, health: health, logger: logger)
+            }
+            produce = {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for poller in pollers { group.addTask { try await poller.run() } }
+                    try await group.waitForAll()
+                }
+            }
+        case .file(let path, let sentTimestamp):
+            acknowledger = FileAcknowledger()
+            let source = FileSource(path: path, sentTimestamp: sentTimestamp, queue: queue, budget: budget, statistics: statistics)
+            produce = { try await source.run() }
+        }
+
+        var writers: [Writer] = []
+        for index in 0..<configuration.writers {
+            let processor = MessageProcessor(tokenizer: try Tokenizer(key: keyring.active), knownTokens: knownTokens,
+                                             maximumReceiveCount: configuration.maximumReceiveCount, statistics: statistics)
+            writers.append(Writer(
+                name: "writer-\(index)", queue: queue, processor: processor, dataKeys: dataKeys, knownTokens: knownTokens,
+                acknowledger: acknowledger,
+                options: .init(batchSize: configuration.batchSize, flushInterval: configuration.flushInterval,
+                               leaseExtensionInterval: .seconds(configuration.visibilityTimeout / 2)),
+                statistics: statistics, health: health, logger: logger, connect: connect))
+        }
+
+        logger.info("ingest started", metadata: [
+            "source": "\(configuration.source.description)", "pollers": "\(configuration.pollers)", "writers": "\(configuration.writers)",
+            "batch_size": "\(configuration.batchSize)", "tokenization_key_version": "\(keyring.active.version)",
+            "recovery_key_version": "\(recoveryKeys.active.version)"])
+        let started = ContinuousClock.now
+        // Producers run apart from the writers, so a graceful shutdown can stop
+        // receiving while the writers finish what was already received.
+        let producers = Task { try await produce() }
+        let outcome: Result<Void, any Error>
+        do {
+            let producerError = try await withTaskCancellationHandler {
+                try await withGracefulShutdownHandler {
+                    try await Self.drain(producers: producers, queue: queue, writers: writers)
+                } onGracefulShutdown: {
+                    logger.info("shutting down: no more receiving; committing what is in hand")
+                    producers.cancel()
+                }
+            } onCancel: {
+                producers.cancel()
+            }
+            outcome = producerError.map { .failure($0) } ?? .success(())
+        } catch {
+            producers.cancel()
+            outcome = .failure(error)
+        }
+        try? await httpClient?.shutdown()
+        try outcome.get()
+        let elapsed = ContinuousClock.now - started
+        let stats = statistics.snapshot
+        let rate = elapsed.seconds > 0 ? Double(stats.received) / elapsed.seconds : 0
+        logger.info("ingest finished", metadata: [
+            "received": "\(stats.received)", "written": "\(stats.written)", "quarantined": "\(stats.quarantinedTotal)",
+            "duplicates_skipped": "\(stats.duplicates)", "unknown_fields": "\(stats.unknownFields)",
+            "seconds": "\(String(format: "%.2f", elapsed.seconds))", "messages_per_second": "\(Int(rate))"])
+    }
+
+    /// Runs the writers until the producers are done and the queue is drained.
+    /// A producer failure (the queue vanished, credentials revoked) still lets
+    /// the writers commit what they hold; it is returned, not thrown, so the
+    /// writers are not cancelled.
+    private static func drain(producers: Task<Void, any Error>, queue: MessageQueue, writers: [Writer]) async throws -> (any Error)? {
+        try await withThrowingTaskGroup(of: (any Error)?.self) { group in
+            group.addTask {
+                let result = await producers.result
+                await queue.close()
+                if case .failure(let error) = result, !(error is CancellationError) { return error }
+                return nil
+            }
+            for writer in writers {
+                nonisolated(unsafe) let writer = writer
+                group.addTask {
+                    try await writer.run()
+                    return nil
+                }
+            }
+            var producerError: (any Error)? = nil
+            for try await error in group where producerError == nil { producerError = error }
+            return producerError
+        }
+    }
+
+    static func httpConfiguration(pollers: Int) -> HTTPClient.Configuration {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout = .init(connect: .seconds(5), read: .seconds(30))
+        // Long polls hold a connection each; deletes and lease extensions need more.
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(16, pollers * 4))
+        return configuration
+    }
+
+    /// Fails fast when the queue cannot work at all; an outage is only logged
+    /// (the pollers retry until SQS answers).
+    static func checkQueue(_ client: SQSClient, logger: Logger) async throws {
+        do {
+            _ = try await client.queueAttributes(["VisibilityTimeout"])
+        } catch let error as SQSError where error.isTransient {
+            logger.warning("SQS is not reachable yet; polling will retry", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+extension IngestConfiguration.Source: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .sqs(let configuration): return configuration.queueURL.absoluteString
+        case .file(let path, _): return path
+        }
+    }
+}

@@ -1,0 +1,110 @@
+import Pseudonymization
+import Storage
+import VaultCrypto
+
+/// Turns messages into batch items: validates, tokenizes, seals the originals
+/// that are not in the vault yet, seals the bodies of rejected messages.
+/// CPU only, no I/O except asking the data key manager for a lease.
+/// Owned by one writer (its crypto contexts are not thread-safe).
+final class MessageProcessor {
+    private let tokenizer: Tokenizer
+    private let knownTokens: KnownTokenCache
+    private let maximumReceiveCount: Int
+    private let statistics: IngestStatistics
+    private var sealer: VaultSealer?
+
+    init(tokenizer: Tokenizer, knownTokens: KnownTokenCache, maximumReceiveCount: Int, statistics: IngestStatistics) {
+        self.tokenizer = tokenizer
+        self.knownTokens = knownTokens
+        self.maximumReceiveCount = maximumReceiveCount
+        self.statistics = statistics
+    }
+
+    var tokenKeyVersion: Int { tokenizer.keyVersion }
+
+    struct Output {
+        var items: [BatchItem]
+        /// Tokens this batch stores; remembered once it commits.
+        var newTokens: [KnownTokenCache.Fingerprint]
+    }
+
+    func process(_ messages: [InboundMessage], dataKeys: DataKeyManager) async throws -> Output {
+        enum Step {
+            case login(LoginRow, ipToken: String, deviceToken: String, ValidatedLogin)
+            case rejected(Rejection)
+        }
+        var steps: [Step] = []
+        steps.reserveCapacity(messages.count)
+        var sealsNeeded = 0
+        var pending = Set<String>()  // tokens sealed by this batch already
+        var unknownFields = 0
+        for message in messages {
+            if message.receiveCount > maximumReceiveCount {
+                steps.append(.rejected(Rejection(.tooManyDeliveries,
+                    "delivered \(message.receiveCount) times, more than the \(maximumReceiveCount) allowed")))
+                sealsNeeded += 1
+                continue
+            }
+            do {
+                let login = try LoginMessage.validate(message.body)
+                unknownFields += login.unknownFieldCount
+                let ipToken = try tokenizer.token(for: login.ip, field: .ip)
+                let deviceToken = try tokenizer.token(for: login.deviceID, field: .deviceID)
+                for token in [ipToken, deviceToken]
+                where !knownTokens.contains(.init(token: token)) && pending.insert(token).inserted {
+                    sealsNeeded += 1
+                }
+                let row = LoginRow(
+                    userID: login.userID, deviceType: login.deviceType, maskedIP: ipToken, maskedDeviceID: deviceToken,
+                    locale: login.locale, appVersion: login.appVersion,
+                    createDate: UTCDate.string(fromMilliseconds: message.sentTimestamp))
+                steps.append(.login(row, ipToken: ipToken, deviceToken: deviceToken, login))
+            } catch let rejection as Rejection {
+                steps.append(.rejected(rejection))
+                sealsNeeded += 1
+            }
+        }
+        if unknownFields > 0 { statistics.update { $0.unknownFields += unknownFields } }
+
+        let sealer = try await sealer(for: dataKeys.lease(encryptions: max(sealsNeeded, 1)))
+        var output = Output(items: [], newTokens: [])
+        output.items.reserveCapacity(messages.count)
+        var sealed = Set<String>()
+        for (message, step) in zip(messages, steps) {
+            switch step {
+            case .login(let row, let ipToken, let deviceToken, let login):
+                var entries: [SealedVaultEntry] = []
+                for (token, field, value) in [(ipToken, PIIField.ip, login.ip), (deviceToken, .deviceID, login.deviceID)]
+                where pending.contains(token) && sealed.insert(token).inserted {
+                    let (nonce, ciphertext) = try sealer.seal(value, token: token, field: field)
+                    entries.append(SealedVaultEntry(token: token, field: field, tokenKeyVersion: tokenizer.keyVersion,
+                                                    dataKeyID: sealer.dataKeyID, nonce: nonce, ciphertext: ciphertext))
+                    output.newTokens.append(.init(token: token))
+                }
+                output.items.append(BatchItem(receiptID: message.receiptID, payload: .login(row, entries)))
+            case .rejected(let rejection):
+                output.items.append(try quarantine(message, rejection, sealer: sealer))
+            }
+        }
+        return output
+    }
+
+    /// The quarantine item for a message the database itself refused.
+    func quarantine(_ message: InboundMessage, _ rejection: Rejection, dataKeys: DataKeyManager) async throws -> BatchItem {
+        try quarantine(message, rejection, sealer: try await sealer(for: dataKeys.lease(encryptions: 1)))
+    }
+
+    private func quarantine(_ message: InboundMessage, _ rejection: Rejection, sealer: VaultSealer) throws -> BatchItem {
+        let (nonce, sealedBody) = try sealer.seal(message.body, aad: VaultAAD.quarantine(receiptID: message.receiptID, dataKeyID: sealer.dataKeyID))
+        let row = QuarantineRow(source: message.sourceName, messageID: message.messageID, rejection: rejection,
+                                bodyByteCount: message.body.count, dataKeyID: sealer.dataKeyID, nonce: nonce, sealedBody: sealedBody)
+        return BatchItem(receiptID: message.receiptID, payload: .quarantine(row))
+    }
+
+    private func sealer(for lease: DataKeyLease) throws -> VaultSealer {
+        if let sealer, sealer.dataKeyID == lease.id { return sealer }
+        let fresh = try VaultSealer(dataKeyID: lease.id, key: lease.key)
+        sealer = fresh
+        return fresh
+    }
+}

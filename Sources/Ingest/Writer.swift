@@ -1,0 +1,161 @@
+import Logging
+import Postgres
+import Pseudonymization
+import Storage
+
+/// Takes batches off the queue, processes them, commits each in one
+/// transaction, and acknowledges the messages only after the commit.
+///
+/// Database outages are retried with backoff until the database returns
+/// (leases on held messages are extended meanwhile). A batch the database
+/// refuses for a reason other than an outage is split until the refused
+/// message is found; that one is quarantined, the rest written.
+final class Writer {
+    struct Options {
+        var batchSize: Int
+        var flushInterval: Duration
+        var leaseExtensionInterval: Duration
+    }
+
+    private let name: String
+    private let queue: MessageQueue
+    private let processor: MessageProcessor
+    private let dataKeys: DataKeyManager
+    private let knownTokens: KnownTokenCache
+    private let acknowledger: any Acknowledger
+    private let connect: @Sendable () async throws -> PostgresConnection
+    private var connection: PostgresConnection?
+    private let options: Options
+    private let statistics: IngestStatistics
+    private let health: HealthState
+    private let logger: Logger
+    private let backoff = Backoff(base: .milliseconds(100), cap: .seconds(10))
+
+    init(name: String, queue: MessageQueue, processor: MessageProcessor, dataKeys: DataKeyManager, knownTokens: KnownTokenCache,
+         acknowledger: any Acknowledger, options: Options, statistics: IngestStatistics, health: HealthState, logger: Logger,
+         connect: @escaping @Sendable () async throws -> PostgresConnection) {
+        self.health = health
+        self.name = name
+        self.queue = queue
+        self.processor = processor
+        self.dataKeys = dataKeys
+        self.knownTokens = knownTokens
+        self.acknowledger = acknowledger
+        self.options = options
+        self.statistics = statistics
+        self.logger = logger
+        self.connect = connect
+    }
+
+    /// Runs until the queue is closed and drained.
+    func run() async throws {
+        while true {
+            var batch = await queue.take(maximum: options.batchSize)
+            if batch.isEmpty { return }
+            let deadline = ContinuousClock.now + options.flushInterval
+            while batch.count < options.batchSize {
+                let more = await queue.take(maximum: options.batchSize - batch.count, deadline: deadline)
+                if more.isEmpty { break }
+                batch += more
+            }
+            try await handle(batch)
+        }
+    }
+
+    private func handle(_ batch: [InboundMessage]) async throws {
+        let started = ContinuousClock.now
+        let output = try await retryingOutages(batch, since: started) {
+            try await self.processor.process(batch, dataKeys: self.dataKeys)
+        }
+        let result = try await commit(output.items, messages: batch, since: started)
+        knownTokens.insert(output.newTokens)
+        statistics.update { stats in
+            stats.written += result.loginRows
+            stats.duplicates += batch.count - result.written.count
+            for item in output.items where result.written.contains(item.receiptID) {
+                if case .quarantine(let row) = item.payload { stats.quarantined[row.rejection.reason.rawValue, default: 0] += 1 }
+            }
+        }
+        await acknowledger.acknowledge(batch)
+        logger.debug("batch committed", metadata: [
+            "writer": "\(name)", "messages": "\(batch.count)", "rows": "\(result.loginRows)",
+            "quarantined": "\(result.quarantined)", "duplicates": "\(batch.count - result.written.count)",
+            "milliseconds": "\((ContinuousClock.now - started).milliseconds)",
+        ])
+    }
+
+    /// Commits `items`; splits the batch to isolate a message the database refuses.
+    private func commit(_ items: [BatchItem], messages: [InboundMessage], since started: ContinuousClock.Instant) async throws -> BatchResult {
+        do {
+            return try await retryingOutages(messages, since: started) {
+                let connection = try await self.liveConnection()
+                return try await connection.transaction { connection in try BatchWriter.write(items, on: connection) }
+            }
+        } catch let error as PostgresError where error.code == .server || error.code == .copyFailed {
+            guard items.count > 1 else {
+                return try await quarantineRefused(items[0], messages: messages, error: error, since: started)
+            }
+            let middle = items.count / 2
+            logger.warning("the database refused a batch; isolating the message", metadata: [
+                "sqlstate": "\(error.sqlState ?? "?")", "batch": "\(items.count)", "error": "\(error)"])
+            let first = try await commit(Array(items[..<middle]), messages: messages, since: started)
+            let second = try await commit(Array(items[middle...]), messages: messages, since: started)
+            return BatchResult(written: first.written.union(second.written), loginRows: first.loginRows + second.loginRows,
+                               quarantined: first.quarantined + second.quarantined,
+                               vaultEntriesOffered: first.vaultEntriesOffered + second.vaultEntriesOffered)
+        }
+    }
+
+    private func quarantineRefused(
+        _ item: BatchItem, messages: [InboundMessage], error: PostgresError, since started: ContinuousClock.Instant
+    ) async throws -> BatchResult {
+        guard case .login = item.payload, let message = messages.first(where: { $0.receiptID == item.receiptID }) else {
+            // Not even the quarantine row can be written: a schema or code defect, not a message problem.
+            throw error
+        }
+        let rejection = Rejection(.databaseRejected, "PostgreSQL refused the row (SQLSTATE \(error.sqlState ?? "unknown"))")
+        let replacement = try await processor.quarantine(message, rejection, dataKeys: dataKeys)
+        return try await commit([replacement], messages: messages, since: started)
+    }
+
+    /// Runs `body` until it succeeds or fails with something other than an outage.
+    private func retryingOutages<T>(
+        _ messages: [InboundMessage], since started: ContinuousClock.Instant, _ body: () async throws -> T
+    ) async throws -> T {
+        var attempt = 0
+        var lastExtension = started
+        while true {
+            do {
+                let value = try await body()
+                if attempt > 0 {
+                    logger.info("database reachable again", metadata: ["writer": "\(name)", "attempts": "\(attempt + 1)"])
+                    health.databaseReachable(true)
+                }
+                return value
+            } catch let error as PostgresError where error.isTransient {
+                if attempt == 0 || attempt % 10 == 0 {
+                    logger.warning("database unavailable; retrying with backoff",
+                                   metadata: ["writer": "\(name)", "attempt": "\(attempt + 1)", "error": "\(error)"])
+                }
+                statistics.update { $0.databaseRetries += 1 }
+                health.databaseReachable(false)
+                if !(await connection?.isHealthy ?? false) { connection = nil }
+                if ContinuousClock.now - lastExtension > options.leaseExtensionInterval {
+                    await acknowledger.extendLeases(messages)
+                    lastExtension = .now
+                }
+                try await Task.sleep(for: backoff.delay(attempt: attempt))
+                attempt += 1
+            }
+        }
+    }
+
+    private func liveConnection() async throws -> PostgresConnection {
+        if let connection, await connection.isHealthy { return connection }
+        connection = nil
+        let fresh = try await connect()
+        try await fresh.transaction { connection in try BatchWriter.prepare(connection) }
+        connection = fresh
+        return fresh
+    }
+}

@@ -1,0 +1,113 @@
+public import VaultCrypto
+
+/// The personal fields that are replaced by tokens.
+public enum PIIField: String, Sendable, CaseIterable, Codable {
+    case ip
+    case deviceID = "device_id"
+
+    /// The token prefix: short, and different per field.
+    public var tag: String {
+        switch self {
+        case .ip: return "ip"
+        case .deviceID: return "dev"
+        }
+    }
+}
+
+/// Tokens look like `ip_t1_<43 base64url chars>` or `dev_t1_<…>`: the field, the
+/// tokenization key version, and HMAC-SHA256(key, domain ‖ field ‖ value).
+/// Fixed length per version width, copy-paste safe (no `+`, `/`, `=`).
+public enum Token {
+    public struct Parts: Sendable, Equatable {
+        public let field: PIIField
+        public let keyVersion: Int
+    }
+
+    /// The field and key version of a well-formed token; nil for anything else.
+    public static func parse(_ token: String) -> Parts? {
+        let pieces = token.split(separator: "_", maxSplits: 2, omittingEmptySubsequences: false)
+        guard pieces.count == 3, let field = PIIField.allCases.first(where: { $0.tag == pieces[0] }),
+              pieces[1].first == "t", let version = Int(pieces[1].dropFirst()), version > 0,
+              String(version) == pieces[1].dropFirst(),
+              pieces[2].utf8.count == 43, let mac = Base64.decodeURL(pieces[2]), mac.count == 32 else { return nil }
+        return Parts(field: field, keyVersion: version)
+    }
+}
+
+/// Computes tokens under one tokenization key version. Reuses one keyed HMAC
+/// context; not thread-safe (one per task).
+public final class Tokenizer {
+    public let keyVersion: Int
+    private let hmac: HMACSHA256
+    private let prefixes: [PIIField: [UInt8]]
+    private var output = [UInt8](repeating: 0, count: HMACSHA256.byteCount)
+
+    /// Domain separation: the HMAC input is `domain ‖ 0 ‖ field ‖ 0 ‖ value`, so
+    /// an IP and a device id with the same text get unrelated tokens, and no
+    /// other use of the key can produce a token.
+    static let domain = "pseudonymizer.token.v1"
+
+    public init(key: TokenizationKey) throws {
+        keyVersion = key.version
+        hmac = try HMACSHA256(key: key.secret)
+        var prefixes: [PIIField: [UInt8]] = [:]
+        for field in PIIField.allCases { prefixes[field] = Array("\(Self.domain)\u{0}\(field.rawValue)\u{0}".utf8) }
+        self.prefixes = prefixes
+    }
+
+    public func token(for canonicalValue: String, field: PIIField) throws -> String {
+        try hmac.reset()
+        try hmac.update(prefixes[field]!)
+        var value = canonicalValue
+        try value.withUTF8 { try hmac.update(UnsafeRawBufferPointer($0)) }
+        try output.withUnsafeMutableBytes { try hmac.finalize(into: $0) }
+        var token = Array("\(field.tag)_t\(keyVersion)_".utf8)
+        token.reserveCapacity(token.count + 43)
+        output.withUnsafeBytes { Base64.appendURL($0, to: &token) }
+        return String(decoding: token, as: UTF8.self)
+    }
+}
+
+/// What a sealed vault value is bound to. Changing any part (moving a row to
+/// another token, relabelling the field, pointing it at another data key) makes
+/// opening fail instead of returning someone else's value.
+public enum VaultAAD {
+    public static func entry(token: String, field: PIIField, dataKeyID: String) -> [UInt8] {
+        Array("pseudonymizer.vault.v1\u{0}\(token)\u{0}\(field.rawValue)\u{0}\(dataKeyID)".utf8)
+    }
+
+    public static func quarantine(receiptID: [UInt8], dataKeyID: String) -> [UInt8] {
+        Array("pseudonymizer.quarantine.v1\u{0}\(Hex.encode(receiptID))\u{0}\(dataKeyID)".utf8)
+    }
+}
+
+/// AES-256-GCM sealing under one data key, with nonces drawn from the CSPRNG in
+/// bulk (one `RAND_bytes` call per 256 nonces costs less than the seal itself).
+/// Not thread-safe: one per task.
+public final class VaultSealer {
+    public let dataKeyID: String
+    private let cipher: AESGCM
+    private var nonces = [UInt8]()
+    private var nextNonce = 0
+    private static let noncesPerRefill = 256
+
+    public init(dataKeyID: String, key: SecureBytes) throws {
+        self.dataKeyID = dataKeyID
+        cipher = try AESGCM(key: key)
+    }
+
+    /// Returns a fresh random nonce and `ciphertext ‖ tag`.
+    public func seal(_ plaintext: some ReadableBytes, aad: [UInt8]) throws -> (nonce: [UInt8], ciphertext: [UInt8]) {
+        if nextNonce == nonces.count {
+            nonces = try SystemRandom.bytes(Self.noncesPerRefill * AESGCM.nonceByteCount)
+            nextNonce = 0
+        }
+        let nonce = Array(nonces[nextNonce..<(nextNonce + AESGCM.nonceByteCount)])
+        nextNonce += AESGCM.nonceByteCount
+        return (nonce, try cipher.seal(plaintext, nonce: nonce, aad: aad))
+    }
+
+    public func seal(_ canonicalValue: String, token: String, field: PIIField) throws -> (nonce: [UInt8], ciphertext: [UInt8]) {
+        try seal(Array(canonicalValue.utf8), aad: VaultAAD.entry(token: token, field: field, dataKeyID: dataKeyID))
+    }
+}

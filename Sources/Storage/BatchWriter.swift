@@ -1,0 +1,215 @@
+public import Postgres
+public import Pseudonymization
+
+/// A row of `user_logins`.
+public struct LoginRow: Sendable {
+    public let userID: String
+    public let deviceType: String
+    public let maskedIP: String
+    public let maskedDeviceID: String
+    public let locale: String?
+    public let appVersion: AppVersion
+    public let createDate: String
+
+    public init(userID: String, deviceType: String, maskedIP: String, maskedDeviceID: String, locale: String?,
+                appVersion: AppVersion, createDate: String) {
+        self.userID = userID
+        self.deviceType = deviceType
+        self.maskedIP = maskedIP
+        self.maskedDeviceID = maskedDeviceID
+        self.locale = locale
+        self.appVersion = appVersion
+        self.createDate = createDate
+    }
+}
+
+/// A sealed original, ready for `vault_entries`.
+public struct SealedVaultEntry: Sendable {
+    public let token: String
+    public let field: PIIField
+    public let tokenKeyVersion: Int
+    public let dataKeyID: String
+    public let nonce: [UInt8]
+    public let ciphertext: [UInt8]
+
+    public init(token: String, field: PIIField, tokenKeyVersion: Int, dataKeyID: String, nonce: [UInt8], ciphertext: [UInt8]) {
+        self.token = token
+        self.field = field
+        self.tokenKeyVersion = tokenKeyVersion
+        self.dataKeyID = dataKeyID
+        self.nonce = nonce
+        self.ciphertext = ciphertext
+    }
+}
+
+/// A message set aside, its body sealed.
+public struct QuarantineRow: Sendable {
+    public let source: String
+    public let messageID: String
+    public let rejection: Rejection
+    public let bodyByteCount: Int
+    public let dataKeyID: String
+    public let nonce: [UInt8]
+    public let sealedBody: [UInt8]
+
+    public init(source: String, messageID: String, rejection: Rejection, bodyByteCount: Int, dataKeyID: String,
+                nonce: [UInt8], sealedBody: [UInt8]) {
+        self.source = source
+        self.messageID = messageID
+        self.rejection = rejection
+        self.bodyByteCount = bodyByteCount
+        self.dataKeyID = dataKeyID
+        self.nonce = nonce
+        self.sealedBody = sealedBody
+    }
+}
+
+/// What one message becomes.
+public struct BatchItem: Sendable {
+    public enum Payload: Sendable {
+        /// A login row and the vault entries it needs (none for tokens already stored).
+        case login(LoginRow, [SealedVaultEntry])
+        case quarantine(QuarantineRow)
+    }
+
+    /// 16 bytes identifying the message across deliveries (see `ReceiptID`).
+    public let receiptID: [UInt8]
+    public let payload: Payload
+
+    public init(receiptID: [UInt8], payload: Payload) {
+        self.receiptID = receiptID
+        self.payload = payload
+    }
+}
+
+/// What a committed batch did.
+public struct BatchResult: Sendable {
+    /// Receipt ids written now (the rest were already processed: duplicates).
+    public let written: Set<[UInt8]>
+    public let loginRows: Int
+    public let quarantined: Int
+    public let vaultEntriesOffered: Int
+
+    public init(written: Set<[UInt8]>, loginRows: Int, quarantined: Int, vaultEntriesOffered: Int) {
+        self.written = written
+        self.loginRows = loginRows
+        self.quarantined = quarantined
+        self.vaultEntriesOffered = vaultEntriesOffered
+    }
+}
+
+/// Writes a batch of processed messages in one transaction: receipts first
+/// (claiming each message once, even against a concurrent consumer), then
+/// vault entries, login rows, quarantine and app versions, all or nothing.
+public enum BatchWriter {
+    /// Creates the session's staging table; call once per connection.
+    public static func prepare(_ connection: isolated PostgresConnection) throws {
+        try connection.executeScript("""
+            CREATE TEMP TABLE IF NOT EXISTS vault_staging
+                (token text, field text, token_key_version integer, data_key_id uuid, nonce bytea, ciphertext bytea)
+                ON COMMIT DELETE ROWS
+            """)
+    }
+
+    /// Runs inside a transaction the caller opened.
+    public static func write(_ items: [BatchItem], on connection: isolated PostgresConnection) throws -> BatchResult {
+        // Sorted ids: concurrent writers lock receipts in the same order and
+        // cannot deadlock; a message seen twice in one batch is claimed once.
+        let ids = Set(items.map(\.receiptID)).sorted { $0.lexicographicallyPrecedes($1) }
+        let claimed = try connection.query("""
+            INSERT INTO ingest_receipts (receipt_id)
+            SELECT id FROM unnest($1::bytea[]) AS id ORDER BY id
+            ON CONFLICT (receipt_id) DO NOTHING
+            RETURNING receipt_id
+            """, [.byteArrays(ids)], prepared: true)
+        var fresh = Set(try claimed.map { try $0.bytes("receipt_id") })
+        let written = fresh
+
+        var logins = CopyTextBuilder(reservingCapacity: items.count * 160)
+        var vault: [String: SealedVaultEntry] = [:]
+        var quarantine = CopyTextBuilder()
+        var versions: [Int32: String] = [:]
+        for item in items where fresh.remove(item.receiptID) != nil {
+            switch item.payload {
+            case .login(let row, let entries):
+                logins.append(row.userID)
+                logins.append(row.deviceType)
+                logins.append(row.maskedIP)
+                logins.append(row.maskedDeviceID)
+                logins.append(row.locale)
+                logins.append(Int(row.appVersion.code))
+                logins.append(row.createDate)
+                logins.endRow()
+                versions[row.appVersion.code] = row.appVersion.canonical
+                for entry in entries { vault[entry.token] = entry }
+            case .quarantine(let row):
+                quarantine.append(bytes: item.receiptID)
+                quarantine.append(row.source)
+                quarantine.append(row.messageID)
+                quarantine.append(row.rejection.reason.rawValue)
+                quarantine.append(row.rejection.field)
+                quarantine.append(row.rejection.detail)
+                quarantine.append(row.bodyByteCount)
+                quarantine.append(row.dataKeyID)
+                quarantine.append(bytes: row.nonce)
+                quarantine.append(bytes: row.sealedBody)
+                quarantine.endRow()
+            }
+        }
+        if !vault.isEmpty {
+            var staging = CopyTextBuilder(reservingCapacity: vault.count * 200)
+            for token in vault.keys.sorted() {
+                let entry = vault[token]!
+                staging.append(entry.token)
+                staging.append(entry.field.rawValue)
+                staging.append(entry.tokenKeyVersion)
+                staging.append(entry.dataKeyID)
+                staging.append(bytes: entry.nonce)
+                staging.append(bytes: entry.ciphertext)
+                staging.endRow()
+            }
+            try connection.copy("COPY vault_staging (token, field, token_key_version, data_key_id, nonce, ciphertext) FROM STDIN",
+                                data: staging.bytes)
+            try connection.execute("""
+                INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext)
+                SELECT token, field, token_key_version, data_key_id, nonce, ciphertext FROM vault_staging ORDER BY token
+                ON CONFLICT (token) DO NOTHING
+                """, prepared: true)
+        }
+        if logins.rowCount > 0 {
+            try connection.copy("""
+                COPY user_logins (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date) FROM STDIN
+                """, data: logins.bytes)
+        }
+        if quarantine.rowCount > 0 {
+            try connection.copy("""
+                COPY quarantine (receipt_id, source, message_id, reason, field, detail, body_bytes, data_key_id, nonce, sealed_body)
+                FROM STDIN
+                """, data: quarantine.bytes)
+        }
+        if !versions.isEmpty {
+            let codes = versions.keys.sorted()
+            try connection.execute("""
+                INSERT INTO app_versions (code, version)
+                SELECT * FROM unnest($1::integer[], $2::text[]) ORDER BY 1
+                ON CONFLICT (code) DO NOTHING
+                """, [.textArray(codes.map { String($0) }), .textArray(codes.map { versions[$0] })], prepared: true)
+        }
+        return BatchResult(written: written, loginRows: logins.rowCount, quarantined: quarantine.rowCount,
+                           vaultEntriesOffered: vault.count)
+    }
+
+    /// Records a new data key; committed before any entry uses it.
+    public static func insertDataKey(
+        id: String, recoveryKeyVersion: Int, wrappedKey: [UInt8], createdBy: String, on connection: PostgresConnection
+    ) async throws {
+        try await connection.execute(
+            "INSERT INTO data_keys (id, recovery_key_version, wrapped_key, created_by) VALUES ($1, $2, $3, $4)",
+            [.text(id), .int(recoveryKeyVersion), .bytes(wrappedKey), .text(createdBy)])
+    }
+
+    /// Marks a data key as no longer used for new entries.
+    public static func retireDataKey(id: String, on connection: PostgresConnection) async throws {
+        try await connection.execute("UPDATE data_keys SET retired_at = now() WHERE id = $1 AND retired_at IS NULL", [.text(id)])
+    }
+}

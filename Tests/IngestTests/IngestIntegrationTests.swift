@@ -1,0 +1,163 @@
+import Foundation
+@testable import Ingest
+import Postgres
+import Pseudonymization
+import SQS
+import TestSupport
+import Testing
+import VaultAdmin
+
+@Suite("Ingest against PostgreSQL and the SQS emulator")
+struct IngestIntegrationTests {
+    @Test("the real sample: 99 rows, 1 quarantined, NULL locales, version codes, send date, empty queue, recoverable vault")
+    func realSample() async throws {
+        let harness = try await IngestHarness.make()
+        let bodies = try sampleBodies()
+        try AWSCLI.send(harness.queueURL, bodies: bodies)
+        let stats = try await harness.run()
+        // At-least-once: under load a message may be delivered twice; it is then skipped.
+        #expect(stats.received - stats.duplicates == 100)
+        #expect(stats.written == 99)
+        #expect(stats.quarantined == ["missing_field": 1])
+
+        let connection = try await harness.connect()
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 99)
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE locale IS NULL") == 29)
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE locale = 'None'") == 0)
+        #expect(try await harness.scalar("SELECT count(*) FROM quarantine WHERE reason = 'missing_field'") == 1)
+        // The send date, in UTC (the messages were sent moments ago).
+        #expect(try await harness.scalar(
+            "SELECT count(*) FROM user_logins WHERE create_date = (now() AT TIME ZONE 'UTC')::date") == 99)
+        for (version, code) in [("2.3.0", 2_003_000), ("0.96", 96_000), ("2.0", 2_000_000), ("2.00", 2_000_000)] {
+            let users = bodies.filter { $0.contains(#""app_version": "\#(version)""#) }.compactMap { userID(in: $0) }
+            #expect(!users.isEmpty)
+            for user in users {
+                #expect(try await harness.scalar("SELECT app_version FROM user_logins WHERE user_id = $1", [.text(user)]) == code)
+            }
+        }
+        #expect(try await connection.query("SELECT version FROM app_versions WHERE code = 2000000").first?["version"] == "2.0.0")
+        let depth = try AWSCLI.depth(harness.queueURL)
+        #expect(depth.visible == 0 && depth.inFlight == 0)
+
+        // Every token decrypts, with the recovery private key, to the original.
+        // (Counted, not compared in #expect, so a failure never prints an original.)
+        let reader = try await harness.reader()
+        var checked = 0, mismatches = 0
+        for body in bodies {
+            guard let user = userID(in: body), let ip = field("ip", in: body), let device = field("device_id", in: body) else { continue }
+            let row = try #require(try await connection.query(
+                "SELECT masked_ip, masked_device_id FROM user_logins WHERE user_id = $1", [.text(user)]).first)
+            if try await reader.recover(try row.string("masked_ip")).value != ip { mismatches += 1 }
+            if try await reader.recover(try row.string("masked_device_id")).value != device { mismatches += 1 }
+            checked += 2
+        }
+        #expect(checked == 198)
+        #expect(mismatches == 0)
+    }
+
+    @Test("the same bodies sent again get the same tokens and no new vault entries")
+    func deterministicTokens() async throws {
+        let harness = try await IngestHarness.make()
+        let bodies = try sampleBodies()
+        try AWSCLI.send(harness.queueURL, bodies: bodies)
+        try await harness.run()
+        let entries = try await harness.scalar("SELECT count(*) FROM vault_entries")
+        try AWSCLI.send(harness.queueURL, bodies: bodies)
+        let second = try await harness.run()
+        #expect(second.written == 99)
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 198)
+        #expect(try await harness.scalar("SELECT count(*) FROM vault_entries") == entries)
+        // Each user now has two identical rows.
+        #expect(try await harness.scalar("""
+            SELECT count(*) FROM (SELECT user_id FROM user_logins GROUP BY user_id
+                                  HAVING count(*) = 2 AND count(DISTINCT masked_ip) = 1 AND count(DISTINCT masked_device_id) = 1) AS pairs
+            """) == 99)
+    }
+
+    @Test("a message redelivered after commit (crash before delete) adds no row and is deleted")
+    func redelivery() async throws {
+        let harness = try await IngestHarness.make()
+        let bodies = Array(try sampleBodies().prefix(20))
+        try AWSCLI.send(harness.queueURL, bodies: bodies)
+        var crashing = try harness.configuration()
+        crashing.redeliverInsteadOfDelete = true
+        crashing.maximumMessages = 20
+        crashing.untilEmpty = false
+        let first = try await harness.run(crashing)
+        // Line 13 of the sample is the malformed message.
+        #expect(first.written == 19 && first.quarantinedTotal == 1)
+        let second = try await harness.run()
+        #expect(second.received == 20)
+        #expect(second.duplicates == 20)
+        #expect(second.written == 0 && second.quarantinedTotal == 0)
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 19)
+        #expect(try await harness.scalar("SELECT count(*) FROM quarantine") == 1)
+        let depth = try AWSCLI.depth(harness.queueURL)
+        #expect(depth.visible == 0 && depth.inFlight == 0)
+    }
+
+    @Test("replaying a file adds nothing")
+    func fileReplay() async throws {
+        let harness = try await IngestHarness.make()
+        let file = NSTemporaryDirectory() + "replay-\(UUID().uuidString).jsonl"
+        try (try sampleBodies().joined(separator: "\n") + "\n\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let source = IngestConfiguration.Source.file(path: file, sentTimestamp: 1_735_689_600_000)
+        let first = try await harness.run(try harness.configuration(source))
+        #expect(first.written == 99 && first.quarantinedTotal == 1)
+        let second = try await harness.run(try harness.configuration(source))
+        #expect(second.written == 0 && second.duplicates == 100 && second.quarantinedTotal == 0)
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 99)
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE create_date = '2025-01-01'") == 99)
+    }
+
+    @Test("malformed input is quarantined with a reason and never stops the service")
+    func hostileInput() async throws {
+        let harness = try await IngestHarness.make()
+        let good = #"{"user_id": "u", "app_version": "1.2.3", "device_type": "ios", "ip": "10.0.0.1", "locale": "FR", "device_id": "111-22-3333"}"#
+        let cases: [(String, String)] = [
+            ("{not json", "invalid_json"),
+            (#"{"user_id": 5, "app_version": "1.0", "device_type": "ios", "ip": "10.0.0.1", "locale": null, "device_id": "d"}"#, "wrong_type"),
+            (#"{"user_id": "u"}"#, "missing_field"),
+            (good.replacingOccurrences(of: #""u""#, with: "\"" + String(repeating: "u", count: 200) + "\""), "too_long"),
+            (good.replacingOccurrences(of: #""u""#, with: #""a\u0000b""#), "control_character"),
+            (good.replacingOccurrences(of: "10.0.0.1", with: "10.0.0.1' OR '1'='1"), "invalid_ip"),
+            (good.replacingOccurrences(of: "1.2.3", with: "1.2.3-beta"), "invalid_app_version"),
+            ("[]", "not_an_object"),
+            (good.replacingOccurrences(of: #""user_id": "u""#, with: #""user_id": "u", "user_id": "v""#), "duplicate_field"),
+        ]
+        try AWSCLI.send(harness.queueURL, bodies: cases.map(\.0) + [good])
+        let stats = try await harness.run()
+        #expect(stats.written == 1)
+        #expect(stats.quarantinedTotal == cases.count)
+        let connection = try await harness.connect()
+        let reasons = try await connection.query("SELECT reason FROM quarantine ORDER BY reason").map { $0["reason"] ?? "" }
+        #expect(reasons == cases.map(\.1).sorted())
+        let depth = try AWSCLI.depth(harness.queueURL)
+        #expect(depth.visible == 0 && depth.inFlight == 0)
+
+        // A 1 MiB body (larger than SQS allows) through the file path.
+        let file = NSTemporaryDirectory() + "huge-\(UUID().uuidString).jsonl"
+        try ("{\"x\": \"" + String(repeating: "a", count: 1 << 20) + "\"}\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let huge = try await harness.run(try harness.configuration(.file(path: file, sentTimestamp: 0)))
+        #expect(huge.quarantined == ["body_too_large": 1])
+        #expect(try await harness.scalar("SELECT body_bytes FROM quarantine WHERE reason = 'body_too_large'") == (1 << 20) + 9)
+    }
+
+    @Test("a message delivered too often is quarantined instead of retried forever")
+    func poisonMessage() async throws {
+        let harness = try await IngestHarness.make()
+        try AWSCLI.send(harness.queueURL, bodies: [try sampleBodies()[0]])
+        var configuration = try harness.configuration()
+        configuration.maximumReceiveCount = 0
+        let stats = try await harness.run(configuration)
+        #expect(stats.quarantined == ["too_many_deliveries": 1])
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 0)
+    }
+}
+
+func userID(in body: String) -> String? { field("user_id", in: body) }
+
+func field(_ name: String, in body: String) -> String? {
+    guard let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else { return nil }
+    return object[name] as? String
+}

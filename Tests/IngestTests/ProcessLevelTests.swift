@@ -1,0 +1,130 @@
+import Foundation
+import Ingest
+import Postgres
+import TestSupport
+import Testing
+import VaultCrypto
+
+/// Tests that run the real `ingest` binary: what an operator would see, and
+/// what survives `kill -9`.
+@Suite("ingest as a process")
+struct ProcessLevelTests {
+    func arguments(_ harness: IngestHarness, _ extra: [String]) -> [String] {
+        ["run", "--queue-url", harness.queueURL, "--keys-dir", harness.ingestKeys,
+         "--database-url", harness.databaseURL] + extra
+    }
+
+    @Test("no original IP or device id in a dump of the whole database or in the logs")
+    func noPlaintextPII() async throws {
+        let harness = try await IngestHarness.make()
+        let bodies = try sampleBodies() + generatedBodies(count: 200, seed: 7)
+        try Boto3.send(harness.queueURL, bodies: bodies)
+        let run = try runProgram(try TestEnvironment.executable("ingest"), arguments(harness, ["--until-empty"]),
+                                 environment: ["LOG_LEVEL": "trace"])
+        #expect(run.status == 0)
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 299)
+        let dump = try runProgram("\(try TestEnvironment.variable("PSEUDO_PG_BIN"))/pg_dump", ["--no-owner", harness.databaseURL])
+        #expect(dump.status == 0)
+        #expect(dump.output.contains("COPY public.user_logins"))
+        let originals = Set(bodies.flatMap { [field("ip", in: $0), field("device_id", in: $0)].compactMap { $0 } })
+        #expect(originals.count > 300)
+        // Counted, so a failure reports how many leaked without printing them.
+        let leakedInDump = originals.filter { dump.output.contains($0) }.count
+        let leakedInLogs = originals.filter { run.output.contains($0) || run.errors.contains($0) }.count
+        #expect(leakedInDump == 0)
+        #expect(leakedInLogs == 0)
+    }
+
+    @Test("kill -9 in mid-run, then restart: every valid message written exactly once, every invalid one quarantined once")
+    func killAndRestart() async throws {
+        let harness = try await IngestHarness.make()
+        // moto scans the whole queue on every call, so the queue stays small.
+        let valid = generatedBodies(count: 600, seed: 11)
+        let invalid = (0..<10).map { #"{"broken": \#($0)"# }
+        try Boto3.send(harness.queueURL, bodies: valid + invalid)
+
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try TestEnvironment.executable("ingest"))
+        process.arguments = arguments(harness, ["--batch-size", "10", "--visibility-timeout", "5"])
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = ContinuousClock.now + .seconds(120)
+        // Kill it as soon as its first batches are committed.
+        let watcher = try await harness.connect()
+        while try await watcher.query("SELECT count(*) AS n FROM user_logins")[0].int("n") == 0 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .uncaughtSignal)
+        let before = try await harness.scalar("SELECT count(*) FROM user_logins")
+        #expect(before > 0 && before < valid.count, "killed after \(before) rows")
+
+        // Messages it held become visible again after their 5 s lease.
+        try await Task.sleep(for: .seconds(6))
+        let restart = try runProgram(try TestEnvironment.executable("ingest"), arguments(harness, ["--until-empty", "--batch-size", "100"]))
+        #expect(restart.status == 0)
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == valid.count)
+        #expect(try await harness.scalar("SELECT count(DISTINCT user_id) FROM user_logins") == valid.count)
+        #expect(try await harness.scalar("SELECT count(*) FROM quarantine") == invalid.count)
+        #expect(try await harness.scalar("SELECT count(*) FROM ingest_receipts") == valid.count + invalid.count)
+        let depth = try AWSCLI.depth(harness.queueURL)
+        #expect(depth.visible == 0 && depth.inFlight == 0)
+    }
+
+    @Test("SIGTERM: stops receiving, commits and deletes what it holds, exits 0 promptly")
+    func gracefulShutdown() async throws {
+        let harness = try await IngestHarness.make()
+        let valid = generatedBodies(count: 300, seed: 13)
+        try Boto3.send(harness.queueURL, bodies: valid)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try TestEnvironment.executable("ingest"))
+        process.arguments = arguments(harness, ["--batch-size", "10", "--visibility-timeout", "5"])
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = ContinuousClock.now + .seconds(120)
+        while try await harness.scalar("SELECT count(*) FROM user_logins") < 30 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let signalled = ContinuousClock.now
+        kill(process.processIdentifier, SIGTERM)
+        while process.isRunning && ContinuousClock.now - signalled < .seconds(40) { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!process.isRunning, "still running 40 s after SIGTERM")
+        #expect(process.terminationReason == .exit && process.terminationStatus == 0)
+        // Everything it claimed was committed and acknowledged: the rows match the
+        // receipts, and whatever it deleted is gone from the queue.
+        let written = try await harness.scalar("SELECT count(*) FROM user_logins")
+        #expect(written == (try await harness.scalar("SELECT count(*) FROM ingest_receipts")))
+        // A receive cut off by the shutdown leaves its messages invisible until their lease ends.
+        try await Task.sleep(for: .seconds(6))
+        let restart = try runProgram(try TestEnvironment.executable("ingest"), arguments(harness, ["--until-empty"]))
+        #expect(restart.status == 0)
+        #expect(try await harness.scalar("SELECT count(DISTINCT user_id) FROM user_logins") == valid.count)
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == valid.count)
+    }
+
+    @Test("configuration errors end with one line and a non-zero code", arguments: [
+        (["run", "--queue-url", "http://127.0.0.1:1/1/q", "--keys-dir", "/nonexistent"], Int32(78), "does not exist"),
+        (["run", "--keys-dir", "/nonexistent"], Int32(64), "no source"),
+        (["run", "--queue-url", "not a url", "--keys-dir", "/nonexistent"], Int32(78), "not an http(s) SQS queue URL"),
+        (["run", "--from-file", "/dev/null", "--pollers", "0"], Int32(64), "out of range"),
+    ])
+    func configurationErrors(arguments: [String], status: Int32, message: String) throws {
+        let result = try runProgram(try TestEnvironment.executable("ingest"), arguments)
+        #expect(result.status == status)
+        #expect(result.errors.contains(message), "stderr: \(result.errors)")
+    }
+
+    @Test("an unreachable database at start is a one-line error")
+    func unreachableDatabase() throws {
+        let keys = try TestKeys.create()
+        let result = try runProgram(try TestEnvironment.executable("ingest"),
+                                    ["run", "--from-file", "/dev/null", "--keys-dir", try keys.ingestKeysDirectory(),
+                                     "--database-url", "postgresql://nobody@127.0.0.1:1/none"])
+        #expect(result.status == 1)
+        #expect(result.errors.contains("cannot reach PostgreSQL"))
+        #expect(result.errors.split(separator: "\n").count == 1)
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+@testable import Ingest
+import Pseudonymization
+import Testing
+import VaultCrypto
+
+@Suite("Backoff")
+struct BackoffTests {
+    @Test("the ceiling doubles per attempt up to the cap")
+    func ceiling() {
+        let backoff = Backoff(base: .milliseconds(100), cap: .seconds(5))
+        #expect(backoff.ceiling(attempt: 0) == .milliseconds(100))
+        #expect(backoff.ceiling(attempt: 1) == .milliseconds(200))
+        #expect(backoff.ceiling(attempt: 5) == .milliseconds(3200))
+        #expect(backoff.ceiling(attempt: 6) == .seconds(5))
+        #expect(backoff.ceiling(attempt: 1000) == .seconds(5))
+    }
+
+    @Test("delays are jittered within [0, ceiling] and spread out")
+    func jitter() {
+        let backoff = Backoff(base: .milliseconds(100), cap: .seconds(5))
+        var generator = SeededGenerator(seed: 1)
+        let delays = (0..<1000).map { _ in backoff.delay(attempt: 3, using: &generator) }
+        #expect(delays.allSatisfy { $0 >= .zero && $0 <= .milliseconds(800) })
+        #expect(Set(delays).count > 900)
+        #expect(delays.min()! < .milliseconds(100) && delays.max()! > .milliseconds(700))
+    }
+}
+
+@Suite("Message queue")
+struct MessageQueueTests {
+    func messages(_ count: Int, from start: Int = 0) -> [InboundMessage] {
+        (start..<(start + count)).map {
+            InboundMessage(origin: .file, messageID: "line \($0)", receiptID: [UInt8(truncatingIfNeeded: $0)], body: [],
+                           sentTimestamp: 0, receiveCount: 1)
+        }
+    }
+
+    @Test("first in, first out, in batches of at most the asked size")
+    func order() async {
+        let queue = MessageQueue(capacity: 100)
+        await queue.push(messages(5))
+        #expect(await queue.take(maximum: 3).map(\.messageID) == ["line 0", "line 1", "line 2"])
+        #expect(await queue.take(maximum: 3).map(\.messageID) == ["line 3", "line 4"])
+    }
+
+    @Test("a full queue makes pushers wait until a taker makes room (back-pressure)")
+    func backPressure() async throws {
+        let queue = MessageQueue(capacity: 4)
+        await queue.push(messages(4))
+        let pushed = Task { await queue.push(self.messages(2, from: 4)) }
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(await queue.count == 4)
+        _ = await queue.take(maximum: 2)
+        #expect(await pushed.value)
+        #expect(await queue.count == 4)
+    }
+
+    @Test("take with a deadline returns empty when nothing comes")
+    func deadline() async {
+        let queue = MessageQueue(capacity: 4)
+        let taken = await queue.take(maximum: 10, deadline: .now + .milliseconds(30))
+        #expect(taken.isEmpty)
+    }
+
+    @Test("a waiting taker gets what arrives later")
+    func wakeOnPush() async throws {
+        let queue = MessageQueue(capacity: 4)
+        let taker = Task { await queue.take(maximum: 10) }
+        try await Task.sleep(for: .milliseconds(20))
+        await queue.push(messages(2))
+        #expect(await taker.value.count == 2)
+    }
+
+    @Test("close drains what is left, then gives empty batches, and refuses pushes")
+    func close() async {
+        let queue = MessageQueue(capacity: 10)
+        await queue.push(messages(3))
+        await queue.close()
+        #expect(await queue.push(messages(1)) == false)
+        #expect(await queue.take(maximum: 10).count == 3)
+        #expect(await queue.take(maximum: 10).isEmpty)
+    }
+
+    @Test("close releases a taker that is waiting")
+    func closeWakesTaker() async throws {
+        let queue = MessageQueue(capacity: 10)
+        let taker = Task { await queue.take(maximum: 10) }
+        try await Task.sleep(for: .milliseconds(20))
+        await queue.close()
+        #expect(await taker.value.isEmpty)
+    }
+}
+
+@Suite("Known-token cache")
+struct KnownTokenCacheTests {
+    let tokens: [String] = {
+        let tokenizer = try! Tokenizer(key: try! TokenizationKeyring.generate(now: Date()).active)
+        return (0..<1000).map { try! tokenizer.token(for: "10.0.\($0 / 256).\($0 % 256)", field: .ip) }
+    }()
+
+    @Test("remembers what was inserted (a slot collision only evicts), and never claims what was not")
+    func membership() {
+        let cache = KnownTokenCache(slotsLog2: 16)
+        for token in tokens.prefix(500) {
+            cache.insert([.init(token: token)])
+            #expect(cache.contains(.init(token: token)))
+        }
+        // 500 tokens in 65,536 slots: a couple of collisions are expected, no more.
+        #expect(tokens.prefix(500).filter { cache.contains(.init(token: $0)) }.count >= 490)
+        #expect(!tokens.suffix(500).contains { cache.contains(.init(token: $0)) })
+    }
+
+    @Test("tokens that differ only in field or version have different fingerprints")
+    func fingerprints() {
+        let mac = String(repeating: "Q", count: 20) + String(repeating: "w", count: 23)
+        #expect(KnownTokenCache.Fingerprint(token: "ip_t1_" + mac) == KnownTokenCache.Fingerprint(token: "dev_t2_" + mac),
+                "the fingerprint reads only the MAC, which already differs per field and version")
+        #expect(KnownTokenCache.Fingerprint(token: "ip_t1_" + mac) != KnownTokenCache.Fingerprint(token: "ip_t1_R" + mac.dropFirst()))
+    }
+}

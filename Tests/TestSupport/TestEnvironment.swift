@@ -1,0 +1,132 @@
+import Foundation
+public import Logging
+public import Postgres
+public import VaultCrypto
+import Storage
+import Synchronization
+
+/// A test prerequisite that is missing. Integration tests fail, not skip,
+/// without their services: a skipped test proves nothing.
+public struct TestEnvironmentError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+public enum TestEnvironment {
+    public static func variable(_ name: String) throws -> String {
+        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else {
+            throw TestEnvironmentError("\(name) is not set: run the tests with scripts/test, which starts PostgreSQL and the SQS emulator")
+        }
+        return value
+    }
+
+    public static var logger: Logger { Logger(label: "tests") }
+
+    /// The built executable `name` (scripts/test exports PSEUDO_BIN_DIR).
+    public static func executable(_ name: String) throws -> String {
+        let directory = try variable("PSEUDO_BIN_DIR")
+        let path = "\(directory)/\(name)"
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw TestEnvironmentError("\(path) is not built: run the tests with scripts/test")
+        }
+        return path
+    }
+}
+
+/// A fresh database per test, so tests run in parallel without seeing each other.
+public enum TestDatabase {
+    /// The URL of a new, empty database.
+    public static func createEmpty(_ prefix: String = "t") async throws -> String {
+        let admin = try await PostgresConnection.connect(try TestEnvironment.variable("DATABASE_URL"), applicationName: "tests",
+                                                         logger: TestEnvironment.logger)
+        let name = "\(prefix)_\(UUID().uuidString.prefix(8).lowercased())"
+        try await admin.execute("CREATE DATABASE \(name)")
+        await admin.close()
+        return "postgresql://\(try TestEnvironment.variable("PGUSER"))@\(try TestEnvironment.variable("PGHOST")):\(try TestEnvironment.variable("PGPORT"))/\(name)"
+    }
+
+    /// The URL of a new database with the schema migrated.
+    public static func create(_ prefix: String = "t") async throws -> String {
+        let url = try await createEmpty(prefix)
+        let connection = try await connect(url)
+        try await Schema.migrate(connection, logger: TestEnvironment.logger)
+        await connection.close()
+        return url
+    }
+
+    public static func connect(_ url: String) async throws -> PostgresConnection {
+        try await PostgresConnection.connect(url, applicationName: "tests", logger: TestEnvironment.logger)
+    }
+}
+
+/// A key set in a temporary directory, with a cheap scrypt cost.
+public struct TestKeys: Sendable {
+    public let store: KeyStore
+    public let passphraseFile: String
+    public let passphrase: SecureBytes
+
+    public static func create() throws -> TestKeys {
+        let directory = NSTemporaryDirectory() + "keys-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let passphrase = SecureBytes(Array("test passphrase, long enough".utf8))
+        let file = directory + "/passphrase"
+        _ = FileManager.default.createFile(atPath: file, contents: Data("test passphrase, long enough\n".utf8), attributes: [.posixPermissions: 0o600])
+        let store = KeyStore(directory: directory + "/keys")
+        try store.initialize(passphrase: passphrase, parameters: .init(n: 1 << 14, r: 8, p: 1))
+        return TestKeys(store: store, passphraseFile: file, passphrase: passphrase)
+    }
+
+    /// What the ingestion container gets: the key directory without the
+    /// recovery private key.
+    public func ingestKeysDirectory() throws -> String {
+        let directory = store.directory + "-ingest"
+        if !FileManager.default.fileExists(atPath: directory) {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            for file in ["tokenization.json", "recovery-public.json"] {
+                try FileManager.default.copyItem(atPath: "\(store.directory)/\(file)", toPath: "\(directory)/\(file)")
+            }
+        }
+        return directory
+    }
+
+    public func privateKey(version: Int) throws -> X25519.PrivateKey {
+        try store.recoveryPrivateKeys().unlock(version: version, passphrase: passphrase, path: store.recoveryPrivatePath)
+    }
+}
+
+/// The result of running a program to completion.
+public struct ProcessResult: Sendable {
+    public let status: Int32
+    public let output: String
+    public let errors: String
+}
+
+/// Runs a program, collecting its output; `environment` adds to the test's own.
+public func runProgram(_ path: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil) throws -> ProcessResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let output = Pipe()
+    let errors = Pipe()
+    process.standardOutput = output
+    process.standardError = errors
+    let inputPipe = Pipe()
+    process.standardInput = input == nil ? FileHandle.nullDevice : inputPipe
+    try process.run()
+    if let input {
+        inputPipe.fileHandleForWriting.write(Data(input.utf8))
+        try inputPipe.fileHandleForWriting.close()
+    }
+    // Read both pipes concurrently so neither fills up and blocks the child.
+    let errorData = Mutex<Data>(Data())
+    let errorReader = Thread { errorData.withLock { $0 = errors.fileHandleForReading.readDataToEndOfFile() } }
+    errorReader.start()
+    let outputData = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    while errorReader.isExecuting || !errorReader.isFinished { usleep(1_000) }
+    return ProcessResult(status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
+                         errors: String(decoding: errorData.withLock { $0 }, as: UTF8.self))
+}
+
+
