@@ -108,6 +108,10 @@ let package = Package(
             dependencies: ["SQS", "VaultCrypto", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
+            name: "VaultAdminTests",
+            dependencies: ["VaultAdmin", "Ingest", "Pseudonymization", "Storage", "Postgres", "VaultCrypto", "TestSupport"]
+        ),
+        .testTarget(
             name: "IngestTests",
             dependencies: ["Ingest", "Pseudonymization", "Storage", "SQS", "Postgres", "VaultCrypto", "VaultAdmin", "TestSupport"]
         ),

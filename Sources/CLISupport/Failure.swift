@@ -59,6 +59,8 @@ private func classify(_ error: any Error) -> (String, Int32) {
         case .missing, .malformed, .alreadyExists, .unknownVersion: return (error.message, ExitStatus.configuration)
         default: return (error.message, ExitStatus.failure)
         }
+    case let error as ValidationError:
+        return (error.message, ExitStatus.usage)
     case let error as CryptoError where error.code == .authenticationFailed:
         return ("integrity check failed: \(error.message)", ExitStatus.integrity)
     case let error as SQSError:

@@ -63,6 +63,81 @@ public enum Schema {
                 sealed_body bytea NOT NULL,
                 quarantined_at timestamptz NOT NULL DEFAULT now());
             """),
+        Migration(version: 2, name: "erasure tombstones, hash-chained audit log, lookup indexes, role separation", sql: """
+            -- `vault forget` erases in place: the row stays as a tombstone (when, by
+            -- whom), so a later message with the same value cannot quietly re-create it.
+            ALTER TABLE vault_entries
+                ALTER COLUMN nonce DROP NOT NULL,
+                ALTER COLUMN ciphertext DROP NOT NULL,
+                ADD COLUMN erased_at timestamptz,
+                ADD COLUMN erased_by text,
+                ADD COLUMN erasure_audit_seq bigint,
+                ADD CONSTRAINT vault_entries_sealed_or_erased CHECK (
+                    (erased_at IS NULL AND nonce IS NOT NULL AND ciphertext IS NOT NULL)
+                    OR (erased_at IS NOT NULL AND nonce IS NULL AND ciphertext IS NULL));
+
+            -- Lookups and retokenization find rows by token.
+            CREATE INDEX IF NOT EXISTS user_logins_masked_ip_idx ON user_logins (masked_ip);
+            CREATE INDEX IF NOT EXISTS user_logins_masked_device_id_idx ON user_logins (masked_device_id);
+
+            -- Append-only, hash-chained: hash = SHA-256(prev_hash ‖ canonical row).
+            CREATE TABLE audit_log (
+                seq bigint PRIMARY KEY CHECK (seq > 0),
+                at timestamptz NOT NULL,
+                os_user text NOT NULL,
+                db_role text NOT NULL,
+                action text NOT NULL,
+                subject text NOT NULL,
+                reason text NOT NULL,
+                outcome text NOT NULL,
+                prev_hash bytea NOT NULL,
+                hash bytea NOT NULL);
+            CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION 'audit_log is append-only: % refused', TG_OP USING ERRCODE = 'insufficient_privilege';
+            END $$;
+            CREATE TRIGGER audit_log_no_update_or_delete BEFORE UPDATE OR DELETE ON audit_log
+                FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+            CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+                FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+
+            -- Separation of duties. Login roles are made members of these, e.g.
+            -- CREATE ROLE ingest_app LOGIN PASSWORD '…' IN ROLE pseudonymizer_ingest;
+            -- Roles are cluster-wide: another database's migration may create them
+            -- at the same moment, hence the exception handler.
+            DO $$
+            DECLARE name text;
+            BEGIN
+                FOREACH name IN ARRAY ARRAY['pseudonymizer_ingest', 'pseudonymizer_vault', 'pseudonymizer_analyst'] LOOP
+                    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = name) THEN
+                        BEGIN
+                            EXECUTE format('CREATE ROLE %I NOLOGIN', name);
+                        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                            NULL;
+                        END;
+                    END IF;
+                END LOOP;
+            END $$;
+            GRANT USAGE ON SCHEMA public TO pseudonymizer_ingest, pseudonymizer_vault, pseudonymizer_analyst;
+            GRANT SELECT ON schema_migrations TO pseudonymizer_ingest, pseudonymizer_vault;
+
+            -- ingest: writes everything, reads nothing sealed. The token column (a
+            -- pseudonym, also in user_logins) is readable because ON CONFLICT needs it.
+            GRANT INSERT ON user_logins, app_versions, vault_entries, ingest_receipts, quarantine, data_keys
+                TO pseudonymizer_ingest;
+            GRANT SELECT (code) ON app_versions TO pseudonymizer_ingest;
+            GRANT SELECT (token) ON vault_entries TO pseudonymizer_ingest;
+            GRANT SELECT (receipt_id) ON ingest_receipts TO pseudonymizer_ingest;
+            GRANT SELECT (id, retired_at), UPDATE (retired_at) ON data_keys TO pseudonymizer_ingest;
+
+            -- vault: reads the vault, erases entries, appends to the audit log.
+            GRANT SELECT ON user_logins, app_versions, vault_entries, data_keys, quarantine, audit_log TO pseudonymizer_vault;
+            GRANT UPDATE (nonce, ciphertext, erased_at, erased_by, erasure_audit_seq) ON vault_entries TO pseudonymizer_vault;
+            GRANT INSERT ON audit_log TO pseudonymizer_vault;
+
+            -- analysts: the pseudonymized data only.
+            GRANT SELECT ON user_logins, app_versions TO pseudonymizer_analyst;
+            """),
     ]
 
     public static var latestVersion: Int { migrations.map(\.version).max() ?? 0 }

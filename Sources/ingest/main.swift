@@ -89,6 +89,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "SQS visibility timeout in seconds for received messages ($INGEST_VISIBILITY_TIMEOUT, default 60).")
     var visibilityTimeout: Int?
 
+    @Option(help: "SQS long-poll wait in seconds, 0…20 ($INGEST_WAIT_SECONDS, default 20; 2 with --until-empty).")
+    var waitSeconds: Int?
+
     @Option(help: "Deliveries after which a message is quarantined instead of retried ($INGEST_MAX_RECEIVE_COUNT, default 10).")
     var maxReceiveCount: Int?
 
@@ -137,6 +140,7 @@ struct Run: AsyncParsableCommand {
         configuration.writers = try EnvironmentFallback.value(writers, "INGEST_WRITERS", default: 2)
         configuration.batchSize = try EnvironmentFallback.value(batchSize, "INGEST_BATCH_SIZE", default: 1000)
         configuration.visibilityTimeout = try EnvironmentFallback.value(visibilityTimeout, "INGEST_VISIBILITY_TIMEOUT", default: 60)
+        configuration.waitSeconds = try EnvironmentFallback.value(waitSeconds, "INGEST_WAIT_SECONDS", default: 20)
         configuration.maximumReceiveCount = try EnvironmentFallback.value(maxReceiveCount, "INGEST_MAX_RECEIVE_COUNT", default: 10)
         configuration.untilEmpty = EnvironmentFallback.flag(untilEmpty, "INGEST_UNTIL_EMPTY")
         let limit = try EnvironmentFallback.value(maxMessages, "INGEST_MAX_MESSAGES", default: 0)
@@ -147,8 +151,9 @@ struct Run: AsyncParsableCommand {
         configuration.dataKeyPolicy.maximumAge = .seconds(hours * 3600)
         guard (1...64).contains(configuration.pollers), (1...32).contains(configuration.writers),
               (1...10_000).contains(configuration.batchSize), (1...43_200).contains(configuration.visibilityTimeout),
+              (0...20).contains(configuration.waitSeconds),
               configuration.maximumReceiveCount >= 1, configuration.dataKeyPolicy.maximumEncryptions >= 1, hours > 0 else {
-            throw ValidationError("out of range: pollers 1…64, writers 1…32, batch size 1…10000, visibility timeout 1…43200 s, "
+            throw ValidationError("out of range: pollers 1…64, writers 1…32, batch size 1…10000, visibility timeout 1…43200 s, wait 0…20 s, "
                                   + "max receive count ≥ 1, data key limits > 0")
         }
         return configuration

@@ -1,6 +1,9 @@
 import ArgumentParser
 import CLISupport
 import Foundation
+import Logging
+import Postgres
+import Pseudonymization
 import VaultAdmin
 import VaultCrypto
 
@@ -8,10 +11,276 @@ import VaultCrypto
 struct Vault: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vault",
-        abstract: "The privileged tool: key management, recovery of pseudonymized values, audit.",
+        abstract: "The privileged tool: recovery of pseudonymized values with an audit trail, erasure, key management.",
         discussion: ExitStatus.helpText,
-        subcommands: [Keys.self]
+        subcommands: [Recover.self, Lookup.self, Forget.self, Audit.self, Keys.self]
     )
+}
+
+struct PassphraseOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "File holding the recovery-key passphrase (default: $VAULT_PASSPHRASE_FILE, else a no-echo prompt).", valueName: "file"))
+    var passphraseFile: String?
+}
+
+struct ReasonOption: ParsableArguments {
+    @Option(help: ArgumentHelp("Why (a ticket or case reference); recorded in the audit log. Required.", valueName: "text"))
+    var reason: String
+
+    func validate() throws {
+        let trimmed = reason.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !trimmed.isEmpty else { throw ValidationError("--reason must not be empty: say why (e.g. a ticket number)") }
+        guard trimmed.count <= 500 else { throw ValidationError("--reason is longer than 500 characters") }
+    }
+
+    var text: String { reason.trimmingCharacters(in: .whitespacesAndNewlines) }
+}
+
+func connectDatabase(_ options: DatabaseOptions) async throws -> PostgresConnection {
+    try await PostgresConnection.connect(options.conninfo, applicationName: "vault", logger: .init(label: "vault"))
+}
+
+func jsonLine(_ object: [String: Any]) -> String {
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+    return String(decoding: data, as: UTF8.self)
+}
+
+struct Recover: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the original value behind tokens. Each token is audited before anything is shown.",
+        discussion: """
+            One token: prints the value (exit 1 if it is unknown or erased, 65 if its entry fails the integrity check). \
+            Many tokens (--tokens-file): one line per token in input order, "token<TAB>value" or \
+            "token<TAB>error: …"; exit 0 when all were recovered, 1 otherwise.
+            """
+    )
+
+    @Option(help: ArgumentHelp("The token to recover.", valueName: "token"))
+    var token: String?
+
+    @Option(help: ArgumentHelp("A file of tokens, one per line, or - for standard input.", valueName: "file"))
+    var tokensFile: String?
+
+    @OptionGroup var reason: ReasonOption
+
+    @Flag(help: "Print JSON (one object per line).")
+    var json = false
+
+    @Flag(help: "Print how long each stage took (passphrase KDF, recovery) on standard error.")
+    var timing = false
+
+    @OptionGroup var keys: KeyOptions
+    @OptionGroup var database: DatabaseOptions
+    @OptionGroup var passphrase: PassphraseOptions
+
+    func validate() throws {
+        guard (token == nil) != (tokensFile == nil) else { throw ValidationError("give exactly one of --token or --tokens-file") }
+    }
+
+    func run() async throws {
+        let started = ContinuousClock.now
+        do {
+            let tokens = try token.map { [$0] } ?? readTokens(tokensFile!)
+            let connection = try await connectDatabase(database)
+            let keyring = RecoveryKeyring(store: KeyStore(directory: keys.resolvedKeysDirectory)) {
+                try PassphraseSource(file: passphrase.passphraseFile).read(prompt: "Passphrase for the recovery private key: ")
+            }
+            let reader = VaultReader(connection: connection, privateKey: keyring.privateKey(version:))
+            let actor = try await AuditActor.current(on: connection)
+            let outcomes = try await Recovery.recover(tokens, reason: reason.text, reader: reader, actor: actor, connection: connection)
+            for outcome in outcomes {
+                if let line = render(outcome, single: token != nil) { print(line) }
+            }
+            if timing {
+                let total = ContinuousClock.now - started
+                FileHandle.standardError.write(Data(
+                    "vault: timing: \(tokens.count) tokens; passphrase KDF \(keyring.unlockDuration.milliseconds) ms; everything else \((total - keyring.unlockDuration).milliseconds) ms\n".utf8))
+            }
+            let failures = outcomes.compactMap { try? $0.result.failureValue() }
+            if token != nil, let failure = failures.first {
+                throw OperatorError(failure.message, exitCode: failure.kind == .integrity ? ExitStatus.integrity
+                                    : failure.kind == .missingRecoveryKey ? ExitStatus.permission : ExitStatus.failure)
+            }
+            if !failures.isEmpty { throw ExitCode(ExitStatus.failure) }
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            throw report(error, tool: "vault")
+        }
+    }
+
+    /// The output line for one token; nil for a failed single token (its error goes to stderr).
+    func render(_ outcome: Recovery.Outcome, single: Bool) -> String? {
+        switch outcome.result {
+        case .success(let value):
+            if json {
+                return jsonLine(["token": value.token, "field": value.field.rawValue, "value": value.value,
+                                 "key_version": value.tokenKeyVersion, "data_key_id": value.dataKeyID,
+                                 "recovery_key_version": value.recoveryKeyVersion, "audit_seq": outcome.auditSequence])
+            }
+            return single ? value.value : "\(value.token)\t\(value.value)"
+        case .failure(let error):
+            if json {
+                return jsonLine(["token": error.token, "error": error.kind.rawValue, "message": error.message,
+                                 "audit_seq": outcome.auditSequence])
+            }
+            return single ? nil : "\(outcome.token)\terror: \(error.message)"
+        }
+    }
+
+    func readTokens(_ path: String) throws -> [String] {
+        let data = path == "-" ? FileHandle.standardInput.readDataToEndOfFile() : FileManager.default.contents(atPath: path)
+        guard let data else { throw OperatorError("cannot read tokens file \(path)", exitCode: ExitStatus.configuration) }
+        return String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline)
+            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+}
+
+extension Result {
+    func failureValue() throws -> Failure {
+        if case .failure(let error) = self { return error }
+        throw CancellationError()
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 { components.seconds * 1_000 + components.attoseconds / 1_000_000_000_000_000 }
+}
+
+struct Lookup: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Find the tokens of an IP or device id under every live tokenization key version (subject-access requests). Audited.")
+
+    @Option(help: ArgumentHelp("The IP address to look up.", valueName: "address"))
+    var ip: String?
+
+    @Option(help: ArgumentHelp("The device id to look up.", valueName: "id"))
+    var deviceID: String?
+
+    @OptionGroup var reason: ReasonOption
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    @OptionGroup var keys: KeyOptions
+    @OptionGroup var database: DatabaseOptions
+
+    func validate() throws {
+        guard (ip == nil) != (deviceID == nil) else { throw ValidationError("give exactly one of --ip or --device-id") }
+    }
+
+    func run() async throws {
+        do {
+            let keyring = try KeyStore(directory: keys.resolvedKeysDirectory).tokenizationKeyring()
+            let connection = try await connectDatabase(database)
+            let actor = try await AuditActor.current(on: connection)
+            let (matches, sequence) = try await VaultAdmin.Lookup.lookup(
+                ip ?? deviceID!, field: ip != nil ? .ip : .deviceID, reason: reason.text, keyring: keyring, actor: actor,
+                connection: connection)
+            if json {
+                print(jsonLine(["audit_seq": sequence, "matches": matches.map {
+                    ["key_version": $0.keyVersion, "token": $0.token, "rows": $0.rows, "vault": $0.vault] as [String: Any]
+                }]))
+            } else {
+                for match in matches {
+                    print("v\(match.keyVersion)\t\(match.token)\t\(match.rows) rows\tvault: \(match.vault)")
+                }
+            }
+        } catch {
+            throw report(error, tool: "vault")
+        }
+    }
+}
+
+struct Forget: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Erase the original behind a token (crypto-shredding). The token stays in user_logins. Audited in the same transaction.")
+
+    @Option(help: ArgumentHelp("The token whose original to erase.", valueName: "token"))
+    var token: String
+
+    @OptionGroup var reason: ReasonOption
+    @OptionGroup var database: DatabaseOptions
+
+    func run() async throws {
+        do {
+            let connection = try await connectDatabase(database)
+            let actor = try await AuditActor.current(on: connection)
+            let (outcome, sequence) = try await VaultAdmin.Forget.forget(token, reason: reason.text, actor: actor, connection: connection)
+            switch outcome {
+            case .erased: print("erased \(token) (audit #\(sequence))")
+            case .alreadyErased: print("\(token) was already erased (audit #\(sequence))")
+            case .unknown: throw OperatorError("token \(token) is not in the vault; nothing was erased (audit #\(sequence))")
+            }
+        } catch {
+            throw report(error, tool: "vault")
+        }
+    }
+}
+
+struct Audit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Read and verify the hash-chained audit log.", subcommands: [Log.self, Verify.self])
+
+    struct Log: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print audit rows in order.")
+
+        @Option(help: ArgumentHelp("Only rows at or after this time (ISO 8601).", valueName: "time"))
+        var since: String?
+
+        @Option(help: "At most this many rows.")
+        var limit: Int = 1000
+
+        @Flag(help: "Print JSON lines.")
+        var json = false
+
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            var sinceDate: Date? = nil
+            if let since {
+                guard let date = ISO8601DateFormatter().date(from: since) else {
+                    throw ValidationError("--since \(since) is not an ISO 8601 time such as 2026-11-29T00:00:00Z")
+                }
+                sinceDate = date
+            }
+            do {
+                let connection = try await connectDatabase(database)
+                for entry in try await AuditLog.entries(since: sinceDate, limit: limit, on: connection) {
+                    if json {
+                        print(jsonLine(["seq": entry.sequence, "at": entry.at, "os_user": entry.osUser, "db_role": entry.databaseRole,
+                                        "action": entry.action, "subject": entry.subject, "reason": entry.reason,
+                                        "outcome": entry.outcome, "hash": Hex.encode(entry.hash)]))
+                    } else {
+                        print("\(entry.sequence)\t\(entry.at)\t\(entry.osUser)/\(entry.databaseRole)\t\(entry.action)\t\(entry.outcome)\t\(entry.subject)\t\(entry.reason)")
+                    }
+                }
+            } catch {
+                throw report(error, tool: "vault")
+            }
+        }
+    }
+
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check the whole chain; exit 0 and print the head hash when intact, 65 naming the first broken row otherwise.")
+
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            do {
+                let connection = try await connectDatabase(database)
+                switch try await AuditLog.verify(on: connection) {
+                case .intact(let rows, let head):
+                    print("audit log intact: \(rows) rows, head hash \(Hex.encode(head))")
+                case .broken(let sequence, let problem):
+                    throw OperatorError("audit log broken at sequence \(sequence): \(problem)", exitCode: ExitStatus.integrity)
+                }
+            } catch {
+                throw report(error, tool: "vault")
+            }
+        }
+    }
 }
 
 struct Keys: AsyncParsableCommand {
@@ -31,11 +300,7 @@ struct Keys: AsyncParsableCommand {
         )
 
         @OptionGroup var keys: KeyOptions
-
-        @Option(help: ArgumentHelp(
-            "File holding the passphrase that seals the recovery private key (default: $VAULT_PASSPHRASE_FILE, else prompt).",
-            valueName: "file"))
-        var passphraseFile: String?
+        @OptionGroup var passphrase: PassphraseOptions
 
         @Option(help: ArgumentHelp(
             "scrypt cost as log2(N), 14…22 (default 17: 128 MiB, about half a second).", valueName: "n"))
@@ -48,9 +313,9 @@ struct Keys: AsyncParsableCommand {
         func run() async throws {
             do {
                 let store = KeyStore(directory: keys.resolvedKeysDirectory)
-                let passphrase = try PassphraseSource(file: passphraseFile)
+                let secret = try PassphraseSource(file: passphrase.passphraseFile)
                     .read(prompt: "Passphrase for the recovery private key: ", confirm: true)
-                try store.initialize(passphrase: passphrase, parameters: .init(n: 1 << UInt64(scryptLogN), r: 8, p: 1))
+                try store.initialize(passphrase: secret, parameters: .init(n: 1 << UInt64(scryptLogN), r: 8, p: 1))
                 print("""
                     Created a key set in \(store.directory):
                       \(store.tokenizationPath)     tokenization key v1 (secret: ingest and vault)

@@ -1,0 +1,90 @@
+import Foundation
+import Ingest
+import Logging
+import Postgres
+import Pseudonymization
+import TestSupport
+import VaultAdmin
+import VaultCrypto
+
+/// A database filled by the real ingest pipeline (from a file), a key set, and
+/// ways to run `vault` against them.
+struct VaultHarness {
+    let databaseURL: String
+    let keys: TestKeys
+    /// Original value by token, for checking recoveries (never printed).
+    let originals: [String: String]
+
+    /// Ingests `bodies` and returns the harness.
+    static func make(bodies: [String]) async throws -> VaultHarness {
+        let keys = try TestKeys.create()
+        let databaseURL = try await TestDatabase.create("vault")
+        let file = NSTemporaryDirectory() + "vault-\(UUID().uuidString).jsonl"
+        try (bodies.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        var configuration = IngestConfiguration(source: .file(path: file, sentTimestamp: 1_767_225_600_000), conninfo: databaseURL,
+                                                keysDirectory: try keys.ingestKeysDirectory())
+        configuration.untilEmpty = true
+        var logger = Logger(label: "vault-tests")
+        logger.logLevel = .warning
+        try await IngestService(configuration: configuration, logger: logger).run()
+
+        let tokenizer = try Tokenizer(key: try keys.store.tokenizationKeyring().active)
+        var originals: [String: String] = [:]
+        for body in bodies {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
+                  let ip = object["ip"] as? String, let device = object["device_id"] as? String,
+                  let canonical = CanonicalIP.canonicalize(ip) else { continue }
+            originals[try tokenizer.token(for: canonical, field: .ip)] = canonical
+            originals[try tokenizer.token(for: device, field: .deviceID)] = device
+        }
+        return VaultHarness(databaseURL: databaseURL, keys: keys, originals: originals)
+    }
+
+    func connect(as user: String? = nil) async throws -> PostgresConnection {
+        try await TestDatabase.connect(url(as: user))
+    }
+
+    func url(as user: String? = nil) throws -> String {
+        guard let user else { return databaseURL }
+        return databaseURL.replacingOccurrences(of: "//\(try TestEnvironment.variable("PGUSER"))@", with: "//\(user)@")
+    }
+
+    /// A login role that is a member of `group` (pseudonymizer_ingest, …).
+    func loginRole(in group: String) async throws -> String {
+        let name = "\(group.replacingOccurrences(of: "pseudonymizer_", with: ""))_\(UUID().uuidString.prefix(8).lowercased())"
+        let connection = try await connect()
+        try await connection.execute("CREATE ROLE \(name) LOGIN IN ROLE \(group)")
+        return name
+    }
+
+    func scalar(_ sql: String, _ parameters: [PostgresValue] = []) async throws -> Int {
+        let connection = try await connect()
+        return Int(try await connection.query(sql, parameters).first?.values.first.flatMap { $0 } ?? "") ?? -1
+    }
+
+    /// Runs the `vault` binary with the test keys and database.
+    func vault(_ arguments: [String], user: String? = nil, input: String? = nil) throws -> ProcessResult {
+        try runProgram(try TestEnvironment.executable("vault"), arguments,
+                       environment: ["KEYS_DIR": keys.store.directory, "VAULT_PASSPHRASE_FILE": keys.passphraseFile,
+                                     "DATABASE_URL": try url(as: user)],
+                       input: input)
+    }
+
+    func reader(_ connection: PostgresConnection) -> VaultReader {
+        let keys = self.keys
+        return VaultReader(connection: connection, privateKey: { try keys.privateKey(version: $0) })
+    }
+}
+
+/// Bodies with IPv4, IPv6 (including a mapped and a non-canonical spelling) and device ids.
+func mixedBodies(count: Int) -> [String] {
+    (0..<count).map { index in
+        let ip: String
+        switch index % 5 {
+        case 0: ip = "2001:DB8:0:0:0:0:\(String(index, radix: 16)):1"
+        case 1: ip = "::ffff:10.\(index / 65536 % 256).\(index / 256 % 256).\(index % 256)"
+        default: ip = "10.\(index / 65536 % 256).\(index / 256 % 256).\(index % 256)"
+        }
+        return #"{"user_id": "user-\#(index)", "app_version": "1.2.3", "device_type": "ios", "ip": "\#(ip)", "locale": null, "device_id": "dev-\#(index)-é"}"#
+    }
+}
