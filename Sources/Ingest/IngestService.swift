@@ -6,7 +6,8 @@ import Postgres
 import Pseudonymization
 public import SQS
 public import ServiceLifecycle
-import Storage
+public import Storage
+import UnixSignals
 import VaultCrypto
 
 /// Everything `ingest run` can be told.
@@ -30,6 +31,8 @@ public struct IngestConfiguration: Sendable {
     public var maximumMessages: Int?
     public var maximumReceiveCount = 10
     public var dataKeyPolicy = DataKeyPolicy()
+    /// How often the key files are checked for a rotation (SIGHUP checks at once).
+    public var keyReloadInterval: Duration = .seconds(10)
     /// Tests only: after commit, make messages visible again instead of deleting
     /// them, as a crash between commit and delete would.
     var redeliverInsteadOfDelete = false
@@ -59,12 +62,12 @@ public final class IngestService: Service {
     public func run() async throws {
         let configuration = self.configuration
         let logger = self.logger
-        let keys = KeyStore(directory: configuration.keysDirectory)
-        let keyring = try keys.tokenizationKeyring()
-        let recoveryKeys = try keys.recoveryPublicKeys()
-        if keys.hasRecoveryPrivateKeys {
+        let keys = try IngestKeys(store: KeyStore(directory: configuration.keysDirectory), logger: logger)
+        let keyring = keys.current.keyring
+        let recoveryKeys = keys.current.recovery
+        if keys.store.hasRecoveryPrivateKeys {
             logger.warning("the key directory holds the recovery private key; ingest never uses it: remove it from the ingest secret",
-                           metadata: ["file": "\(keys.recoveryPrivatePath)"])
+                           metadata: ["file": "\(keys.store.recoveryPrivatePath)"])
         }
         let conninfo = configuration.conninfo
         let connect: @Sendable () async throws -> PostgresConnection = {
@@ -78,9 +81,10 @@ public final class IngestService: Service {
         await probe.close()
 
         let queue = MessageQueue(capacity: configuration.batchSize * configuration.writers * 2)
+        let statistics = self.statistics
         let dataKeys = DataKeyManager(
             recoveryKey: recoveryKeys.active, policy: configuration.dataKeyPolicy, createdBy: ProcessInfo.processInfo.hostName,
-            statistics: statistics, logger: logger, connect: connect)
+            logger: logger, onCreate: { _ in statistics.update { $0.dataKeysCreated += 1 } }, connect: connect)
         let knownTokens = KnownTokenCache()
         let budget = MessageBudget(configuration.maximumMessages)
 
@@ -116,10 +120,10 @@ public final class IngestService: Service {
 
         var writers: [Writer] = []
         for index in 0..<configuration.writers {
-            let processor = MessageProcessor(tokenizer: try Tokenizer(key: keyring.active), knownTokens: knownTokens,
-                                             maximumReceiveCount: configuration.maximumReceiveCount, statistics: statistics)
+            let processor = try MessageProcessor(keys: keys, knownTokens: knownTokens,
+                                                 maximumReceiveCount: configuration.maximumReceiveCount, statistics: statistics)
             writers.append(Writer(
-                name: "writer-\(index)", queue: queue, processor: processor, dataKeys: dataKeys, knownTokens: knownTokens,
+                name: "writer-\(index)", queue: queue, processor: processor, dataKeys: dataKeys, keys: keys, knownTokens: knownTokens,
                 acknowledger: acknowledger,
                 options: .init(batchSize: configuration.batchSize, flushInterval: configuration.flushInterval,
                                leaseExtensionInterval: .seconds(configuration.visibilityTimeout / 2)),
@@ -134,6 +138,8 @@ public final class IngestService: Service {
         // Producers run apart from the writers, so a graceful shutdown can stop
         // receiving while the writers finish what was already received.
         let producers = Task { try await produce() }
+        let reloader = Task { await Self.reloadKeys(keys, dataKeys: dataKeys, every: configuration.keyReloadInterval) }
+        defer { reloader.cancel() }
         let outcome: Result<Void, any Error>
         do {
             let producerError = try await withTaskCancellationHandler {
@@ -152,6 +158,7 @@ public final class IngestService: Service {
             outcome = .failure(error)
         }
         try? await httpClient?.shutdown()
+        await dataKeys.retireCurrent()
         try outcome.get()
         let elapsed = ContinuousClock.now - started
         let stats = statistics.snapshot
@@ -160,6 +167,26 @@ public final class IngestService: Service {
             "received": "\(stats.received)", "written": "\(stats.written)", "quarantined": "\(stats.quarantinedTotal)",
             "duplicates_skipped": "\(stats.duplicates)", "unknown_fields": "\(stats.unknownFields)",
             "seconds": "\(String(format: "%.2f", elapsed.seconds))", "messages_per_second": "\(Int(rate))"])
+    }
+
+    /// Re-reads the key files on SIGHUP and every `interval`; a new recovery key
+    /// makes the next data key wrap to it. Tokenizers pick up the new keyring
+    /// at their next batch.
+    private static func reloadKeys(_ keys: IngestKeys, dataKeys: DataKeyManager, every interval: Duration) async {
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await _ in hangups {
+                    if let fresh = keys.reload() { await dataKeys.useRecoveryKey(fresh.recovery.active) }
+                }
+            }
+            group.addTask {
+                while (try? await Task.sleep(for: interval)) != nil {
+                    if let fresh = keys.reload() { await dataKeys.useRecoveryKey(fresh.recovery.active) }
+                }
+            }
+            await group.waitForAll()
+        }
     }
 
     /// Runs the writers until the producers are done and the queue is drained.

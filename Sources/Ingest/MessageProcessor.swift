@@ -7,14 +7,16 @@ import VaultCrypto
 /// CPU only, no I/O except asking the data key manager for a lease.
 /// Owned by one writer (its crypto contexts are not thread-safe).
 final class MessageProcessor {
-    private let tokenizer: Tokenizer
+    private let keys: IngestKeys
+    private var tokenizer: Tokenizer
     private let knownTokens: KnownTokenCache
     private let maximumReceiveCount: Int
     private let statistics: IngestStatistics
     private var sealer: VaultSealer?
 
-    init(tokenizer: Tokenizer, knownTokens: KnownTokenCache, maximumReceiveCount: Int, statistics: IngestStatistics) {
-        self.tokenizer = tokenizer
+    init(keys: IngestKeys, knownTokens: KnownTokenCache, maximumReceiveCount: Int, statistics: IngestStatistics) throws {
+        self.keys = keys
+        self.tokenizer = try Tokenizer(key: keys.current.keyring.active)
         self.knownTokens = knownTokens
         self.maximumReceiveCount = maximumReceiveCount
         self.statistics = statistics
@@ -28,7 +30,10 @@ final class MessageProcessor {
         var newTokens: [KnownTokenCache.Fingerprint]
     }
 
+    /// Processes with the active tokenization key of the current key files.
     func process(_ messages: [InboundMessage], dataKeys: DataKeyManager) async throws -> Output {
+        let active = keys.current.keyring.active
+        if active.version != tokenizer.keyVersion { tokenizer = try Tokenizer(key: active) }
         enum Step {
             case login(LoginRow, ipToken: String, deviceToken: String, ValidatedLogin)
             case rejected(Rejection)

@@ -2,6 +2,7 @@ import Logging
 import Postgres
 import Pseudonymization
 import Storage
+import VaultCrypto
 
 /// Takes batches off the queue, processes them, commits each in one
 /// transaction, and acknowledges the messages only after the commit.
@@ -21,6 +22,7 @@ final class Writer {
     private let queue: MessageQueue
     private let processor: MessageProcessor
     private let dataKeys: DataKeyManager
+    private let keys: IngestKeys
     private let knownTokens: KnownTokenCache
     private let acknowledger: any Acknowledger
     private let connect: @Sendable () async throws -> PostgresConnection
@@ -31,7 +33,8 @@ final class Writer {
     private let logger: Logger
     private let backoff = Backoff(base: .milliseconds(100), cap: .seconds(10))
 
-    init(name: String, queue: MessageQueue, processor: MessageProcessor, dataKeys: DataKeyManager, knownTokens: KnownTokenCache,
+    init(name: String, queue: MessageQueue, processor: MessageProcessor, dataKeys: DataKeyManager, keys: IngestKeys,
+         knownTokens: KnownTokenCache,
          acknowledger: any Acknowledger, options: Options, statistics: IngestStatistics, health: HealthState, logger: Logger,
          connect: @escaping @Sendable () async throws -> PostgresConnection) {
         self.health = health
@@ -39,6 +42,7 @@ final class Writer {
         self.queue = queue
         self.processor = processor
         self.dataKeys = dataKeys
+        self.keys = keys
         self.knownTokens = knownTokens
         self.acknowledger = acknowledger
         self.options = options
@@ -64,10 +68,30 @@ final class Writer {
 
     private func handle(_ batch: [InboundMessage]) async throws {
         let started = ContinuousClock.now
-        let output = try await retryingOutages(batch, since: started) {
-            try await self.processor.process(batch, dataKeys: self.dataKeys)
+        var staleAttempt = 0
+        var output: MessageProcessor.Output
+        var result: BatchResult
+        while true {
+            output = try await retryingOutages(batch, since: started) {
+                try await self.processor.process(batch, dataKeys: self.dataKeys)
+            }
+            do {
+                result = try await commit(output.items, messages: batch, since: started)
+                break
+            } catch let stale as StaleKeysError {
+                // Rotated elsewhere: never write tokens of a version the database
+                // has moved past. Reload and redo the batch; wait if the key files
+                // have not caught up yet (messages stay leased meanwhile).
+                if let fresh = keys.reload() { await dataKeys.useRecoveryKey(fresh.recovery.active) }
+                if keys.current.keyring.active.version < stale.registered {
+                    if staleAttempt % 10 == 0 {
+                        logger.warning("waiting for the rotated key files", metadata: ["writer": "\(name)", "error": "\(stale)"])
+                    }
+                    try await Task.sleep(for: backoff.delay(attempt: min(staleAttempt, 6)))
+                    staleAttempt += 1
+                }
+            }
         }
-        let result = try await commit(output.items, messages: batch, since: started)
         knownTokens.insert(output.newTokens)
         statistics.update { stats in
             stats.written += result.loginRows
@@ -89,7 +113,10 @@ final class Writer {
         do {
             return try await retryingOutages(messages, since: started) {
                 let connection = try await self.liveConnection()
-                return try await connection.transaction { connection in try BatchWriter.write(items, on: connection) }
+                let version = self.processor.tokenKeyVersion
+                return try await connection.transaction { connection in
+                    try BatchWriter.write(items, tokenKeyVersion: version, on: connection)
+                }
             }
         } catch let error as PostgresError where error.code == .server || error.code == .copyFailed {
             guard items.count > 1 else {

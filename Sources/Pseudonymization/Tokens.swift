@@ -56,9 +56,21 @@ public final class Tokenizer {
     }
 
     public func token(for canonicalValue: String, field: PIIField) throws -> String {
+        try mac(prefixes[field]!, canonicalValue, field: field)
+    }
+
+    /// The token an *erased* entry moves to when its data is retokenized: the
+    /// original is gone, so it is derived from the old token instead, keeping
+    /// that person's old rows grouped while their value stays unrecoverable (a
+    /// new login with the same value gets its ordinary, unrelated token).
+    public func token(forErased oldToken: String, field: PIIField) throws -> String {
+        try mac(Array("pseudonymizer.erased-token.v1\u{0}\(field.rawValue)\u{0}".utf8), oldToken, field: field)
+    }
+
+    private func mac(_ prefix: [UInt8], _ value: String, field: PIIField) throws -> String {
         try hmac.reset()
-        try hmac.update(prefixes[field]!)
-        var value = canonicalValue
+        try hmac.update(prefix)
+        var value = value
         try value.withUTF8 { try hmac.update(UnsafeRawBufferPointer($0)) }
         try output.withUnsafeMutableBytes { try hmac.finalize(into: $0) }
         var token = Array("\(field.tag)_t\(keyVersion)_".utf8)

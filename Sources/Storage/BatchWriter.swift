@@ -111,8 +111,15 @@ public enum BatchWriter {
             """)
     }
 
-    /// Runs inside a transaction the caller opened.
-    public static func write(_ items: [BatchItem], on connection: isolated PostgresConnection) throws -> BatchResult {
+    /// Runs inside a transaction the caller opened. `tokenKeyVersion` is the
+    /// version of the tokens in `items`; the batch is refused (`StaleKeysError`)
+    /// when a retokenization to a newer version is under way.
+    public static func write(_ items: [BatchItem], tokenKeyVersion: Int, on connection: isolated PostgresConnection) throws -> BatchResult {
+        try connection.execute("SELECT pg_advisory_xact_lock_shared($1)",
+                               [.int(KeyRegistry.writerLock(tokenizationVersion: tokenKeyVersion))], prepared: true)
+        if let registered = try KeyRegistry.enforcedTokenizationVersion(on: connection), registered > tokenKeyVersion {
+            throw StaleKeysError(registered: registered, local: tokenKeyVersion)
+        }
         // Sorted ids: concurrent writers lock receipts in the same order and
         // cannot deadlock; a message seen twice in one batch is claimed once.
         let ids = Set(items.map(\.receiptID)).sorted { $0.lexicographicallyPrecedes($1) }

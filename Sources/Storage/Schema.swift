@@ -138,6 +138,42 @@ public enum Schema {
             -- analysts: the pseudonymized data only.
             GRANT SELECT ON user_logins, app_versions TO pseudonymizer_analyst;
             """),
+        Migration(version: 3, name: "key rotation: key version registry, token lineage, rotation indexes and grants", sql: """
+            -- Which key versions exist and their state, as `vault keys` last set them.
+            -- `enforced` marks the tokenization version `vault retokenize` migrates
+            -- to: from then on ingest refuses to write older tokens (a replica whose
+            -- key files are older waits for them instead).
+            CREATE TABLE key_versions (
+                kind text NOT NULL CHECK (kind IN ('tokenization', 'recovery')),
+                version integer NOT NULL CHECK (version > 0),
+                state text NOT NULL CHECK (state IN ('active', 'decrypt-only', 'retired')),
+                enforced boolean NOT NULL DEFAULT false,
+                created_at timestamptz NOT NULL DEFAULT now(),
+                retired_at timestamptz,
+                PRIMARY KEY (kind, version));
+
+            -- Old token → new token, so analysts can follow a token across a rotation.
+            CREATE TABLE token_lineage (
+                old_token text PRIMARY KEY,
+                new_token text NOT NULL,
+                field text NOT NULL CHECK (field IN ('ip', 'device_id')),
+                old_version integer NOT NULL,
+                new_version integer NOT NULL,
+                migrated_at timestamptz NOT NULL DEFAULT now());
+            CREATE INDEX token_lineage_new_token_idx ON token_lineage (new_token);
+
+            CREATE INDEX vault_entries_token_key_version_idx ON vault_entries (token_key_version, token);
+            CREATE INDEX data_keys_recovery_key_version_idx ON data_keys (recovery_key_version);
+
+            GRANT SELECT ON key_versions TO pseudonymizer_ingest;
+            GRANT SELECT, INSERT, UPDATE ON key_versions TO pseudonymizer_vault;
+            -- Rotation jobs: retokenize moves entries and rewrites rows; rewrap re-wraps data keys.
+            GRANT INSERT, DELETE ON vault_entries TO pseudonymizer_vault;
+            GRANT UPDATE (masked_ip, masked_device_id) ON user_logins TO pseudonymizer_vault;
+            GRANT INSERT, UPDATE (wrapped_key, recovery_key_version, retired_at) ON data_keys TO pseudonymizer_vault;
+            GRANT SELECT, INSERT ON token_lineage TO pseudonymizer_vault;
+            GRANT SELECT ON token_lineage TO pseudonymizer_analyst;
+            """),
     ]
 
     public static var latestVersion: Int { migrations.map(\.version).max() ?? 0 }

@@ -53,6 +53,12 @@ public final class VaultReader {
         try await recover([token])[0].get()
     }
 
+    /// The columns `open` needs; select them with this list.
+    public static let entryColumns = """
+        token, field, token_key_version, data_key_id::text AS data_key_id, nonce, ciphertext,
+        to_char(erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS erased_at, erased_by
+        """
+
     /// One result per token, in order. Throws only for failures of the whole
     /// batch (database unreachable, wrong passphrase).
     public func recover(_ tokens: [String]) async throws -> [Result<RecoveredValue, RecoveryError>] {
@@ -60,14 +66,16 @@ public final class VaultReader {
         var rows: [String: PostgresRow] = [:]
         for start in stride(from: 0, to: wellFormed.count, by: 1000) {
             let chunk = Array(wellFormed[start..<min(start + 1000, wellFormed.count)])
-            for row in try await connection.query("""
-                SELECT token, field, token_key_version, data_key_id::text AS data_key_id, nonce, ciphertext,
-                       to_char(erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS erased_at, erased_by
-                FROM vault_entries WHERE token = ANY($1::text[])
-                """, [.textArray(chunk)], prepared: true) {
+            for row in try await connection.query("SELECT \(Self.entryColumns) FROM vault_entries WHERE token = ANY($1::text[])",
+                                                  [.textArray(chunk)], prepared: true) {
                 rows[try row.string("token")] = row
             }
         }
+        return try await open(tokens, rows: rows)
+    }
+
+    /// Opens already-fetched entry rows (selected with `entryColumns`).
+    public func open(_ tokens: [String], rows: [String: PostgresRow]) async throws -> [Result<RecoveredValue, RecoveryError>] {
         try await loadDataKeys(Set(try rows.values.filter { $0["erased_at"] == nil }.map { try $0.string("data_key_id") }))
         return tokens.map { token in Result { () throws(RecoveryError) in try open(token, rows[token]) } }
     }

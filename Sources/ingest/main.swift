@@ -98,6 +98,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: ArgumentHelp("SQS wire protocol: json, query or auto ($SQS_PROTOCOL, default auto).", valueName: "protocol"))
     var sqsProtocol: String?
 
+    @Option(help: "Seconds between checks of the key files for a rotation ($INGEST_KEY_RELOAD_SECONDS, default 10; SIGHUP checks at once).")
+    var keyReloadSeconds: Double?
+
     @Option(help: "Encryptions per data key before rotation ($INGEST_DATA_KEY_MAX_ENCRYPTIONS, default 16777216).")
     var dataKeyMaxEncryptions: Int?
 
@@ -148,6 +151,9 @@ struct Run: AsyncParsableCommand {
         configuration.dataKeyPolicy.maximumEncryptions =
             try EnvironmentFallback.value(dataKeyMaxEncryptions, "INGEST_DATA_KEY_MAX_ENCRYPTIONS", default: 1 << 24)
         let hours = try EnvironmentFallback.value(dataKeyMaxHours, "INGEST_DATA_KEY_MAX_HOURS", default: 24)
+        let reload = try EnvironmentFallback.value(keyReloadSeconds, "INGEST_KEY_RELOAD_SECONDS", default: 10)
+        guard reload > 0 else { throw ValidationError("--key-reload-seconds must be positive") }
+        configuration.keyReloadInterval = .milliseconds(Int64(reload * 1000))
         configuration.dataKeyPolicy.maximumAge = .seconds(hours * 3600)
         guard (1...64).contains(configuration.pollers), (1...32).contains(configuration.writers),
               (1...10_000).contains(configuration.batchSize), (1...43_200).contains(configuration.visibilityTimeout),

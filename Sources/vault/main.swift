@@ -13,7 +13,7 @@ struct Vault: AsyncParsableCommand {
         commandName: "vault",
         abstract: "The privileged tool: recovery of pseudonymized values with an audit trail, erasure, key management.",
         discussion: ExitStatus.helpText,
-        subcommands: [Recover.self, Lookup.self, Forget.self, Audit.self, Keys.self]
+        subcommands: [Recover.self, Lookup.self, Forget.self, Audit.self, Keys.self, Rewrap.self, Retokenize.self]
     )
 }
 
@@ -283,11 +283,231 @@ struct Audit: AsyncParsableCommand {
     }
 }
 
+/// swift-log to stderr for the long jobs; `LOG_LEVEL` sets the level.
+func jobLogger() -> Logger {
+    var logger = Logger(label: "vault") { label in StreamLogHandler.standardError(label: label) }
+    logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0.lowercased()) } ?? .info
+    return logger
+}
+
+func recoveryKeyring(_ keys: KeyOptions, _ passphrase: PassphraseOptions) -> RecoveryKeyring {
+    RecoveryKeyring(store: KeyStore(directory: keys.resolvedKeysDirectory)) {
+        try PassphraseSource(file: passphrase.passphraseFile).read(prompt: "Passphrase for the recovery private key: ")
+    }
+}
+
+struct Rewrap: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Re-wrap every data key still wrapped to an older recovery key version to the active one (resumable).")
+
+    @OptionGroup var reason: ReasonOption
+    @Flag(help: "Only report what would change.")
+    var dryRun = false
+    @OptionGroup var keys: KeyOptions
+    @OptionGroup var database: DatabaseOptions
+    @OptionGroup var passphrase: PassphraseOptions
+
+    func run() async throws {
+        do {
+            let connection = try await connectDatabase(database)
+            let summary = try await VaultAdmin.Rewrap.run(
+                store: KeyStore(directory: keys.resolvedKeysDirectory), keyring: recoveryKeyring(keys, passphrase), dryRun: dryRun,
+                reason: reason.text, actor: try await AuditActor.current(on: connection), connection: connection, logger: jobLogger())
+            let pending = summary.pending.sorted { $0.key < $1.key }.map { "v\($0.key): \($0.value)" }.joined(separator: ", ")
+            if dryRun {
+                print("would re-wrap \(summary.pending.values.reduce(0, +)) data keys to recovery v\(summary.target)\(pending.isEmpty ? "" : " (\(pending))")")
+            } else {
+                print("re-wrapped \(summary.rewrapped) data keys to recovery v\(summary.target)\(pending.isEmpty ? "" : " (were \(pending))")")
+            }
+        } catch {
+            throw report(error, tool: "vault")
+        }
+    }
+}
+
+struct Retokenize: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Move all vault entries and user_logins tokens to the active tokenization key version (online, resumable).",
+        discussion: """
+            Distribute the new key files to every ingest replica (they reload within seconds, or on SIGHUP) before running it:             once it starts, a replica still on an older key waits for its keys instead of writing old tokens.             Exit 0 when nothing is left on an older version, 1 otherwise (run it again).
+            """)
+
+    @OptionGroup var reason: ReasonOption
+    @Flag(help: "Only report what would change.")
+    var dryRun = false
+    @Option(help: "Vault entries per batch (default 1000).")
+    var batchSize: Int = 1000
+    @Option(help: "user_logins rows per rewrite statement (default 10000).")
+    var rowBatchSize: Int = 10_000
+    @OptionGroup var keys: KeyOptions
+    @OptionGroup var database: DatabaseOptions
+    @OptionGroup var passphrase: PassphraseOptions
+
+    func validate() throws {
+        guard (1...100_000).contains(batchSize), (1...1_000_000).contains(rowBatchSize) else {
+            throw ValidationError("--batch-size must be 1…100000 and --row-batch-size 1…1000000")
+        }
+    }
+
+    func run() async throws {
+        do {
+            let conninfo = database.conninfo
+            let connection = try await connectDatabase(database)
+            var options = VaultAdmin.Retokenize.Options()
+            options.dryRun = dryRun
+            options.entryBatch = batchSize
+            options.rowBatch = rowBatchSize
+            let logger = jobLogger()
+            let summary = try await VaultAdmin.Retokenize.run(
+                store: KeyStore(directory: keys.resolvedKeysDirectory), keyring: recoveryKeyring(keys, passphrase), options: options,
+                reason: reason.text, actor: try await AuditActor.current(on: connection), connection: connection,
+                connect: { try await PostgresConnection.connect(conninfo, applicationName: "vault", logger: logger) }, logger: logger)
+            let pending = summary.pending.sorted { $0.key < $1.key }.map { "v\($0.key): \($0.value)" }.joined(separator: ", ")
+            if dryRun {
+                print("would move \(summary.pending.values.reduce(0, +)) vault entries (\(pending.isEmpty ? "none" : pending)) and rewrite \(summary.remainingRows) rows to tokenization v\(summary.target)")
+                return
+            }
+            print("""
+                retokenized to v\(summary.target) in \(summary.passes) pass(es): moved \(summary.movedEntries) entries,                 carried \(summary.carriedErasures) erasures, rewrote \(summary.rewrittenRows) rows, dropped \(summary.droppedEntries) old entries;                 left: \(summary.remainingEntries) entries, \(summary.remainingRows) rows
+                """)
+            if summary.remainingEntries > 0 || summary.remainingRows > 0 { throw ExitCode(ExitStatus.failure) }
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            throw report(error, tool: "vault")
+        }
+    }
+}
+
 struct Keys: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Create and manage key versions.",
-        subcommands: [Init.self]
+        abstract: "Create, rotate, inspect and retire key versions.",
+        subcommands: [Init.self, Status.self, Rotate.self, Retire.self]
     )
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Every key version, its state, and exactly what it still protects.")
+
+        @Flag(help: "Print JSON.")
+        var json = false
+        @OptionGroup var keys: KeyOptions
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            do {
+                let connection = try await connectDatabase(database)
+                let inventory = try await KeyAdministration.inventory(store: KeyStore(directory: keys.resolvedKeysDirectory), connection: connection)
+                if json {
+                    print(jsonLine([
+                        "tokenization": inventory.tokenization.map {
+                            ["version": $0.version, "state": $0.state, "created_at": $0.createdAt ?? NSNull(), "vault_entries": $0.vaultEntries,
+                             "erased_entries": $0.erasedEntries, "ip_rows": $0.ipRows, "device_rows": $0.deviceRows] as [String: Any]
+                        },
+                        "recovery": inventory.recovery.map {
+                            ["version": $0.version, "state": $0.state, "created_at": $0.createdAt ?? NSNull(),
+                             "private_key_present": $0.privateKeyPresent, "data_keys": $0.dataKeys, "data_keys_in_use": $0.dataKeysInUse,
+                             "vault_entries": $0.vaultEntries, "quarantined": $0.quarantined] as [String: Any]
+                        },
+                        "data_keys": ["total": inventory.dataKeys, "in_use": inventory.dataKeysInUse],
+                    ]))
+                    return
+                }
+                print("tokenization keys")
+                for key in inventory.tokenization {
+                    print("  v\(key.version)  \(key.state.padding(toLength: 12, withPad: " ", startingAt: 0))  created \(key.createdAt ?? "?")  "
+                          + "vault entries \(key.vaultEntries) (+\(key.erasedEntries) erased), rows: ip \(key.ipRows), device_id \(key.deviceRows)")
+                }
+                print("recovery keys")
+                for key in inventory.recovery {
+                    print("  v\(key.version)  \(key.state.padding(toLength: 12, withPad: " ", startingAt: 0))  created \(key.createdAt ?? "?")  "
+                          + "private key \(key.privateKeyPresent ? "here" : "not here"), data keys \(key.dataKeys) (\(key.dataKeysInUse) in use), "
+                          + "protecting \(key.vaultEntries) vault entries and \(key.quarantined) quarantined messages")
+                }
+                print("data keys: \(inventory.dataKeys) (\(inventory.dataKeysInUse) in use by ingest)")
+            } catch {
+                throw report(error, tool: "vault")
+            }
+        }
+    }
+
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add a new key version and make it the active one for new work.",
+            discussion: """
+                --tokenization: new tokens use it as soon as ingest reloads its key files (SIGHUP or within seconds);                 then run `vault retokenize`. --recovery: new data keys are wrapped to it; then run `vault rewrap`.                 Copy the changed public files (tokenization.json, recovery-public.json) to the ingest secret.
+                """)
+
+        @Flag(help: "Rotate the tokenization (HMAC) key.")
+        var tokenization = false
+        @Flag(help: "Rotate the recovery keypair.")
+        var recovery = false
+        @OptionGroup var reason: ReasonOption
+        @Option(help: ArgumentHelp("scrypt cost for the new private key as log2(N), 14…22 (default 17).", valueName: "n"))
+        var scryptLogN: Int = 17
+        @OptionGroup var keys: KeyOptions
+        @OptionGroup var database: DatabaseOptions
+        @OptionGroup var passphrase: PassphraseOptions
+
+        func validate() throws {
+            guard tokenization != recovery else { throw ValidationError("give exactly one of --tokenization or --recovery") }
+            guard (14...22).contains(scryptLogN) else { throw ValidationError("--scrypt-log-n must be between 14 and 22") }
+        }
+
+        func run() async throws {
+            do {
+                let store = KeyStore(directory: keys.resolvedKeysDirectory)
+                let connection = try await connectDatabase(database)
+                let actor = try await AuditActor.current(on: connection)
+                if tokenization {
+                    let version = try await KeyAdministration.rotateTokenization(store: store, reason: reason.text, actor: actor, connection: connection)
+                    print("tokenization key v\(version) is active; distribute \(store.tokenizationPath) to ingest, then run `vault retokenize`")
+                } else {
+                    let secret = try PassphraseSource(file: passphrase.passphraseFile).read(prompt: "Passphrase for the recovery private keys: ")
+                    let version = try await KeyAdministration.rotateRecovery(
+                        store: store, passphrase: secret, parameters: .init(n: 1 << UInt64(scryptLogN), r: 8, p: 1), reason: reason.text,
+                        actor: actor, connection: connection)
+                    print("recovery key v\(version) is active; distribute \(store.recoveryPublicPath) to ingest, then run `vault rewrap`")
+                }
+            } catch {
+                throw report(error, tool: "vault")
+            }
+        }
+    }
+
+    struct Retire: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a key version (and, for recovery keys, its private key) once nothing depends on it.")
+
+        @Option(help: ArgumentHelp("The tokenization key version to retire.", valueName: "version"))
+        var tokenization: Int?
+        @Option(help: ArgumentHelp("The recovery key version to retire.", valueName: "version"))
+        var recovery: Int?
+        @OptionGroup var reason: ReasonOption
+        @OptionGroup var keys: KeyOptions
+        @OptionGroup var database: DatabaseOptions
+
+        func validate() throws {
+            guard (tokenization == nil) != (recovery == nil) else { throw ValidationError("give exactly one of --tokenization N or --recovery N") }
+        }
+
+        func run() async throws {
+            do {
+                let store = KeyStore(directory: keys.resolvedKeysDirectory)
+                let connection = try await connectDatabase(database)
+                let actor = try await AuditActor.current(on: connection)
+                if let version = tokenization {
+                    try await KeyAdministration.retireTokenization(version: version, store: store, reason: reason.text, actor: actor, connection: connection)
+                    print("tokenization key v\(version) retired and removed from \(store.tokenizationPath)")
+                } else if let version = recovery {
+                    try await KeyAdministration.retireRecovery(version: version, store: store, reason: reason.text, actor: actor, connection: connection)
+                    print("recovery key v\(version) retired; its private key is gone from \(store.recoveryPrivatePath)")
+                }
+            } catch {
+                throw report(error, tool: "vault")
+            }
+        }
+    }
 
     struct Init: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

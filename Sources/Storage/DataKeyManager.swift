@@ -2,7 +2,6 @@ import Foundation
 public import Logging
 public import Postgres
 import Pseudonymization
-import Storage
 public import VaultCrypto
 
 /// How long a data key may be used.
@@ -24,7 +23,8 @@ public struct DataKeyLease: Sendable {
     public let key: SecureBytes
 }
 
-/// Creates, wraps, records and rotates the data keys `ingest` seals with.
+/// Creates, wraps, records and rotates the data keys `ingest` (and
+/// `vault retokenize`) seal with.
 ///
 /// A new key is wrapped (HPKE) to the active recovery public key and committed
 /// to `data_keys` before it seals anything, so every vault entry's key is
@@ -45,17 +45,18 @@ public actor DataKeyManager {
     private let connect: @Sendable () async throws -> PostgresConnection
     private var connection: PostgresConnection?
     private let createdBy: String
-    private let statistics: IngestStatistics
+    private let onCreate: @Sendable (String) -> Void
     private let logger: Logger
 
     public init(
-        recoveryKey: RecoveryPublicKey, policy: DataKeyPolicy, createdBy: String, statistics: IngestStatistics, logger: Logger,
+        recoveryKey: RecoveryPublicKey, policy: DataKeyPolicy, createdBy: String, logger: Logger,
+        onCreate: @escaping @Sendable (String) -> Void = { _ in },
         connect: @escaping @Sendable () async throws -> PostgresConnection
     ) {
         self.recoveryKey = recoveryKey
         self.policy = policy
         self.createdBy = createdBy
-        self.statistics = statistics
+        self.onCreate = onCreate
         self.logger = logger
         self.connect = connect
     }
@@ -88,6 +89,14 @@ public actor DataKeyManager {
         return DataKeyLease(id: fresh.id, key: fresh.key)
     }
 
+    /// Marks the key in use retired (the process is stopping): the inventory then
+    /// shows which data keys a running ingest can still add entries under.
+    public func retireCurrent() async {
+        guard let current else { return }
+        self.current = nil
+        await retire(current.id)
+    }
+
     /// A new recovery public key: the next lease gets a data key wrapped to it.
     public func useRecoveryKey(_ key: RecoveryPublicKey) {
         guard key.version != recoveryKey.version || key.publicKey != recoveryKey.publicKey else { return }
@@ -102,7 +111,7 @@ public actor DataKeyManager {
         let wrapped = try DataKeyWrap.wrap(key, dataKeyID: id, to: recoveryKey)
         try await BatchWriter.insertDataKey(id: id, recoveryKeyVersion: recoveryKey.version, wrappedKey: wrapped,
                                             createdBy: createdBy, on: try await liveConnection())
-        statistics.update { $0.dataKeysCreated += 1 }
+        onCreate(id)
         logger.info("new data key", metadata: ["data_key_id": "\(id)", "recovery_key_version": "\(recoveryKey.version)"])
         return Current(id: id, key: key, created: .now, encryptions: 0)
     }
