@@ -19,12 +19,13 @@ public final class KnownTokenCache: Sendable {
         public init(token: String) {
             var high: UInt64 = 0
             var low: UInt64 = 0
-            let utf8 = token.utf8
-            var index = utf8.index(utf8.endIndex, offsetBy: -43, limitedBy: utf8.startIndex) ?? utf8.startIndex
-            for position in 0..<21 where index < utf8.endIndex {
-                let sextet = UInt64(Self.sextet(utf8[index]))
-                if position < 10 { high = high << 6 | sextet } else { low = low << 6 | sextet }
-                index = utf8.index(after: index)
+            var token = token
+            token.withUTF8 { utf8 in
+                let start = max(utf8.count - 43, 0)
+                for position in 0..<min(21, utf8.count - start) {
+                    let sextet = UInt64(Self.sextet(utf8[start + position]))
+                    if position < 10 { high = high << 6 | sextet } else { low = low << 6 | sextet }
+                }
             }
             self.high = high
             self.low = low

@@ -93,6 +93,7 @@ final class Writer {
             }
         }
         knownTokens.insert(output.newTokens)
+        knownTokens.insert(result.alreadyStoredTokens.map { .init(token: $0) })
         statistics.update { stats in
             stats.written += result.loginRows
             stats.duplicates += batch.count - result.written.count
@@ -129,7 +130,8 @@ final class Writer {
             let second = try await commit(Array(items[middle...]), messages: messages, since: started)
             return BatchResult(written: first.written.union(second.written), loginRows: first.loginRows + second.loginRows,
                                quarantined: first.quarantined + second.quarantined,
-                               vaultEntriesOffered: first.vaultEntriesOffered + second.vaultEntriesOffered)
+                               vaultEntriesOffered: first.vaultEntriesOffered + second.vaultEntriesOffered,
+                               alreadyStoredTokens: first.alreadyStoredTokens + second.alreadyStoredTokens)
         }
     }
 
@@ -150,6 +152,7 @@ final class Writer {
         _ messages: [InboundMessage], since started: ContinuousClock.Instant, _ body: () async throws -> T
     ) async throws -> T {
         var attempt = 0
+        var conflicts = 0
         var lastExtension = started
         while true {
             do {
@@ -159,6 +162,13 @@ final class Writer {
                     health.databaseReachable(true)
                 }
                 return value
+            } catch let error as PostgresError where error.sqlState == "23505" {
+                // A concurrent writer stored a receipt or token between this
+                // batch's check and its COPY; the retry sees it. Not an outage.
+                conflicts += 1
+                guard conflicts <= 50 else { throw error }
+                logger.debug("write conflict with a concurrent writer; retrying", metadata: ["writer": "\(name)"])
+                try await Task.sleep(for: .milliseconds(Int64.random(in: 1...20)))
             } catch let error as PostgresError where error.isTransient {
                 if attempt == 0 || attempt % 10 == 0 {
                     logger.warning("database unavailable; retrying with backoff",
@@ -181,7 +191,6 @@ final class Writer {
         if let connection, await connection.isHealthy { return connection }
         connection = nil
         let fresh = try await connect()
-        try await fresh.transaction { connection in try BatchWriter.prepare(connection) }
         connection = fresh
         return fresh
     }

@@ -29,28 +29,32 @@ public enum PostgresValue: Sendable, Hashable {
         case .int(let value): return Array(String(value).utf8)
         case .bool(let value): return Array((value ? "t" : "f").utf8)
         case .bytes(let value): return value
-        case .textArray(let values): return Array(Self.arrayLiteral(values).utf8)
-        case .byteArrays(let values): return Array(Self.arrayLiteral(values.map { "\\x" + hexEncode($0) }).utf8)
+        case .textArray(let values): return Self.arrayLiteral(values)
+        case .byteArrays(let values): return Self.arrayLiteral(values.map { "\\x" + hexEncode($0) })
         }
     }
 
     /// `{"a","b\"c",NULL}`: every element quoted, quotes and backslashes escaped.
-    static func arrayLiteral(_ values: [String?]) -> String {
-        var literal = "{"
+    static func arrayLiteral(_ values: [String?]) -> [UInt8] {
+        var literal: [UInt8] = [UInt8(ascii: "{")]
+        literal.reserveCapacity(values.reduce(2) { $0 + ($1?.utf8.count ?? 4) + 3 })
         for (index, value) in values.enumerated() {
-            if index > 0 { literal += "," }
-            guard let value else {
-                literal += "NULL"
+            if index > 0 { literal.append(UInt8(ascii: ",")) }
+            guard var value else {
+                literal.append(contentsOf: "NULL".utf8)
                 continue
             }
-            literal += "\""
-            for character in value.unicodeScalars {
-                if character == "\"" || character == "\\" { literal += "\\" }
-                literal.unicodeScalars.append(character)
+            literal.append(UInt8(ascii: "\""))
+            value.withUTF8 { utf8 in
+                for byte in utf8 {
+                    if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { literal.append(UInt8(ascii: "\\")) }
+                    literal.append(byte)
+                }
             }
-            literal += "\""
+            literal.append(UInt8(ascii: "\""))
         }
-        return literal + "}"
+        literal.append(UInt8(ascii: "}"))
+        return literal
     }
 }
 

@@ -40,7 +40,10 @@ public final class Tokenizer {
     public let keyVersion: Int
     private let hmac: HMACSHA256
     private let prefixes: [PIIField: [UInt8]]
+    /// "ip_t1_" / "dev_t1_": the visible token prefix per field.
+    private let tokenPrefixes: [PIIField: [UInt8]]
     private var output = [UInt8](repeating: 0, count: HMACSHA256.byteCount)
+    private var scratch: [UInt8] = []
 
     /// Domain separation: the HMAC input is `domain ‖ 0 ‖ field ‖ 0 ‖ value`, so
     /// an IP and a device id with the same text get unrelated tokens, and no
@@ -51,8 +54,13 @@ public final class Tokenizer {
         keyVersion = key.version
         hmac = try HMACSHA256(key: key.secret)
         var prefixes: [PIIField: [UInt8]] = [:]
-        for field in PIIField.allCases { prefixes[field] = Array("\(Self.domain)\u{0}\(field.rawValue)\u{0}".utf8) }
+        var tokenPrefixes: [PIIField: [UInt8]] = [:]
+        for field in PIIField.allCases {
+            prefixes[field] = Array("\(Self.domain)\u{0}\(field.rawValue)\u{0}".utf8)
+            tokenPrefixes[field] = Array("\(field.tag)_t\(key.version)_".utf8)
+        }
         self.prefixes = prefixes
+        self.tokenPrefixes = tokenPrefixes
     }
 
     public func token(for canonicalValue: String, field: PIIField) throws -> String {
@@ -73,10 +81,10 @@ public final class Tokenizer {
         var value = value
         try value.withUTF8 { try hmac.update(UnsafeRawBufferPointer($0)) }
         try output.withUnsafeMutableBytes { try hmac.finalize(into: $0) }
-        var token = Array("\(field.tag)_t\(keyVersion)_".utf8)
-        token.reserveCapacity(token.count + 43)
-        output.withUnsafeBytes { Base64.appendURL($0, to: &token) }
-        return String(decoding: token, as: UTF8.self)
+        scratch.removeAll(keepingCapacity: true)
+        scratch.append(contentsOf: tokenPrefixes[field]!)
+        output.withUnsafeBytes { Base64.appendURL($0, to: &scratch) }
+        return String(decoding: scratch, as: UTF8.self)
     }
 }
 

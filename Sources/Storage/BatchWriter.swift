@@ -89,28 +89,24 @@ public struct BatchResult: Sendable {
     public let loginRows: Int
     public let quarantined: Int
     public let vaultEntriesOffered: Int
+    /// Tokens the batch found already in the vault (worth remembering).
+    public let alreadyStoredTokens: [String]
 
-    public init(written: Set<[UInt8]>, loginRows: Int, quarantined: Int, vaultEntriesOffered: Int) {
+    public init(written: Set<[UInt8]>, loginRows: Int, quarantined: Int, vaultEntriesOffered: Int, alreadyStoredTokens: [String] = []) {
         self.written = written
         self.loginRows = loginRows
         self.quarantined = quarantined
         self.vaultEntriesOffered = vaultEntriesOffered
+        self.alreadyStoredTokens = alreadyStoredTokens
     }
 }
 
 /// Writes a batch of processed messages in one transaction: receipts first
 /// (claiming each message once, even against a concurrent consumer), then
 /// vault entries, login rows, quarantine and app versions, all or nothing.
+/// Everything goes in by COPY; a unique violation means a concurrent writer
+/// got there first, and the batch is simply retried.
 public enum BatchWriter {
-    /// Creates the session's staging table; call once per connection.
-    public static func prepare(_ connection: isolated PostgresConnection) throws {
-        try connection.executeScript("""
-            CREATE TEMP TABLE IF NOT EXISTS vault_staging
-                (token text, field text, token_key_version integer, data_key_id uuid, nonce bytea, ciphertext bytea)
-                ON COMMIT DELETE ROWS
-            """)
-    }
-
     /// Runs inside a transaction the caller opened. `tokenKeyVersion` is the
     /// version of the tokens in `items`; the batch is refused (`StaleKeysError`)
     /// when a retokenization to a newer version is under way.
@@ -120,17 +116,24 @@ public enum BatchWriter {
         if let registered = try KeyRegistry.enforcedTokenizationVersion(on: connection), registered > tokenKeyVersion {
             throw StaleKeysError(registered: registered, local: tokenKeyVersion)
         }
-        // Sorted ids: concurrent writers lock receipts in the same order and
-        // cannot deadlock; a message seen twice in one batch is claimed once.
+        // Optimistic claiming: find the messages already processed (redeliveries,
+        // replays), then COPY receipts for the rest. If a concurrent consumer
+        // claims one of them between the two, the COPY fails with a unique
+        // violation and the caller retries the batch, which then sees it.
+        // Sorted, so concurrent writers take index locks in the same order.
         let ids = Set(items.map(\.receiptID)).sorted { $0.lexicographicallyPrecedes($1) }
-        let claimed = try connection.query("""
-            INSERT INTO ingest_receipts (receipt_id)
-            SELECT id FROM unnest($1::bytea[]) AS id ORDER BY id
-            ON CONFLICT (receipt_id) DO NOTHING
-            RETURNING receipt_id
-            """, [.byteArrays(ids)], prepared: true)
-        var fresh = Set(try claimed.map { try $0.bytes("receipt_id") })
+        let seen = Set(try connection.query("SELECT receipt_id FROM ingest_receipts WHERE receipt_id = ANY($1::bytea[])",
+                                            [.byteArrays(ids)], prepared: true).map { try $0.bytes("receipt_id") })
+        var fresh = Set(ids).subtracting(seen)
         let written = fresh
+        if !fresh.isEmpty {
+            var receipts = CopyTextBuilder(reservingCapacity: fresh.count * 40)
+            for id in ids where fresh.contains(id) {
+                receipts.append(bytes: id)
+                receipts.endRow()
+            }
+            try connection.copy("COPY ingest_receipts (receipt_id) FROM STDIN", data: receipts.bytes)
+        }
 
         var logins = CopyTextBuilder(reservingCapacity: items.count * 160)
         var vault: [String: SealedVaultEntry] = [:]
@@ -163,25 +166,45 @@ public enum BatchWriter {
                 quarantine.endRow()
             }
         }
+        var storedTokens: [String] = []
         if !vault.isEmpty {
-            var staging = CopyTextBuilder(reservingCapacity: vault.count * 200)
-            for token in vault.keys.sorted() {
+            // Same optimism for vault entries: skip the tokens already stored, COPY the rest.
+            let candidates = vault.keys.sorted()
+            storedTokens = try connection.query("SELECT token FROM vault_entries WHERE token = ANY($1::text[])",
+                                                [.textArray(candidates)], prepared: true).map { try $0.string("token") }
+            let stored = Set(storedTokens)
+            var entries = CopyTextBuilder(reservingCapacity: vault.count * 200)
+            for token in candidates where !stored.contains(token) {
                 let entry = vault[token]!
-                staging.append(entry.token)
-                staging.append(entry.field.rawValue)
-                staging.append(entry.tokenKeyVersion)
-                staging.append(entry.dataKeyID)
-                staging.append(bytes: entry.nonce)
-                staging.append(bytes: entry.ciphertext)
-                staging.endRow()
+                entries.append(entry.token)
+                entries.append(entry.field.rawValue)
+                entries.append(entry.tokenKeyVersion)
+                entries.append(entry.dataKeyID)
+                entries.append(bytes: entry.nonce)
+                entries.append(bytes: entry.ciphertext)
+                entries.endRow()
             }
-            try connection.copy("COPY vault_staging (token, field, token_key_version, data_key_id, nonce, ciphertext) FROM STDIN",
-                                data: staging.bytes)
-            try connection.execute("""
-                INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext)
-                SELECT token, field, token_key_version, data_key_id, nonce, ciphertext FROM vault_staging ORDER BY token
-                ON CONFLICT (token) DO NOTHING
-                """, prepared: true)
+            if entries.rowCount > 0 {
+                // Two writers can meet on the same new token (a returning user in
+                // both batches). Rather than redo the batch, fall back to an
+                // idempotent insert for this part only.
+                try connection.execute("SAVEPOINT vault_copy")
+                do {
+                    try connection.copy("COPY vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext) FROM STDIN",
+                                        data: entries.bytes)
+                    try connection.execute("RELEASE SAVEPOINT vault_copy")
+                } catch let error as PostgresError where error.sqlState == "23505" {
+                    try connection.execute("ROLLBACK TO SAVEPOINT vault_copy")
+                    let fresh = candidates.filter { !stored.contains($0) }.map { vault[$0]! }
+                    try connection.execute("""
+                        INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext)
+                        SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::uuid[], $5::bytea[], $6::bytea[])
+                        ON CONFLICT (token) DO NOTHING
+                        """, [.textArray(fresh.map(\.token)), .textArray(fresh.map(\.field.rawValue)),
+                              .textArray(fresh.map { String($0.tokenKeyVersion) }), .textArray(fresh.map(\.dataKeyID)),
+                              .byteArrays(fresh.map(\.nonce)), .byteArrays(fresh.map(\.ciphertext))], prepared: true)
+                }
+            }
         }
         if logins.rowCount > 0 {
             try connection.copy("""
@@ -203,7 +226,7 @@ public enum BatchWriter {
                 """, [.textArray(codes.map { String($0) }), .textArray(codes.map { versions[$0] })], prepared: true)
         }
         return BatchResult(written: written, loginRows: logins.rowCount, quarantined: quarantine.rowCount,
-                           vaultEntriesOffered: vault.count)
+                           vaultEntriesOffered: vault.count, alreadyStoredTokens: storedTokens)
     }
 
     /// Records a new data key; committed before any entry uses it.

@@ -36,6 +36,9 @@ public struct KeyInventory: Sendable {
     public let recovery: [Recovery]
     public let dataKeys: Int
     public let dataKeysInUse: Int
+    /// Vault entries whose data key row is missing: unrecoverable. Always 0
+    /// unless something outside these tools deleted data keys.
+    public let entriesWithoutDataKey: Int
 }
 
 public enum KeyAdministration {
@@ -102,9 +105,12 @@ public enum KeyAdministration {
                 dataKeysInUse: keysByVersion[version]?.inUse ?? 0, vaultEntries: sealedByVersion[version] ?? 0,
                 quarantined: quarantinedByVersion[version] ?? 0)
         }
+        let orphans = try await connection.query("""
+            SELECT count(*) AS n FROM vault_entries e WHERE NOT EXISTS (SELECT 1 FROM data_keys d WHERE d.id = e.data_key_id)
+            """)[0].int("n")
         return KeyInventory(tokenization: tokenization, recovery: recovery,
                             dataKeys: keysByVersion.values.reduce(0) { $0 + $1.all },
-                            dataKeysInUse: keysByVersion.values.reduce(0) { $0 + $1.inUse })
+                            dataKeysInUse: keysByVersion.values.reduce(0) { $0 + $1.inUse }, entriesWithoutDataKey: orphans)
     }
 
     private static func tokenVersion(_ tag: String) -> Int? {

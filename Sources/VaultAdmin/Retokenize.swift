@@ -69,7 +69,7 @@ public enum Retokenize {
                 while true {
                     let rows = try await connection.query("""
                         SELECT \(VaultReader.entryColumns) FROM vault_entries
-                        WHERE token_key_version = $1 AND token > $2 ORDER BY token LIMIT $3
+                        WHERE token > $2 AND token_key_version = $1 ORDER BY token LIMIT $3
                         """, [.int(oldVersion), .text(after), .int(options.entryBatch)])
                     guard let last = rows.last else { break }
                     after = try last.string("token")

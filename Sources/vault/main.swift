@@ -410,6 +410,7 @@ struct Keys: AsyncParsableCommand {
                              "vault_entries": $0.vaultEntries, "quarantined": $0.quarantined] as [String: Any]
                         },
                         "data_keys": ["total": inventory.dataKeys, "in_use": inventory.dataKeysInUse],
+                        "entries_without_data_key": inventory.entriesWithoutDataKey,
                     ]))
                     return
                 }
@@ -425,6 +426,9 @@ struct Keys: AsyncParsableCommand {
                           + "protecting \(key.vaultEntries) vault entries and \(key.quarantined) quarantined messages")
                 }
                 print("data keys: \(inventory.dataKeys) (\(inventory.dataKeysInUse) in use by ingest)")
+                if inventory.entriesWithoutDataKey > 0 {
+                    print("WARNING: \(inventory.entriesWithoutDataKey) vault entries have no data key row: they cannot be recovered")
+                }
             } catch {
                 throw report(error, tool: "vault")
             }
