@@ -78,11 +78,11 @@ final class MessageProcessor {
         for (message, step) in zip(messages, steps) {
             switch step {
             case .login(let row, let ipToken, let deviceToken, let login):
-                var entries: [SealedVaultEntry] = []
+                var entries: [VaultEntryRecord] = []
                 for (token, field, value) in [(ipToken, PIIField.ip, login.ip), (deviceToken, .deviceID, login.deviceID)]
                 where pending.contains(token) && sealed.insert(token).inserted {
                     let (nonce, ciphertext) = try sealer.seal(value, token: token, field: field)
-                    entries.append(SealedVaultEntry(token: token, field: field, tokenKeyVersion: tokenizer.keyVersion,
+                    entries.append(VaultEntryRecord(token: token, field: field, tokenKeyVersion: tokenizer.keyVersion,
                                                     dataKeyID: sealer.dataKeyID, nonce: nonce, ciphertext: ciphertext))
                     output.newTokens.append(.init(token: token))
                 }

@@ -1,5 +1,6 @@
 public import Postgres
 public import Pseudonymization
+import VaultCrypto
 
 /// A row of `user_logins`.
 public struct LoginRow: Sendable {
@@ -23,14 +24,17 @@ public struct LoginRow: Sendable {
     }
 }
 
-/// A sealed original, ready for `vault_entries`.
-public struct SealedVaultEntry: Sendable {
+/// A row for `vault_entries`: a sealed original, or (when retokenizing an
+/// erased entry) a tombstone with no nonce or ciphertext.
+public struct VaultEntryRecord: Sendable {
     public let token: String
     public let field: PIIField
     public let tokenKeyVersion: Int
     public let dataKeyID: String
-    public let nonce: [UInt8]
-    public let ciphertext: [UInt8]
+    public let nonce: [UInt8]?
+    public let ciphertext: [UInt8]?
+    public let erasedAt: String?
+    public let erasedBy: String?
 
     public init(token: String, field: PIIField, tokenKeyVersion: Int, dataKeyID: String, nonce: [UInt8], ciphertext: [UInt8]) {
         self.token = token
@@ -39,6 +43,72 @@ public struct SealedVaultEntry: Sendable {
         self.dataKeyID = dataKeyID
         self.nonce = nonce
         self.ciphertext = ciphertext
+        erasedAt = nil
+        erasedBy = nil
+    }
+
+    /// An erased entry: the token exists, its original is gone.
+    public init(tombstone token: String, field: PIIField, tokenKeyVersion: Int, dataKeyID: String, erasedAt: String?, erasedBy: String?) {
+        self.token = token
+        self.field = field
+        self.tokenKeyVersion = tokenKeyVersion
+        self.dataKeyID = dataKeyID
+        nonce = nil
+        ciphertext = nil
+        self.erasedAt = erasedAt ?? "now"
+        self.erasedBy = erasedBy
+    }
+}
+
+/// Inserting vault entries: probe which tokens are stored, COPY the rest; a
+/// collision with a concurrent writer falls back, under a savepoint, to an
+/// idempotent insert for those entries only.
+public enum VaultEntries {
+    /// Returns the tokens that were already stored.
+    @discardableResult
+    public static func insert(_ records: [VaultEntryRecord], on connection: isolated PostgresConnection) throws -> [String] {
+        guard !records.isEmpty else { return [] }
+        var byToken: [String: VaultEntryRecord] = [:]
+        for record in records { byToken[record.token] = record }
+        // Sorted: concurrent writers take index locks in the same order.
+        let candidates = byToken.keys.sorted()
+        let stored = try connection.query("SELECT token FROM vault_entries WHERE token = ANY($1::text[])",
+                                          [.textArray(candidates)], prepared: true).map { try $0.string("token") }
+        let storedSet = Set(stored)
+        let fresh = candidates.filter { !storedSet.contains($0) }.map { byToken[$0]! }
+        guard !fresh.isEmpty else { return stored }
+        var copy = CopyTextBuilder(reservingCapacity: fresh.count * 200)
+        for entry in fresh {
+            copy.append(entry.token)
+            copy.append(entry.field.rawValue)
+            copy.append(entry.tokenKeyVersion)
+            copy.append(entry.dataKeyID)
+            if let nonce = entry.nonce { copy.append(bytes: nonce) } else { copy.append(nil as String?) }
+            if let ciphertext = entry.ciphertext { copy.append(bytes: ciphertext) } else { copy.append(nil as String?) }
+            copy.append(entry.erasedAt)
+            copy.append(entry.erasedBy)
+            copy.endRow()
+        }
+        try connection.execute("SAVEPOINT vault_copy")
+        do {
+            try connection.copy("""
+                COPY vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext, erased_at, erased_by) FROM STDIN
+                """, data: copy.bytes)
+            try connection.execute("RELEASE SAVEPOINT vault_copy")
+        } catch let error as PostgresError where error.sqlState == "23505" {
+            // Two writers met on the same new token (a returning user in both batches).
+            try connection.execute("ROLLBACK TO SAVEPOINT vault_copy")
+            try connection.execute("""
+                INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext, erased_at, erased_by)
+                SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::uuid[], $5::bytea[], $6::bytea[], $7::timestamptz[], $8::text[])
+                ON CONFLICT (token) DO NOTHING
+                """, [.textArray(fresh.map(\.token)), .textArray(fresh.map(\.field.rawValue)),
+                      .textArray(fresh.map { String($0.tokenKeyVersion) }), .textArray(fresh.map(\.dataKeyID)),
+                      .textArray(fresh.map { $0.nonce.map { "\\x" + Hex.encode($0) } }),
+                      .textArray(fresh.map { $0.ciphertext.map { "\\x" + Hex.encode($0) } }),
+                      .textArray(fresh.map(\.erasedAt)), .textArray(fresh.map(\.erasedBy))], prepared: true)
+        }
+        return stored
     }
 }
 
@@ -68,7 +138,7 @@ public struct QuarantineRow: Sendable {
 public struct BatchItem: Sendable {
     public enum Payload: Sendable {
         /// A login row and the vault entries it needs (none for tokens already stored).
-        case login(LoginRow, [SealedVaultEntry])
+        case login(LoginRow, [VaultEntryRecord])
         case quarantine(QuarantineRow)
     }
 
@@ -136,7 +206,7 @@ public enum BatchWriter {
         }
 
         var logins = CopyTextBuilder(reservingCapacity: items.count * 160)
-        var vault: [String: SealedVaultEntry] = [:]
+        var vault: [String: VaultEntryRecord] = [:]
         var quarantine = CopyTextBuilder()
         var versions: [Int32: String] = [:]
         for item in items where fresh.remove(item.receiptID) != nil {
@@ -166,46 +236,7 @@ public enum BatchWriter {
                 quarantine.endRow()
             }
         }
-        var storedTokens: [String] = []
-        if !vault.isEmpty {
-            // Same optimism for vault entries: skip the tokens already stored, COPY the rest.
-            let candidates = vault.keys.sorted()
-            storedTokens = try connection.query("SELECT token FROM vault_entries WHERE token = ANY($1::text[])",
-                                                [.textArray(candidates)], prepared: true).map { try $0.string("token") }
-            let stored = Set(storedTokens)
-            var entries = CopyTextBuilder(reservingCapacity: vault.count * 200)
-            for token in candidates where !stored.contains(token) {
-                let entry = vault[token]!
-                entries.append(entry.token)
-                entries.append(entry.field.rawValue)
-                entries.append(entry.tokenKeyVersion)
-                entries.append(entry.dataKeyID)
-                entries.append(bytes: entry.nonce)
-                entries.append(bytes: entry.ciphertext)
-                entries.endRow()
-            }
-            if entries.rowCount > 0 {
-                // Two writers can meet on the same new token (a returning user in
-                // both batches). Rather than redo the batch, fall back to an
-                // idempotent insert for this part only.
-                try connection.execute("SAVEPOINT vault_copy")
-                do {
-                    try connection.copy("COPY vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext) FROM STDIN",
-                                        data: entries.bytes)
-                    try connection.execute("RELEASE SAVEPOINT vault_copy")
-                } catch let error as PostgresError where error.sqlState == "23505" {
-                    try connection.execute("ROLLBACK TO SAVEPOINT vault_copy")
-                    let fresh = candidates.filter { !stored.contains($0) }.map { vault[$0]! }
-                    try connection.execute("""
-                        INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext)
-                        SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::uuid[], $5::bytea[], $6::bytea[])
-                        ON CONFLICT (token) DO NOTHING
-                        """, [.textArray(fresh.map(\.token)), .textArray(fresh.map(\.field.rawValue)),
-                              .textArray(fresh.map { String($0.tokenKeyVersion) }), .textArray(fresh.map(\.dataKeyID)),
-                              .byteArrays(fresh.map(\.nonce)), .byteArrays(fresh.map(\.ciphertext))], prepared: true)
-                }
-            }
-        }
+        let storedTokens = try VaultEntries.insert(Array(vault.values), on: connection)
         if logins.rowCount > 0 {
             try connection.copy("""
                 COPY user_logins (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date) FROM STDIN

@@ -8,19 +8,27 @@ public import VaultCrypto
 /// `vault retokenize`: moves every vault entry and every `user_logins` token
 /// from older tokenization key versions to the active one, online.
 ///
-/// For each batch of old entries (in token order): decrypt, compute the new
-/// token, seal the value again under it, and commit the new entries with an
-/// old → new lineage row; then rewrite the rows that carry the old tokens in
-/// bounded chunks; then drop the old entries that no row refers to any more,
-/// holding the old version's writer lock so no ingest transaction can be adding
-/// a reference at that moment. At every step each row's token has an entry, so
-/// nothing becomes unrecoverable. A killed run leaves consistent state; running
-/// again finishes the work (every step is idempotent). Erased entries move to a
-/// token derived from the old one and stay erased.
+/// 1. Enforce the target version in the key registry, then wait for the
+///    ingest transactions still writing older tokens to finish (their shared
+///    writer lock): from here on no old token is written.
+/// 2. Move the entries, in token order, in batches: decrypt, compute the new
+///    token, seal the value again under it, and commit the new entries with an
+///    old → new lineage row. (Erased entries move to a token derived from the
+///    old one and stay erased.)
+/// 3. Sweep `user_logins` in ranges of heap pages, rewriting both token
+///    columns of each row at once through the lineage, one bounded statement per range.
+/// 4. When no row carries an old token any more, drop the old entries.
+///
+/// Until step 4 every old token still has its entry, and from step 2 every new
+/// one too, so no row is ever unrecoverable. Killed anywhere, a second run
+/// finishes the work: moved entries are skipped, rewritten rows match nothing.
 public enum Retokenize {
+    static let runLock: Int64 = 0x7265_746f_6b65_6e  // "retoken"
+
     public struct Options: Sendable {
         public var entryBatch = 1000
-        public var rowBatch = 10_000
+        /// Heap pages of `user_logins` per rewrite statement (~50 rows per page).
+        public var pagesPerStatement = 200
         public var maximumPasses = 10
         public var dryRun = false
 
@@ -49,6 +57,11 @@ public enum Retokenize {
         var summary = Summary(target: target.version, pending: try await pendingEntries(except: target.version, on: connection))
         if options.dryRun { return try await finish(summary, connection: connection) }
 
+        // One retokenize at a time (the lineage COPY relies on it); a session
+        // lock, so a killed run's lock goes with its connection.
+        guard try await connection.query("SELECT pg_try_advisory_lock($1) AS locked", [.int(Self.runLock)])[0].bool("locked") else {
+            throw RetokenizeError("another `vault retokenize` is running on this database; wait for it (or for its connection to end)")
+        }
         try await connection.transaction { connection in try KeyRegistry.enforceTokenization(version: target.version, on: connection) }
         let total = summary.pending.values.reduce(0, +)
         let subject = "tokenization → v\(target.version)"
@@ -61,16 +74,25 @@ public enum Retokenize {
         var sealer: VaultSealer? = nil
         let progress = Progress(label: "retokenize", total: total, logger: logger)
 
+        // Step 1 (continued): in-flight writers of old tokens finish first.
+        for version in summary.pending.keys.sorted() {
+            try await connection.transaction { connection in
+                try connection.execute("SELECT pg_advisory_xact_lock($1)", [.int(KeyRegistry.writerLock(tokenizationVersion: version))])
+            }
+        }
         while summary.passes < options.maximumPasses {
             summary.passes += 1
-            let oldVersions = try await pendingEntries(except: target.version, on: connection).keys.sorted()
-            for oldVersion in oldVersions {
-                var after = ""
+            // Step 2: entries not moved yet.
+            for oldVersion in try await pendingEntries(except: target.version, on: connection).keys.sorted() {
+                // Resume after the last token a previous (killed) run moved.
+                var after = try await connection.query("""
+                    SELECT coalesce(max(old_token), '') AS last FROM token_lineage WHERE old_version = $1 AND new_version = $2
+                    """, [.int(oldVersion), .int(target.version)])[0].string("last")
                 while true {
                     let rows = try await connection.query("""
                         SELECT \(VaultReader.entryColumns) FROM vault_entries
                         WHERE token > $2 AND token_key_version = $1 ORDER BY token LIMIT $3
-                        """, [.int(oldVersion), .text(after), .int(options.entryBatch)])
+                        """, [.int(oldVersion), .text(after), .int(options.entryBatch)], prepared: true)
                     guard let last = rows.last else { break }
                     after = try last.string("token")
                     var byToken: [String: PostgresRow] = [:]
@@ -81,19 +103,25 @@ public enum Retokenize {
                     let moves = try await prepareMoves(oldTokens, rows: byToken, reader: reader, tokenizer: tokenizer,
                                                        sealer: sealer!, oldVersion: oldVersion)
                     try await commitMoves(moves, on: connection)
-                    summary.movedEntries += moves.filter { $0.sealed != nil }.count
-                    summary.carriedErasures += moves.filter { $0.sealed == nil }.count
-                    for field in PIIField.allCases {
-                        let old = moves.filter { $0.field == field }.map(\.oldToken)
-                        if !old.isEmpty { summary.rewrittenRows += try await rewriteRows(old, field: field, chunk: options.rowBatch, on: connection) }
-                    }
-                    summary.droppedEntries += try await dropUnreferenced(oldTokens, version: oldVersion, on: connection)
+                    summary.movedEntries += moves.filter { !$0.isErasure }.count
+                    summary.carriedErasures += moves.filter(\.isErasure).count
                     progress.advance(by: rows.count)
                 }
             }
+            // Step 3: rows.
+            summary.rewrittenRows += try await rewriteRows(target: target.version, pages: options.pagesPerStatement, on: connection)
+            // Step 4: old entries, once nothing refers to them.
+            guard try await rowsWithOldTokens(target: target.version, on: connection) == 0 else {
+                logger.warning("rows with old tokens remain after the sweep; another pass", metadata: ["pass": "\(summary.passes)"])
+                continue
+            }
+            for version in try await pendingEntries(except: target.version, on: connection).keys.sorted() {
+                summary.droppedEntries += try await connection.transaction { connection in
+                    try connection.execute("SELECT pg_advisory_xact_lock($1)", [.int(KeyRegistry.writerLock(tokenizationVersion: version))])
+                    return try connection.execute("DELETE FROM vault_entries WHERE token_key_version = $1", [.int(version)])
+                }
+            }
             if try await pendingEntries(except: target.version, on: connection).isEmpty { break }
-            logger.info("old entries appeared during the pass (a replica still writing an old version?); another pass",
-                        metadata: ["pass": "\(summary.passes)"])
         }
         progress.finish()
         summary = try await finish(summary, connection: connection)
@@ -106,14 +134,11 @@ public enum Retokenize {
 
     struct Move: Sendable {
         let oldToken: String
-        let newToken: String
-        let field: PIIField
         let oldVersion: Int
-        /// nil for an erased entry (carried as a tombstone).
-        let sealed: SealedVaultEntry?
-        let erasedAt: String?
-        let erasedBy: String?
-        let dataKeyID: String
+        /// The new entry: sealed again, or a tombstone for an erased one.
+        let record: VaultEntryRecord
+
+        var isErasure: Bool { record.ciphertext == nil }
     }
 
     private static func prepareMoves(
@@ -127,14 +152,14 @@ public enum Retokenize {
             case .success(let value):
                 let newToken = try tokenizer.token(for: value.value, field: parts.field)
                 let (nonce, ciphertext) = try sealer.seal(value.value, token: newToken, field: parts.field)
-                moves.append(Move(oldToken: token, newToken: newToken, field: parts.field, oldVersion: oldVersion,
-                                  sealed: SealedVaultEntry(token: newToken, field: parts.field, tokenKeyVersion: tokenizer.keyVersion,
-                                                           dataKeyID: sealer.dataKeyID, nonce: nonce, ciphertext: ciphertext),
-                                  erasedAt: nil, erasedBy: nil, dataKeyID: sealer.dataKeyID))
+                moves.append(Move(oldToken: token, oldVersion: oldVersion, record: VaultEntryRecord(
+                    token: newToken, field: parts.field, tokenKeyVersion: tokenizer.keyVersion, dataKeyID: sealer.dataKeyID,
+                    nonce: nonce, ciphertext: ciphertext)))
             case .failure(let error) where error.kind == .erased:
-                moves.append(Move(oldToken: token, newToken: try tokenizer.token(forErased: token, field: parts.field), field: parts.field,
-                                  oldVersion: oldVersion, sealed: nil, erasedAt: row["erased_at"], erasedBy: row["erased_by"],
-                                  dataKeyID: try row.string("data_key_id")))
+                moves.append(Move(oldToken: token, oldVersion: oldVersion, record: VaultEntryRecord(
+                    tombstone: try tokenizer.token(forErased: token, field: parts.field), field: parts.field,
+                    tokenKeyVersion: tokenizer.keyVersion, dataKeyID: try row.string("data_key_id"),
+                    erasedAt: row["erased_at"], erasedBy: row["erased_by"])))
             case .failure(let error):
                 // Never guess: an entry that does not open stays where it is, and the job reports it.
                 throw RetokenizeError("cannot move token \(token): \(error.message)")
@@ -143,80 +168,59 @@ public enum Retokenize {
         return moves
     }
 
-    /// New entries (and tombstones) plus lineage, in one transaction.
+    /// New entries (and tombstones) plus their lineage, in one transaction.
+    /// Lineage rows are new by construction (batches resume after the last
+    /// moved token, and one retokenize runs at a time), so they go in by COPY.
     private static func commitMoves(_ moves: [Move], on connection: PostgresConnection) async throws {
         try await connection.transaction { connection in
-            var staging = CopyTextBuilder(reservingCapacity: moves.count * 200)
+            try VaultEntries.insert(moves.map(\.record), on: connection)
             var lineage = CopyTextBuilder(reservingCapacity: moves.count * 120)
             for move in moves {
-                staging.append(move.newToken)
-                staging.append(move.field.rawValue)
-                staging.append(move.sealed?.tokenKeyVersion ?? Token.parse(move.newToken)?.keyVersion ?? 0)
-                staging.append(move.sealed?.dataKeyID ?? move.dataKeyID)
-                if let sealed = move.sealed {
-                    staging.append(bytes: sealed.nonce)
-                    staging.append(bytes: sealed.ciphertext)
-                } else {
-                    staging.append(nil as String?)
-                    staging.append(nil as String?)
-                }
-                staging.append(move.erasedAt)
-                staging.append(move.erasedBy)
-                staging.endRow()
                 lineage.append(move.oldToken)
-                lineage.append(move.newToken)
-                lineage.append(move.field.rawValue)
+                lineage.append(move.record.token)
+                lineage.append(move.record.field.rawValue)
                 lineage.append(move.oldVersion)
-                lineage.append(Token.parse(move.newToken)?.keyVersion ?? 0)
+                lineage.append(move.record.tokenKeyVersion)
                 lineage.endRow()
             }
-            try connection.executeScript("""
-                CREATE TEMP TABLE IF NOT EXISTS retokenize_staging
-                    (token text, field text, token_key_version integer, data_key_id uuid, nonce bytea, ciphertext bytea,
-                     erased_at timestamptz, erased_by text) ON COMMIT DELETE ROWS;
-                CREATE TEMP TABLE IF NOT EXISTS lineage_staging
-                    (old_token text, new_token text, field text, old_version integer, new_version integer) ON COMMIT DELETE ROWS
-                """)
-            try connection.copy("COPY retokenize_staging FROM STDIN", data: staging.bytes)
-            try connection.copy("COPY lineage_staging FROM STDIN", data: lineage.bytes)
-            try connection.execute("""
-                INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext, erased_at, erased_by)
-                SELECT * FROM retokenize_staging ORDER BY token ON CONFLICT (token) DO NOTHING
-                """)
-            try connection.execute("""
-                INSERT INTO token_lineage (old_token, new_token, field, old_version, new_version)
-                SELECT * FROM lineage_staging ORDER BY old_token ON CONFLICT (old_token) DO NOTHING
-                """)
+            try connection.copy("COPY token_lineage (old_token, new_token, field, old_version, new_version) FROM STDIN", data: lineage.bytes)
         }
     }
 
-    /// Rewrites rows carrying `oldTokens`, at most `chunk` rows per statement
-    /// (each its own transaction), through the committed lineage.
-    private static func rewriteRows(_ oldTokens: [String], field: PIIField, chunk: Int, on connection: PostgresConnection) async throws -> Int {
-        let column = field == .ip ? "masked_ip" : "masked_device_id"
+    /// Sweeps `user_logins` in ranges of heap pages (a TID range scan each),
+    /// rewriting both token columns of every row that still carries an old
+    /// token, through the committed lineage. Each statement is its own
+    /// transaction, so locks and WAL stay bounded.
+    private static func rewriteRows(target: Int, pages: Int, on connection: PostgresConnection) async throws -> Int {
+        let (ip, device) = prefixes(target)
+        let total = try await connection.query("""
+            SELECT (pg_relation_size('user_logins') / current_setting('block_size')::bigint) AS pages
+            """)[0].int("pages")
         var rewritten = 0
-        while true {
-            let count = try await connection.execute("""
-                WITH chunk AS (
-                    SELECT u.ctid AS row_id, l.new_token FROM user_logins u JOIN token_lineage l ON l.old_token = u.\(column)
-                    WHERE u.\(column) = ANY($1::text[]) LIMIT $2)
-                UPDATE user_logins u SET \(column) = chunk.new_token FROM chunk WHERE u.ctid = chunk.row_id
-                """, [.textArray(oldTokens), .int(chunk)])
-            rewritten += count
-            if count < chunk { return rewritten }
+        var page = 0
+        while page <= total {
+            rewritten += try await connection.execute("""
+                UPDATE user_logins u SET
+                    masked_ip = coalesce((SELECT l.new_token FROM token_lineage l WHERE l.old_token = u.masked_ip), u.masked_ip),
+                    masked_device_id = coalesce((SELECT l.new_token FROM token_lineage l WHERE l.old_token = u.masked_device_id),
+                                                u.masked_device_id)
+                WHERE u.ctid >= format('(%s,0)', $1::bigint)::tid AND u.ctid < format('(%s,0)', $2::bigint)::tid
+                  AND (left(u.masked_ip, $3) <> $4 OR left(u.masked_device_id, $5) <> $6)
+                """, [.int(page), .int(page + pages), .int(ip.count), .text(ip), .int(device.count), .text(device)], prepared: true)
+            page += pages
         }
+        return rewritten
     }
 
-    /// Drops old entries no row refers to, under the old version's writer lock.
-    private static func dropUnreferenced(_ oldTokens: [String], version: Int, on connection: PostgresConnection) async throws -> Int {
-        try await connection.transaction { connection in
-            try connection.execute("SELECT pg_advisory_xact_lock($1)", [.int(KeyRegistry.writerLock(tokenizationVersion: version))])
-            return try connection.execute("""
-                DELETE FROM vault_entries v WHERE v.token = ANY($1::text[])
-                AND NOT EXISTS (SELECT 1 FROM user_logins u WHERE u.masked_ip = v.token)
-                AND NOT EXISTS (SELECT 1 FROM user_logins u WHERE u.masked_device_id = v.token)
-                """, [.textArray(oldTokens)])
-        }
+    private static func prefixes(_ target: Int) -> (ip: String, device: String) {
+        ("\(PIIField.ip.tag)_t\(target)_", "\(PIIField.deviceID.tag)_t\(target)_")
+    }
+
+    private static func rowsWithOldTokens(target: Int, on connection: PostgresConnection) async throws -> Int {
+        let (ip, device) = prefixes(target)
+        return try await connection.query("""
+            SELECT count(*) AS n FROM user_logins WHERE left(masked_ip, $1) <> $2 OR left(masked_device_id, $3) <> $4
+            """, [.int(ip.count), .text(ip), .int(device.count), .text(device)])[0].int("n")
     }
 
     static func pendingEntries(except target: Int, on connection: PostgresConnection) async throws -> [Int: Int] {
@@ -232,10 +236,7 @@ public enum Retokenize {
     private static func finish(_ summary: Summary, connection: PostgresConnection) async throws -> Summary {
         var summary = summary
         summary.remainingEntries = try await pendingEntries(except: summary.target, on: connection).values.reduce(0, +)
-        let prefixIP = "ip_t\(summary.target)_", prefixDevice = "dev_t\(summary.target)_"
-        summary.remainingRows = try await connection.query("""
-            SELECT count(*) AS n FROM user_logins WHERE left(masked_ip, $1) <> $2 OR left(masked_device_id, $3) <> $4
-            """, [.int(prefixIP.count), .text(prefixIP), .int(prefixDevice.count), .text(prefixDevice)])[0].int("n")
+        summary.remainingRows = try await rowsWithOldTokens(target: summary.target, on: connection)
         return summary
     }
 }

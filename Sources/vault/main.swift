@@ -337,15 +337,15 @@ struct Retokenize: AsyncParsableCommand {
     var dryRun = false
     @Option(help: "Vault entries per batch (default 1000).")
     var batchSize: Int = 1000
-    @Option(help: "user_logins rows per rewrite statement (default 10000).")
-    var rowBatchSize: Int = 10_000
+    @Option(help: "user_logins heap pages per rewrite statement, about 50 rows each (default 200).")
+    var pagesPerStatement: Int = 200
     @OptionGroup var keys: KeyOptions
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var passphrase: PassphraseOptions
 
     func validate() throws {
-        guard (1...100_000).contains(batchSize), (1...1_000_000).contains(rowBatchSize) else {
-            throw ValidationError("--batch-size must be 1…100000 and --row-batch-size 1…1000000")
+        guard (1...100_000).contains(batchSize), (1...100_000).contains(pagesPerStatement) else {
+            throw ValidationError("--batch-size must be 1…100000 and --pages-per-statement 1…100000")
         }
     }
 
@@ -356,7 +356,7 @@ struct Retokenize: AsyncParsableCommand {
             var options = VaultAdmin.Retokenize.Options()
             options.dryRun = dryRun
             options.entryBatch = batchSize
-            options.rowBatch = rowBatchSize
+            options.pagesPerStatement = pagesPerStatement
             let logger = jobLogger()
             let summary = try await VaultAdmin.Retokenize.run(
                 store: KeyStore(directory: keys.resolvedKeysDirectory), keyring: recoveryKeyring(keys, passphrase), options: options,
@@ -367,9 +367,9 @@ struct Retokenize: AsyncParsableCommand {
                 print("would move \(summary.pending.values.reduce(0, +)) vault entries (\(pending.isEmpty ? "none" : pending)) and rewrite \(summary.remainingRows) rows to tokenization v\(summary.target)")
                 return
             }
-            print("""
-                retokenized to v\(summary.target) in \(summary.passes) pass(es): moved \(summary.movedEntries) entries,                 carried \(summary.carriedErasures) erasures, rewrote \(summary.rewrittenRows) rows, dropped \(summary.droppedEntries) old entries;                 left: \(summary.remainingEntries) entries, \(summary.remainingRows) rows
-                """)
+            print("retokenized to v\(summary.target) in \(summary.passes) pass(es): moved \(summary.movedEntries) entries, "
+                  + "carried \(summary.carriedErasures) erasures, rewrote \(summary.rewrittenRows) rows, "
+                  + "dropped \(summary.droppedEntries) old entries; left: \(summary.remainingEntries) entries, \(summary.remainingRows) rows")
             if summary.remainingEntries > 0 || summary.remainingRows > 0 { throw ExitCode(ExitStatus.failure) }
         } catch let exit as ExitCode {
             throw exit

@@ -12,8 +12,8 @@ struct BatchWriterTests {
                  appVersion: AppVersion("1.0")!, createDate: "2026-11-29")
     }
 
-    func entry(_ token: String, dataKey: String) -> SealedVaultEntry {
-        SealedVaultEntry(token: token, field: .ip, tokenKeyVersion: 1, dataKeyID: dataKey, nonce: Array(repeating: 1, count: 12),
+    func entry(_ token: String, dataKey: String) -> VaultEntryRecord {
+        VaultEntryRecord(token: token, field: .ip, tokenKeyVersion: 1, dataKeyID: dataKey, nonce: Array(repeating: 1, count: 12),
                          ciphertext: Array(repeating: 2, count: 23))
     }
 

@@ -26,7 +26,7 @@ struct IngestHarness {
     static func make(queueAttributes: [String: String] = [:]) async throws -> IngestHarness {
         let keys = try TestKeys.create()
         return IngestHarness(databaseURL: try await TestDatabase.create(), keys: keys, ingestKeys: try keys.ingestKeysDirectory(),
-                             queueURL: try AWSCLI.createQueue("ingest", attributes: queueAttributes))
+                             queueURL: try await AWSCLI.createQueue("ingest", attributes: queueAttributes))
     }
 
     func configuration(_ source: IngestConfiguration.Source? = nil) throws -> IngestConfiguration {

@@ -13,7 +13,7 @@ struct IngestIntegrationTests {
     func realSample() async throws {
         let harness = try await IngestHarness.make()
         let bodies = try sampleBodies()
-        try AWSCLI.send(harness.queueURL, bodies: bodies)
+        try await AWSCLI.send(harness.queueURL, bodies: bodies)
         let stats = try await harness.run()
         // At-least-once: under load a message may be delivered twice; it is then skipped.
         #expect(stats.received - stats.duplicates == 100)
@@ -36,7 +36,7 @@ struct IngestIntegrationTests {
             }
         }
         #expect(try await connection.query("SELECT version FROM app_versions WHERE code = 2000000").first?["version"] == "2.0.0")
-        let depth = try AWSCLI.depth(harness.queueURL)
+        let depth = try await AWSCLI.depth(harness.queueURL)
         #expect(depth.visible == 0 && depth.inFlight == 0)
 
         // Every token decrypts, with the recovery private key, to the original.
@@ -59,10 +59,10 @@ struct IngestIntegrationTests {
     func deterministicTokens() async throws {
         let harness = try await IngestHarness.make()
         let bodies = try sampleBodies()
-        try AWSCLI.send(harness.queueURL, bodies: bodies)
+        try await AWSCLI.send(harness.queueURL, bodies: bodies)
         try await harness.run()
         let entries = try await harness.scalar("SELECT count(*) FROM vault_entries")
-        try AWSCLI.send(harness.queueURL, bodies: bodies)
+        try await AWSCLI.send(harness.queueURL, bodies: bodies)
         let second = try await harness.run()
         #expect(second.written == 99)
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 198)
@@ -78,7 +78,7 @@ struct IngestIntegrationTests {
     func redelivery() async throws {
         let harness = try await IngestHarness.make()
         let bodies = Array(try sampleBodies().prefix(20))
-        try AWSCLI.send(harness.queueURL, bodies: bodies)
+        try await AWSCLI.send(harness.queueURL, bodies: bodies)
         var crashing = try harness.configuration()
         crashing.redeliverInsteadOfDelete = true
         crashing.maximumMessages = 20
@@ -92,7 +92,7 @@ struct IngestIntegrationTests {
         #expect(second.written == 0 && second.quarantinedTotal == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 19)
         #expect(try await harness.scalar("SELECT count(*) FROM quarantine") == 1)
-        let depth = try AWSCLI.depth(harness.queueURL)
+        let depth = try await AWSCLI.depth(harness.queueURL)
         #expect(depth.visible == 0 && depth.inFlight == 0)
     }
 
@@ -125,14 +125,14 @@ struct IngestIntegrationTests {
             ("[]", "not_an_object"),
             (good.replacingOccurrences(of: #""user_id": "u""#, with: #""user_id": "u", "user_id": "v""#), "duplicate_field"),
         ]
-        try AWSCLI.send(harness.queueURL, bodies: cases.map(\.0) + [good])
+        try await AWSCLI.send(harness.queueURL, bodies: cases.map(\.0) + [good])
         let stats = try await harness.run()
         #expect(stats.written == 1)
         #expect(stats.quarantinedTotal == cases.count)
         let connection = try await harness.connect()
         let reasons = try await connection.query("SELECT reason FROM quarantine ORDER BY reason").map { $0["reason"] ?? "" }
         #expect(reasons == cases.map(\.1).sorted())
-        let depth = try AWSCLI.depth(harness.queueURL)
+        let depth = try await AWSCLI.depth(harness.queueURL)
         #expect(depth.visible == 0 && depth.inFlight == 0)
 
         // A 1 MiB body (larger than SQS allows) through the file path.
@@ -146,7 +146,7 @@ struct IngestIntegrationTests {
     @Test("a message delivered too often is quarantined instead of retried forever")
     func poisonMessage() async throws {
         let harness = try await IngestHarness.make()
-        try AWSCLI.send(harness.queueURL, bodies: [try sampleBodies()[0]])
+        try await AWSCLI.send(harness.queueURL, bodies: [try sampleBodies()[0]])
         var configuration = try harness.configuration()
         configuration.maximumReceiveCount = 0
         let stats = try await harness.run(configuration)

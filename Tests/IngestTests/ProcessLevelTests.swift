@@ -18,12 +18,12 @@ struct ProcessLevelTests {
     func noPlaintextPII() async throws {
         let harness = try await IngestHarness.make()
         let bodies = try sampleBodies() + generatedBodies(count: 200, seed: 7)
-        try Boto3.send(harness.queueURL, bodies: bodies)
-        let run = try runProgram(try TestEnvironment.executable("ingest"), arguments(harness, ["--until-empty"]),
+        try await Boto3.send(harness.queueURL, bodies: bodies)
+        let run = try await runProgram(try TestEnvironment.executable("ingest"), arguments(harness, ["--until-empty"]),
                                  environment: ["LOG_LEVEL": "trace"])
         #expect(run.status == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 299)
-        let dump = try runProgram("\(try TestEnvironment.variable("PSEUDO_PG_BIN"))/pg_dump", ["--no-owner", harness.databaseURL])
+        let dump = try await runProgram("\(try TestEnvironment.variable("PSEUDO_PG_BIN"))/pg_dump", ["--no-owner", harness.databaseURL])
         #expect(dump.status == 0)
         #expect(dump.output.contains("COPY public.user_logins"))
         let originals = Set(bodies.flatMap { [field("ip", in: $0), field("device_id", in: $0)].compactMap { $0 } })
@@ -41,7 +41,7 @@ struct ProcessLevelTests {
         // moto scans the whole queue on every call, so the queue stays small.
         let valid = generatedBodies(count: 600, seed: 11)
         let invalid = (0..<10).map { #"{"broken": \#($0)"# }
-        try Boto3.send(harness.queueURL, bodies: valid + invalid)
+        try await Boto3.send(harness.queueURL, bodies: valid + invalid)
 
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try TestEnvironment.executable("ingest"))
@@ -52,26 +52,31 @@ struct ProcessLevelTests {
         process.standardError = FileHandle.nullDevice
         try process.run()
         let deadline = ContinuousClock.now + .seconds(120)
-        // Kill it as soon as its first batches are committed.
+        // Once its first batches are committed, freeze further commits (a lock
+        // its COPY must wait for) so the kill lands mid-run even on a slow machine.
         let watcher = try await harness.connect()
         while try await watcher.query("SELECT count(*) AS n FROM user_logins")[0].int("n") == 0 && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(10))
         }
+        try await watcher.execute("BEGIN")
+        try await watcher.execute("LOCK TABLE user_logins IN SHARE MODE")
+        let before = try await watcher.query("SELECT count(*) AS n FROM user_logins")[0].int("n")
+        try await Task.sleep(for: .milliseconds(500))  // writers are now blocked mid-transaction
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
+        try await watcher.execute("COMMIT")
         #expect(process.terminationReason == .uncaughtSignal)
-        let before = try await harness.scalar("SELECT count(*) FROM user_logins")
         #expect(before > 0 && before < valid.count, "killed after \(before) rows")
 
         // Messages it held become visible again after their 5 s lease.
         try await Task.sleep(for: .seconds(7))
-        let restart = try runProgram(try TestEnvironment.executable("ingest"), arguments(harness, ["--until-empty", "--batch-size", "100"]))
+        let restart = try await runProgram(try TestEnvironment.executable("ingest"), arguments(harness, ["--until-empty", "--batch-size", "100"]))
         #expect(restart.status == 0, "\(restart.errors)")
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == valid.count)
         #expect(try await harness.scalar("SELECT count(DISTINCT user_id) FROM user_logins") == valid.count)
         #expect(try await harness.scalar("SELECT count(*) FROM quarantine") == invalid.count)
         #expect(try await harness.scalar("SELECT count(*) FROM ingest_receipts") == valid.count + invalid.count)
-        let depth = try AWSCLI.depth(harness.queueURL)
+        let depth = try await AWSCLI.depth(harness.queueURL)
         #expect(depth.visible == 0 && depth.inFlight == 0, "restart log: \(restart.errors)")
     }
 
@@ -79,7 +84,7 @@ struct ProcessLevelTests {
     func gracefulShutdown() async throws {
         let harness = try await IngestHarness.make()
         let valid = generatedBodies(count: 300, seed: 13)
-        try Boto3.send(harness.queueURL, bodies: valid)
+        try await Boto3.send(harness.queueURL, bodies: valid)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try TestEnvironment.executable("ingest"))
         process.arguments = arguments(harness, ["--batch-size", "10", "--visibility-timeout", "5", "--wait-seconds", "1"])
@@ -101,7 +106,7 @@ struct ProcessLevelTests {
         #expect(written == (try await harness.scalar("SELECT count(*) FROM ingest_receipts")))
         // A receive cut off by the shutdown leaves its messages invisible until their lease ends.
         try await Task.sleep(for: .seconds(6))
-        let restart = try runProgram(try TestEnvironment.executable("ingest"), arguments(harness, ["--until-empty"]))
+        let restart = try await runProgram(try TestEnvironment.executable("ingest"), arguments(harness, ["--until-empty"]))
         #expect(restart.status == 0)
         #expect(try await harness.scalar("SELECT count(DISTINCT user_id) FROM user_logins") == valid.count)
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == valid.count)
@@ -113,16 +118,16 @@ struct ProcessLevelTests {
         (["run", "--queue-url", "not a url", "--keys-dir", "/nonexistent"], Int32(78), "not an http(s) SQS queue URL"),
         (["run", "--from-file", "/dev/null", "--pollers", "0"], Int32(64), "out of range"),
     ])
-    func configurationErrors(arguments: [String], status: Int32, message: String) throws {
-        let result = try runProgram(try TestEnvironment.executable("ingest"), arguments)
+    func configurationErrors(arguments: [String], status: Int32, message: String) async throws {
+        let result = try await runProgram(try TestEnvironment.executable("ingest"), arguments)
         #expect(result.status == status)
         #expect(result.errors.contains(message), "stderr: \(result.errors)")
     }
 
     @Test("an unreachable database at start is a one-line error")
-    func unreachableDatabase() throws {
+    func unreachableDatabase() async throws {
         let keys = try TestKeys.create()
-        let result = try runProgram(try TestEnvironment.executable("ingest"),
+        let result = try await runProgram(try TestEnvironment.executable("ingest"),
                                     ["run", "--from-file", "/dev/null", "--keys-dir", try keys.ingestKeysDirectory(),
                                      "--database-url", "postgresql://nobody@127.0.0.1:1/none"])
         #expect(result.status == 1)

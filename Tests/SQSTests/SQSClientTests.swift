@@ -15,9 +15,9 @@ func makeClient(_ queueURL: String, wireProtocol: SQSProtocol?) throws -> SQSCli
 struct SQSClientTests {
     @Test("receive, extend, delete with either protocol; bodies arrive byte for byte", arguments: [SQSProtocol.json, .query])
     func roundTrip(wireProtocol: SQSProtocol) async throws {
-        let queue = try AWSCLI.createQueue()
+        let queue = try await AWSCLI.createQueue()
         let bodies = [#"{"ip": "a&b<c>\"d\"", "é": "日本 🙂"}"#, "plain", "  spaced \t tab  "] + (0..<9).map { "message \($0)" }
-        try AWSCLI.send(queue, bodies: bodies)
+        try await AWSCLI.send(queue, bodies: bodies)
         let client = try makeClient(queue, wireProtocol: wireProtocol)
         #expect(try await client.wireProtocol() == wireProtocol)
         var received: [SQSMessage] = []
@@ -33,13 +33,13 @@ struct SQSClientTests {
             #expect(try await client.changeVisibilityBatch(chunk, timeoutSeconds: 60).isEmpty)
             #expect(try await client.deleteBatch(chunk).isEmpty)
         }
-        let remaining = try AWSCLI.depth(queue)
+        let remaining = try await AWSCLI.depth(queue)
         #expect(remaining.visible == 0 && remaining.inFlight == 0)
     }
 
     @Test("automatic protocol detection settles on a protocol the emulator speaks")
     func detection() async throws {
-        let client = try makeClient(try AWSCLI.createQueue(), wireProtocol: nil)
+        let client = try makeClient(try await AWSCLI.createQueue(), wireProtocol: nil)
         let detected = try await client.wireProtocol()
         #expect(SQSProtocol.allCases.contains(detected))
         #expect(try await client.queueAttributes(["VisibilityTimeout"])["VisibilityTimeout"] == "30")
@@ -47,8 +47,8 @@ struct SQSClientTests {
 
     @Test("a redelivered message carries its receive count")
     func receiveCount() async throws {
-        let queue = try AWSCLI.createQueue()
-        try AWSCLI.send(queue, bodies: ["again"])
+        let queue = try await AWSCLI.createQueue()
+        try await AWSCLI.send(queue, bodies: ["again"])
         let client = try makeClient(queue, wireProtocol: .json)
         let first = try await client.receive(maximum: 1, waitSeconds: 1, visibilityTimeout: 30)
         #expect(first.first?.receiveCount == 1)

@@ -3,9 +3,9 @@ import Foundation
 /// The real AWS CLI against the emulator the test scripts started: an
 /// independent client to produce and inspect messages.
 public enum AWSCLI {
-    public static func run(_ arguments: [String]) throws -> String {
+    public static func run(_ arguments: [String]) async throws -> String {
         let endpoint = try TestEnvironment.variable("AWS_ENDPOINT_URL")
-        let result = try runProgram("/usr/bin/env", ["aws", "--endpoint-url", endpoint, "--output", "json"] + arguments)
+        let result = try await runProgram("/usr/bin/env", ["aws", "--endpoint-url", endpoint, "--output", "json"] + arguments)
         guard result.status == 0 else {
             throw TestEnvironmentError("aws \(arguments.prefix(2).joined(separator: " ")) failed: \(result.errors)")
         }
@@ -13,29 +13,29 @@ public enum AWSCLI {
     }
 
     /// A fresh queue with a unique name; returns its URL.
-    public static func createQueue(_ prefix: String = "test", attributes: [String: String] = [:]) throws -> String {
+    public static func createQueue(_ prefix: String = "test", attributes: [String: String] = [:]) async throws -> String {
         var arguments = ["sqs", "create-queue", "--queue-name", "\(prefix)-\(UUID().uuidString.prefix(8).lowercased())"]
         if !attributes.isEmpty {
             arguments += ["--attributes", attributes.map { "\($0.key)=\($0.value)" }.joined(separator: ",")]
         }
-        let json = try JSONSerialization.jsonObject(with: Data(try run(arguments).utf8)) as? [String: Any]
+        let json = try JSONSerialization.jsonObject(with: Data(try await run(arguments).utf8)) as? [String: Any]
         guard let url = json?["QueueUrl"] as? String else { throw TestEnvironmentError("create-queue printed no QueueUrl") }
         return url
     }
 
     /// Sends each body as one message, ten per SendMessageBatch call.
-    public static func send(_ queueURL: String, bodies: [String]) throws {
+    public static func send(_ queueURL: String, bodies: [String]) async throws {
         for start in stride(from: 0, to: bodies.count, by: 10) {
             let chunk = bodies[start..<min(start + 10, bodies.count)]
             let entries = chunk.enumerated().map { ["Id": "m\($0.offset)", "MessageBody": $0.element] }
             let json = String(decoding: try JSONSerialization.data(withJSONObject: entries), as: UTF8.self)
-            _ = try run(["sqs", "send-message-batch", "--queue-url", queueURL, "--entries", json])
+            _ = try await run(["sqs", "send-message-batch", "--queue-url", queueURL, "--entries", json])
         }
     }
 
     /// Visible and in-flight message counts.
-    public static func depth(_ queueURL: String) throws -> (visible: Int, inFlight: Int) {
-        let output = try run(["sqs", "get-queue-attributes", "--queue-url", queueURL, "--attribute-names", "All"])
+    public static func depth(_ queueURL: String) async throws -> (visible: Int, inFlight: Int) {
+        let output = try await run(["sqs", "get-queue-attributes", "--queue-url", queueURL, "--attribute-names", "All"])
         let attributes = (try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])?["Attributes"] as? [String: String] ?? [:]
         return (Int(attributes["ApproximateNumberOfMessages"] ?? "") ?? -1, Int(attributes["ApproximateNumberOfMessagesNotVisible"] ?? "") ?? -1)
     }
@@ -44,7 +44,7 @@ public enum AWSCLI {
 /// boto3 for bulk sends: one Python process for thousands of messages instead
 /// of one CLI process per ten. Bodies go in on stdin, one per line.
 public enum Boto3 {
-    public static func send(_ queueURL: String, bodies: [String]) throws {
+    public static func send(_ queueURL: String, bodies: [String]) async throws {
         let script = """
             import boto3, sys
             queue = sys.argv[1]
@@ -56,7 +56,7 @@ public enum Boto3 {
                 if failed:
                     sys.exit("send failed: %s" % failed)
             """
-        let result = try runProgram("/usr/bin/env", ["python3", "-c", script, queueURL],
+        let result = try await runProgram("/usr/bin/env", ["python3", "-c", script, queueURL],
                                     input: bodies.map { $0 + "\n" }.joined())
         guard result.status == 0 else { throw TestEnvironmentError("boto3 send failed: \(result.errors)") }
     }

@@ -102,7 +102,17 @@ public struct ProcessResult: Sendable {
 }
 
 /// Runs a program, collecting its output; `environment` adds to the test's own.
-public func runProgram(_ path: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil) throws -> ProcessResult {
+/// The waiting happens on a thread of its own: blocking a cooperative-pool
+/// thread would stall every other test running in parallel.
+public func runProgram(_ path: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil) async throws -> ProcessResult {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread {
+            continuation.resume(with: Result { try runProgramBlocking(path, arguments, environment: environment, input: input) })
+        }.start()
+    }
+}
+
+private func runProgramBlocking(_ path: String, _ arguments: [String], environment: [String: String], input: String?) throws -> ProcessResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments

@@ -66,7 +66,7 @@ struct RotationTests {
     func tokenizationRotationOnline() async throws {
         let preload = rotationBodies(prefix: "pre", count: 1500)
         let harness = try await VaultHarness.make(bodies: preload)
-        let queue = try AWSCLI.createQueue("rotation")
+        let queue = try await AWSCLI.createQueue("rotation")
         let ingest = Process()
         ingest.executableURL = URL(fileURLWithPath: try TestEnvironment.executable("ingest"))
         ingest.arguments = ["run", "--queue-url", queue, "--keys-dir", try harness.keys.ingestKeysDirectory(), "--database-url", harness.databaseURL,
@@ -77,18 +77,18 @@ struct RotationTests {
         defer { if ingest.isRunning { kill(ingest.processIdentifier, SIGKILL) } }
 
         let first = rotationBodies(prefix: "live1", count: 60, reusing: preload)
-        try Boto3.send(queue, bodies: first)
+        try await Boto3.send(queue, bodies: first)
         try await waitUntil { try await harness.scalar("SELECT count(*) FROM user_logins") == 1560 }
 
-        #expect(try harness.vault(["keys", "rotate", "--tokenization", "--reason", "ROT-1"]).status == 0)
-        let refused = try harness.vault(["keys", "retire", "--tokenization", "1", "--reason", "TOO-EARLY"])
+        #expect(try await harness.vault(["keys", "rotate", "--tokenization", "--reason", "ROT-1"]).status == 0)
+        let refused = try await harness.vault(["keys", "retire", "--tokenization", "1", "--reason", "TOO-EARLY"])
         #expect(refused.status == 1)
         #expect(refused.errors.contains("run `vault retokenize` first"))
         try distribute(harness.keys)
         try await Task.sleep(for: .seconds(1))  // the replica reloads within 0.3 s
 
         let second = rotationBodies(prefix: "live2", count: 60, reusing: preload + first)
-        try Boto3.send(queue, bodies: second)
+        try await Boto3.send(queue, bodies: second)
         try await waitUntil { try await harness.scalar("SELECT count(*) FROM user_logins") == 1620 }
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE user_id LIKE 'live2-%' AND masked_ip LIKE 'ip_t2_%'") == 60)
 
@@ -96,7 +96,8 @@ struct RotationTests {
         let oldEntries = try await harness.scalar("SELECT count(*) FROM vault_entries WHERE token_key_version = 1")
         let job = Process()
         job.executableURL = URL(fileURLWithPath: try TestEnvironment.executable("vault"))
-        job.arguments = ["retokenize", "--reason", "ROT-1", "--batch-size", "10"]
+        // Tiny batches, so there is a "halfway" to kill it at.
+        job.arguments = ["retokenize", "--reason", "ROT-1", "--batch-size", "2"]
         job.environment = ProcessInfo.processInfo.environment.merging(
             ["KEYS_DIR": harness.keys.store.directory, "VAULT_PASSPHRASE_FILE": harness.keys.passphraseFile,
              "DATABASE_URL": harness.databaseURL]) { $1 }
@@ -104,14 +105,14 @@ struct RotationTests {
         job.standardError = FileHandle.nullDevice
         try job.run()
         let third = rotationBodies(prefix: "live3", count: 60, reusing: preload + first + second)
-        try Boto3.send(queue, bodies: third)
-        try await waitUntil { try await harness.scalar("SELECT count(*) FROM token_lineage") >= 200 || !job.isRunning }
+        try await Boto3.send(queue, bodies: third)
+        try await waitUntil { try await harness.scalar("SELECT count(*) FROM token_lineage") >= 20 || !job.isRunning }
         kill(job.processIdentifier, SIGKILL)
         job.waitUntilExit()
         let movedBeforeKill = try await harness.scalar("SELECT count(*) FROM token_lineage")
         #expect(movedBeforeKill > 0 && movedBeforeKill < oldEntries, "killed after \(movedBeforeKill) of \(oldEntries)")
 
-        let rerun = try harness.vault(["retokenize", "--reason", "ROT-1 (again)"])
+        let rerun = try await harness.vault(["retokenize", "--reason", "ROT-1 (again)"])
         #expect(rerun.status == 0, "\(rerun.errors)")
         try await waitUntil { try await harness.scalar("SELECT count(*) FROM user_logins") == 1680 }
         kill(ingest.processIdentifier, SIGTERM)
@@ -140,39 +141,39 @@ struct RotationTests {
         #expect(recovered.count == ips.count + devices.count)
         #expect(wrong == 0)
 
-        let retire = try harness.vault(["keys", "retire", "--tokenization", "1", "--reason", "RET-1"])
+        let retire = try await harness.vault(["keys", "retire", "--tokenization", "1", "--reason", "RET-1"])
         #expect(retire.status == 0, "\(retire.errors)")
         #expect(try harness.keys.store.tokenizationKeyring().keys.map(\.version) == [2])
-        #expect(try harness.vault(["audit", "verify"]).status == 0)
+        #expect(try await harness.vault(["audit", "verify"]).status == 0)
     }
 
     @Test("rotate the recovery key, rewrap, retire the old one (its private key is gone): every token still recovers")
     func recoveryRotation() async throws {
         let before = rotationBodies(prefix: "r1", count: 300)
         let harness = try await VaultHarness.make(bodies: before)
-        #expect(try harness.vault(["keys", "rotate", "--recovery", "--reason", "ROT-R", "--scrypt-log-n", "14"]).status == 0)
+        #expect(try await harness.vault(["keys", "rotate", "--recovery", "--reason", "ROT-R", "--scrypt-log-n", "14"]).status == 0)
         try distribute(harness.keys)
         // New data from a replica with the new public key: its data keys wrap to v2.
         let after = rotationBodies(prefix: "r2", count: 100, reusing: before)
         let file = NSTemporaryDirectory() + "after-\(UUID().uuidString).jsonl"
         try (after.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
-        let run = try runProgram(try TestEnvironment.executable("ingest"),
+        let run = try await runProgram(try TestEnvironment.executable("ingest"),
                                  ["run", "--from-file", file, "--keys-dir", try harness.keys.ingestKeysDirectory(),
                                   "--database-url", harness.databaseURL])
         #expect(run.status == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM data_keys WHERE recovery_key_version = 2") >= 1)
 
-        let early = try harness.vault(["keys", "retire", "--recovery", "1", "--reason", "TOO-EARLY"])
+        let early = try await harness.vault(["keys", "retire", "--recovery", "1", "--reason", "TOO-EARLY"])
         #expect(early.status == 1)
         #expect(early.errors.contains("run `vault rewrap` first"))
-        let dryRun = try harness.vault(["rewrap", "--dry-run", "--reason", "R"])
+        let dryRun = try await harness.vault(["rewrap", "--dry-run", "--reason", "R"])
         #expect(dryRun.output.contains("would re-wrap 1 data keys to recovery v2"))
-        let rewrap = try harness.vault(["rewrap", "--reason", "REWRAP-1"])
+        let rewrap = try await harness.vault(["rewrap", "--reason", "REWRAP-1"])
         #expect(rewrap.status == 0, "\(rewrap.errors)")
         #expect(try await harness.scalar("SELECT count(*) FROM data_keys WHERE recovery_key_version = 1") == 0)
-        #expect(try harness.vault(["rewrap", "--reason", "REWRAP-2"]).output.contains("re-wrapped 0 data keys"))
+        #expect(try await harness.vault(["rewrap", "--reason", "REWRAP-2"]).output.contains("re-wrapped 0 data keys"))
 
-        let retire = try harness.vault(["keys", "retire", "--recovery", "1", "--reason", "RET-R1"])
+        let retire = try await harness.vault(["keys", "retire", "--recovery", "1", "--reason", "RET-R1"])
         #expect(retire.status == 0, "\(retire.errors)")
         #expect(try harness.keys.store.recoveryPrivateKeys().versions == [2])
         #expect(try harness.keys.store.recoveryPublicKeys().keys.map(\.version) == [2])
@@ -180,7 +181,7 @@ struct RotationTests {
         let (ips, devices) = originals(of: before + after)
         let tokens = try await harness.connect().query(
             "SELECT DISTINCT masked_ip AS t FROM user_logins UNION SELECT DISTINCT masked_device_id FROM user_logins").map { try $0.string("t") }
-        let result = try harness.vault(["recover", "--tokens-file", "-", "--reason", "AFTER-ROTATION", "--json"], input: tokens.joined(separator: "\n"))
+        let result = try await harness.vault(["recover", "--tokens-file", "-", "--reason", "AFTER-ROTATION", "--json"], input: tokens.joined(separator: "\n"))
         #expect(result.status == 0)
         var wrong = 0
         for line in result.output.split(separator: "\n") {
@@ -195,7 +196,7 @@ struct RotationTests {
     @Test("a replica that has not reloaded waits instead of writing old tokens; SIGHUP brings the new keys")
     func staleReplicaWaits() async throws {
         let harness = try await VaultHarness.make(bodies: rotationBodies(prefix: "base", count: 20))
-        let queue = try AWSCLI.createQueue("stale")
+        let queue = try await AWSCLI.createQueue("stale")
         let ingest = Process()
         ingest.executableURL = URL(fileURLWithPath: try TestEnvironment.executable("ingest"))
         // It would only look at its key files again in an hour.
@@ -206,9 +207,9 @@ struct RotationTests {
         try ingest.run()
         defer { if ingest.isRunning { kill(ingest.processIdentifier, SIGKILL) } }
 
-        #expect(try harness.vault(["keys", "rotate", "--tokenization", "--reason", "ROT"]).status == 0)
-        #expect(try harness.vault(["retokenize", "--reason", "ROT"]).status == 0)
-        try Boto3.send(queue, bodies: rotationBodies(prefix: "late", count: 10))
+        #expect(try await harness.vault(["keys", "rotate", "--tokenization", "--reason", "ROT"]).status == 0)
+        #expect(try await harness.vault(["retokenize", "--reason", "ROT"]).status == 0)
+        try await Boto3.send(queue, bodies: rotationBodies(prefix: "late", count: 10))
         try await Task.sleep(for: .seconds(3))
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE user_id LIKE 'late-%'") == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE masked_ip LIKE 'ip_t1_%'") == 0)
@@ -226,7 +227,7 @@ struct RotationTests {
     func status() async throws {
         let bodies = rotationBodies(prefix: "s", count: 30)
         let harness = try await VaultHarness.make(bodies: bodies)
-        let result = try harness.vault(["keys", "status", "--json"])
+        let result = try await harness.vault(["keys", "status", "--json"])
         #expect(result.status == 0)
         let object = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any]
         let tokenization = object?["tokenization"] as? [[String: Any]] ?? []

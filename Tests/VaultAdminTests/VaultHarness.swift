@@ -63,8 +63,8 @@ struct VaultHarness {
     }
 
     /// Runs the `vault` binary with the test keys and database.
-    func vault(_ arguments: [String], user: String? = nil, input: String? = nil) throws -> ProcessResult {
-        try runProgram(try TestEnvironment.executable("vault"), arguments,
+    func vault(_ arguments: [String], user: String? = nil, input: String? = nil) async throws -> ProcessResult {
+        try await runProgram(try TestEnvironment.executable("vault"), arguments,
                        environment: ["KEYS_DIR": keys.store.directory, "VAULT_PASSPHRASE_FILE": keys.passphraseFile,
                                      "DATABASE_URL": try url(as: user)],
                        input: input)

@@ -13,7 +13,7 @@ struct VaultTests {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 50))
         #expect(harness.originals.count == 100)
         let tokens = harness.originals.keys.sorted()
-        let result = try harness.vault(["recover", "--tokens-file", "-", "--reason", "TICKET-1", "--json"],
+        let result = try await harness.vault(["recover", "--tokens-file", "-", "--reason", "TICKET-1", "--json"],
                                        input: tokens.joined(separator: "\n"))
         #expect(result.status == 0)
         let lines = result.output.split(separator: "\n")
@@ -31,7 +31,7 @@ struct VaultTests {
         #expect(hasCanonicalIPv6)
         #expect(!hasMappedForm)
 
-        let single = try harness.vault(["recover", "--token", tokens[0], "--reason", "TICKET-2"])
+        let single = try await harness.vault(["recover", "--token", tokens[0], "--reason", "TICKET-2"])
         #expect(single.status == 0)
         let singleMatches = single.output == harness.originals[tokens[0]]! + "\n"
         #expect(singleMatches)
@@ -43,11 +43,11 @@ struct VaultTests {
     func reasonRequired() async throws {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 2))
         let token = harness.originals.keys.sorted()[0]
-        let result = try harness.vault(["recover", "--token", token])
+        let result = try await harness.vault(["recover", "--token", token])
         #expect(result.status == 64)
         #expect(result.output.isEmpty)
         #expect(result.errors.contains("--reason"))
-        let blank = try harness.vault(["recover", "--token", token, "--reason", "  "])
+        let blank = try await harness.vault(["recover", "--token", token, "--reason", "  "])
         #expect(blank.status == 64)
         #expect(try await harness.scalar("SELECT count(*) FROM audit_log") == 0)
     }
@@ -58,7 +58,7 @@ struct VaultTests {
         var tokens = harness.originals.keys.sorted()
         #expect(tokens.count == 10_000)
         tokens.insert("ip_t1_" + String(repeating: "A", count: 43), at: 5000)
-        let result = try harness.vault(["recover", "--tokens-file", "-", "--reason", "BULK-1"], input: tokens.joined(separator: "\n"))
+        let result = try await harness.vault(["recover", "--tokens-file", "-", "--reason", "BULK-1"], input: tokens.joined(separator: "\n"))
         #expect(result.status == 1)  // one token was unknown
         let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
         #expect(lines.count == tokens.count)
@@ -83,12 +83,12 @@ struct VaultTests {
             FROM vault_entries o WHERE (v.token, o.token) IN (($1, $2), ($2, $1))
             """, [.text(tokens[1]), .text(tokens[2])])
         for token in tokens[0...2] {
-            let result = try harness.vault(["recover", "--token", token, "--reason", "TAMPER"])
+            let result = try await harness.vault(["recover", "--token", token, "--reason", "TAMPER"])
             #expect(result.status == 65)
             #expect(result.output.isEmpty)
             #expect(result.errors.contains("integrity check failed for token \(token)"))
         }
-        #expect(try harness.vault(["recover", "--token", tokens[3], "--reason", "TAMPER"]).status == 0)
+        #expect(try await harness.vault(["recover", "--token", tokens[3], "--reason", "TAMPER"]).status == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM audit_log WHERE outcome = 'integrity-failure'") == 3)
     }
 
@@ -96,19 +96,19 @@ struct VaultTests {
     func auditTampering() async throws {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 3))
         let tokens = harness.originals.keys.sorted()
-        #expect(try harness.vault(["recover", "--tokens-file", "-", "--reason", "AUDIT"], input: tokens.joined(separator: "\n")).status == 0)
-        let intact = try harness.vault(["audit", "verify"])
+        #expect(try await harness.vault(["recover", "--tokens-file", "-", "--reason", "AUDIT"], input: tokens.joined(separator: "\n")).status == 0)
+        let intact = try await harness.vault(["audit", "verify"])
         #expect(intact.status == 0)
         #expect(intact.output.contains("intact: 6 rows, head hash "))
 
         // Only a superuser who disables the trigger can change rows; the chain still tells.
         let connection = try await harness.connect()
         try await connection.executeScript("ALTER TABLE audit_log DISABLE TRIGGER USER; UPDATE audit_log SET reason = 'EDITED' WHERE seq = 3")
-        let edited = try harness.vault(["audit", "verify"])
+        let edited = try await harness.vault(["audit", "verify"])
         #expect(edited.status == 65)
         #expect(edited.errors.contains("broken at sequence 3"))
         try await connection.executeScript("UPDATE audit_log SET reason = 'AUDIT' WHERE seq = 3; DELETE FROM audit_log WHERE seq = 4")
-        let deleted = try harness.vault(["audit", "verify"])
+        let deleted = try await harness.vault(["audit", "verify"])
         #expect(deleted.status == 65)
         #expect(deleted.errors.contains("broken at sequence 4"))
     }
@@ -116,7 +116,7 @@ struct VaultTests {
     @Test("the audit log refuses UPDATE, DELETE and TRUNCATE even from the table owner")
     func appendOnly() async throws {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 1))
-        #expect(try harness.vault(["lookup", "--ip", "::1", "--reason", "R"]).status == 0)
+        #expect(try await harness.vault(["lookup", "--ip", "::1", "--reason", "R"]).status == 0)
         let connection = try await harness.connect()
         for statement in ["UPDATE audit_log SET reason = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log"] {
             await #expect(throws: PostgresError.self) { try await connection.execute(statement) }
@@ -127,7 +127,7 @@ struct VaultTests {
     @Test("forget erases in place; recovering afterwards says when and by whom; lookup finds the rows")
     func forgetAndLookup() async throws {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 5) + mixedBodies(count: 1))
-        let lookup = try harness.vault(["lookup", "--ip", "2001:db8::0:1", "--reason", "SAR-1", "--json"])
+        let lookup = try await harness.vault(["lookup", "--ip", "2001:db8::0:1", "--reason", "SAR-1", "--json"])
         #expect(lookup.status == 0)
         let object = try JSONSerialization.jsonObject(with: Data(lookup.output.utf8)) as? [String: Any]
         let matches = object?["matches"] as? [[String: Any]] ?? []
@@ -137,16 +137,16 @@ struct VaultTests {
         let isTheLookedUpAddress = harness.originals[token] == "2001:db8::1"
         #expect(isTheLookedUpAddress)
 
-        let forget = try harness.vault(["forget", "--token", token, "--reason", "GDPR-1"])
+        let forget = try await harness.vault(["forget", "--token", token, "--reason", "GDPR-1"])
         #expect(forget.status == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM vault_entries WHERE token = $1 AND ciphertext IS NULL", [.text(token)]) == 1)
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE masked_ip = $1", [.text(token)]) == 2)
-        let recover = try harness.vault(["recover", "--token", token, "--reason", "AFTER"])
+        let recover = try await harness.vault(["recover", "--token", token, "--reason", "AFTER"])
         #expect(recover.status == 1)
         #expect(recover.errors.contains("was erased on"))
         #expect(recover.errors.contains(" by "))
-        #expect(try harness.vault(["forget", "--token", token, "--reason", "AGAIN"]).output.contains("already erased"))
-        #expect(try harness.vault(["audit", "verify"]).status == 0)
+        #expect(try await harness.vault(["forget", "--token", token, "--reason", "AGAIN"]).output.contains("already erased"))
+        #expect(try await harness.vault(["audit", "verify"]).status == 0)
     }
 
     @Test("actionable errors: wrong passphrase, no private key here, malformed token, unreachable database")
@@ -155,16 +155,16 @@ struct VaultTests {
         let token = harness.originals.keys.sorted()[0]
         let wrong = NSTemporaryDirectory() + "wrong-\(UUID().uuidString)"
         _ = FileManager.default.createFile(atPath: wrong, contents: Data("not the passphrase at all".utf8), attributes: [.posixPermissions: 0o600])
-        let badPassphrase = try harness.vault(["recover", "--token", token, "--reason", "R", "--passphrase-file", wrong])
+        let badPassphrase = try await harness.vault(["recover", "--token", token, "--reason", "R", "--passphrase-file", wrong])
         #expect(badPassphrase.status == 77)
         #expect(badPassphrase.errors.contains("passphrase does not unlock"))
-        let noPrivateKey = try harness.vault(["recover", "--token", token, "--reason", "R", "--keys-dir", try harness.keys.ingestKeysDirectory()])
+        let noPrivateKey = try await harness.vault(["recover", "--token", token, "--reason", "R", "--keys-dir", try harness.keys.ingestKeysDirectory()])
         #expect(noPrivateKey.status == 77)
         #expect(noPrivateKey.errors.contains("no recovery private key"))
-        let malformed = try harness.vault(["recover", "--token", "1.2.3.4", "--reason", "R"])
+        let malformed = try await harness.vault(["recover", "--token", "1.2.3.4", "--reason", "R"])
         #expect(malformed.status == 1)
         #expect(malformed.errors.contains("is not a token"))
-        let unreachable = try harness.vault(["audit", "verify", "--database-url", "postgresql://x@127.0.0.1:1/none"])
+        let unreachable = try await harness.vault(["audit", "verify", "--database-url", "postgresql://x@127.0.0.1:1/none"])
         #expect(unreachable.status == 1)
         #expect(unreachable.errors.contains("cannot reach PostgreSQL"))
     }
@@ -185,7 +185,7 @@ struct RoleTests {
         }
         let file = NSTemporaryDirectory() + "role-\(UUID().uuidString).jsonl"
         try (mixedBodies(count: 10).joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
-        let run = try runProgram(try TestEnvironment.executable("ingest"),
+        let run = try await runProgram(try TestEnvironment.executable("ingest"),
                                  ["run", "--from-file", file, "--keys-dir", try harness.keys.ingestKeysDirectory(),
                                   "--database-url", try harness.url(as: role)])
         #expect(run.status == 0, "\(run.errors)")
@@ -199,7 +199,7 @@ struct RoleTests {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 3))
         let role = try await harness.loginRole(in: "pseudonymizer_vault")
         let token = harness.originals.keys.sorted()[0]
-        let recovered = try harness.vault(["recover", "--token", token, "--reason", "ROLE"], user: role)
+        let recovered = try await harness.vault(["recover", "--token", token, "--reason", "ROLE"], user: role)
         #expect(recovered.status == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM audit_log WHERE db_role = $1", [.text(role)]) == 1)
         let connection = try await harness.connect(as: role)
@@ -223,7 +223,7 @@ struct RoleTests {
             GRANT SELECT ON vault_entries, data_keys, audit_log TO \(role);
             """)
         let token = harness.originals.keys.sorted()[0]
-        let result = try harness.vault(["recover", "--token", token, "--reason", "SHOULD-FAIL"], user: role)
+        let result = try await harness.vault(["recover", "--token", token, "--reason", "SHOULD-FAIL"], user: role)
         #expect(result.status != 0)
         #expect(result.output.isEmpty)
         #expect(!result.errors.contains(harness.originals[token]!))
