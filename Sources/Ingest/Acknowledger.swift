@@ -68,7 +68,7 @@ struct SQSAcknowledger: Acknowledger {
                 for failure in failures where failure.senderFault {
                     logger.warning("SQS refused to \(action) a message; it will be redelivered and deduplicated",
                                    metadata: ["code": "\(failure.code)"])
-                    if action == "delete" { statistics.update { $0.deleteFailures += 1 } }
+                    if action == "delete" { statistics.deleteFailures(1) }
                 }
                 pending = pending.filter { retryable.contains($0.id) }
                 if pending.isEmpty { return }
@@ -80,6 +80,6 @@ struct SQSAcknowledger: Acknowledger {
             do { try await Task.sleep(for: backoff.delay(attempt: attempt)) } catch { break }
         }
         logger.warning("could not \(action) messages; they will be redelivered and deduplicated", metadata: ["count": "\(pending.count)"])
-        if action == "delete" { statistics.update { $0.deleteFailures += pending.count } }
+        if action == "delete" { statistics.deleteFailures(pending.count) }
     }
 }

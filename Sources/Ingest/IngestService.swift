@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import NIOCore
 import Foundation
 public import Logging
+import Metrics
 import Postgres
 import Pseudonymization
 public import SQS
@@ -33,6 +34,8 @@ public struct IngestConfiguration: Sendable {
     public var dataKeyPolicy = DataKeyPolicy()
     /// How often the key files are checked for a rotation (SIGHUP checks at once).
     public var keyReloadInterval: Duration = .seconds(10)
+    /// How often readiness pings the database.
+    public var healthProbeInterval: Duration = .seconds(2)
     /// Tests only: after commit, make messages visible again instead of deleting
     /// them, as a crash between commit and delete would.
     var redeliverInsteadOfDelete = false
@@ -62,9 +65,11 @@ public final class IngestService: Service {
     public func run() async throws {
         let configuration = self.configuration
         let logger = self.logger
+        let health = self.health
         let keys = try IngestKeys(store: KeyStore(directory: configuration.keysDirectory), logger: logger)
         let keyring = keys.current.keyring
         let recoveryKeys = keys.current.recovery
+        health.keysLoaded()
         if keys.store.hasRecoveryPrivateKeys {
             logger.warning("the key directory holds the recovery private key; ingest never uses it: remove it from the ingest secret",
                            metadata: ["file": "\(keys.store.recoveryPrivatePath)"])
@@ -79,12 +84,13 @@ public final class IngestService: Service {
             throw IngestError("the database schema is at version \(version), this build needs \(Schema.latestVersion): run `ingest migrate` first")
         }
         await probe.close()
+        health.databaseReachable(true)
 
         let queue = MessageQueue(capacity: configuration.batchSize * configuration.writers * 2)
         let statistics = self.statistics
         let dataKeys = DataKeyManager(
             recoveryKey: recoveryKeys.active, policy: configuration.dataKeyPolicy, createdBy: ProcessInfo.processInfo.hostName,
-            logger: logger, onCreate: { _ in statistics.update { $0.dataKeysCreated += 1 } }, connect: connect)
+            logger: logger, onCreate: { _ in statistics.dataKeyCreated() }, connect: connect)
         let knownTokens = KnownTokenCache()
         let budget = MessageBudget(configuration.maximumMessages)
 
@@ -96,7 +102,7 @@ public final class IngestService: Service {
             let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Self.httpConfiguration(pollers: configuration.pollers))
             httpClient = http
             let client = SQSClient(configuration: sqsConfiguration, httpClient: http, logger: logger)
-            try await Self.checkQueue(client, logger: logger)
+            health.queueReachable(try await Self.checkQueue(client, logger: logger))
             acknowledger = SQSAcknowledger(client: client, visibilityTimeout: configuration.visibilityTimeout,
                                            redeliverInsteadOfDelete: configuration.redeliverInsteadOfDelete,
                                            statistics: statistics, logger: logger)
@@ -113,6 +119,7 @@ public final class IngestService: Service {
                 }
             }
         case .file(let path, let sentTimestamp):
+            health.queueReachable(true)
             acknowledger = FileAcknowledger()
             let source = FileSource(path: path, sentTimestamp: sentTimestamp, queue: queue, budget: budget, statistics: statistics)
             produce = { try await source.run() }
@@ -140,6 +147,8 @@ public final class IngestService: Service {
         let producers = Task { try await produce() }
         let reloader = Task { await Self.reloadKeys(keys, dataKeys: dataKeys, every: configuration.keyReloadInterval) }
         defer { reloader.cancel() }
+        let prober = Task { await Self.probe(health: health, keys: keys, connect: connect, every: configuration.healthProbeInterval) }
+        defer { prober.cancel() }
         let outcome: Result<Void, any Error>
         do {
             let producerError = try await withTaskCancellationHandler {
@@ -147,6 +156,7 @@ public final class IngestService: Service {
                     try await Self.drain(producers: producers, queue: queue, writers: writers)
                 } onGracefulShutdown: {
                     logger.info("shutting down: no more receiving; committing what is in hand")
+                    health.shuttingDown()
                     producers.cancel()
                 }
             } onCancel: {
@@ -167,6 +177,38 @@ public final class IngestService: Service {
             "received": "\(stats.received)", "written": "\(stats.written)", "quarantined": "\(stats.quarantinedTotal)",
             "duplicates_skipped": "\(stats.duplicates)", "unknown_fields": "\(stats.unknownFields)",
             "seconds": "\(String(format: "%.2f", elapsed.seconds))", "messages_per_second": "\(Int(rate))"])
+    }
+
+    /// Keeps readiness and the gauges current: pings the database every
+    /// `interval` on a connection of its own (an idle service would otherwise
+    /// not notice an outage) and publishes the active key versions.
+    private static func probe(
+        health: HealthState, keys: IngestKeys, connect: @escaping @Sendable () async throws -> PostgresConnection, every interval: Duration
+    ) async {
+        let ready = Gauge(label: "ingest_ready")
+        let databaseUp = Gauge(label: "ingest_dependency_up", dimensions: [("dependency", "database")])
+        let queueUp = Gauge(label: "ingest_dependency_up", dimensions: [("dependency", "sqs")])
+        let tokenizationVersion = Gauge(label: "ingest_key_version", dimensions: [("kind", "tokenization")])
+        let recoveryVersion = Gauge(label: "ingest_key_version", dimensions: [("kind", "recovery")])
+        var connection: PostgresConnection? = nil
+        while !Task.isCancelled {
+            do {
+                if connection == nil { connection = try await connect() }
+                try await connection!.query("SELECT 1")
+                health.databaseReachable(true)
+            } catch {
+                await connection?.close()
+                connection = nil
+                health.databaseReachable(false)
+            }
+            ready.record(health.readiness.ready ? 1 : 0)
+            databaseUp.record(health.isDatabaseReachable ? 1 : 0)
+            queueUp.record(health.isQueueReachable ? 1 : 0)
+            tokenizationVersion.record(keys.current.keyring.active.version)
+            recoveryVersion.record(keys.current.recovery.active.version)
+            try? await Task.sleep(for: interval)
+        }
+        await connection?.close()
     }
 
     /// Re-reads the key files on SIGHUP and every `interval`; a new recovery key
@@ -224,11 +266,14 @@ public final class IngestService: Service {
 
     /// Fails fast when the queue cannot work at all; an outage is only logged
     /// (the pollers retry until SQS answers).
-    static func checkQueue(_ client: SQSClient, logger: Logger) async throws {
+    /// Returns whether the queue answered.
+    static func checkQueue(_ client: SQSClient, logger: Logger) async throws -> Bool {
         do {
             _ = try await client.queueAttributes(["VisibilityTimeout"])
+            return true
         } catch let error as SQSError where error.isTransient {
             logger.warning("SQS is not reachable yet; polling will retry", metadata: ["error": "\(error)"])
+            return false
         }
     }
 }

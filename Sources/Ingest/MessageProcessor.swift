@@ -69,7 +69,7 @@ final class MessageProcessor {
                 sealsNeeded += 1
             }
         }
-        if unknownFields > 0 { statistics.update { $0.unknownFields += unknownFields } }
+        if unknownFields > 0 { statistics.unknownFields(unknownFields) }
 
         let sealer = try await sealer(for: dataKeys.lease(encryptions: max(sealsNeeded, 1)))
         var output = Output(items: [], newTokens: [])

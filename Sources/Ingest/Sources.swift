@@ -68,7 +68,7 @@ struct SQSPoller {
                     logger.warning("SQS unavailable; retrying with backoff",
                                    metadata: ["poller": "\(name)", "attempt": "\(attempt + 1)", "error": "\(error)"])
                 }
-                statistics.update { $0.queueRetries += 1 }
+                statistics.retry(.sqs)
                 try await Task.sleep(for: backoff.delay(attempt: attempt))
                 attempt += 1
                 continue
@@ -81,7 +81,7 @@ struct SQSPoller {
                 if options.stopWhenEmpty { return }
                 continue
             }
-            statistics.update { $0.received += messages.count }
+            statistics.received(messages.count)
             let inbound = try messages.map { message in
                 InboundMessage(
                     origin: .sqs(receiptHandle: message.receiptHandle), messageID: message.messageID,
@@ -130,13 +130,13 @@ struct FileSource {
                 origin: .file, messageID: "line \(lineNumber)", receiptID: try ReceiptID.file(line: lineNumber, body: body),
                 body: body, sentTimestamp: sentTimestamp, receiveCount: 1))
             if chunk.count == 256 {
-                statistics.update { $0.received += chunk.count }
+                statistics.received(chunk.count)
                 guard await queue.push(chunk) else { return }
                 chunk.removeAll(keepingCapacity: true)
             }
         }
         if ferror(file) != 0 { throw IngestError("reading \(path) failed at line \(lineNumber + 1)") }
-        statistics.update { $0.received += chunk.count }
+        statistics.received(chunk.count)
         await queue.push(chunk)
     }
 }
@@ -147,15 +147,38 @@ public struct IngestError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
-/// What `/health` reports (and tests observe): whether the dependencies answer.
+/// What `/health/ready` reports: whether the database and the queue answer
+/// and the keys are loaded (and the service is not shutting down).
 public final class HealthState: Sendable {
-    private let state = Mutex((queue: true, database: true))
+    /// Nothing is reachable until shown to be.
+    private struct State {
+        var queue = false
+        var database = false
+        var keysLoaded = false
+        var shuttingDown = false
+    }
+
+    private let state = Mutex(State())
 
     public init() {}
 
     public var isQueueReachable: Bool { state.withLock { $0.queue } }
     public var isDatabaseReachable: Bool { state.withLock { $0.database } }
 
+    /// Ready to take traffic; otherwise the reasons why not.
+    public var readiness: (ready: Bool, problems: [String]) {
+        state.withLock { state in
+            var problems: [String] = []
+            if !state.database { problems.append("database unreachable") }
+            if !state.queue { problems.append("queue unreachable") }
+            if !state.keysLoaded { problems.append("keys not loaded") }
+            if state.shuttingDown { problems.append("shutting down") }
+            return (problems.isEmpty, problems)
+        }
+    }
+
     func queueReachable(_ value: Bool) { state.withLock { $0.queue = value } }
     func databaseReachable(_ value: Bool) { state.withLock { $0.database = value } }
+    func keysLoaded() { state.withLock { $0.keysLoaded = true } }
+    func shuttingDown() { state.withLock { $0.shuttingDown = true } }
 }

@@ -94,13 +94,12 @@ final class Writer {
         }
         knownTokens.insert(output.newTokens)
         knownTokens.insert(result.alreadyStoredTokens.map { .init(token: $0) })
-        statistics.update { stats in
-            stats.written += result.loginRows
-            stats.duplicates += batch.count - result.written.count
-            for item in output.items where result.written.contains(item.receiptID) {
-                if case .quarantine(let row) = item.payload { stats.quarantined[row.rejection.reason.rawValue, default: 0] += 1 }
-            }
+        var quarantined: [String: Int] = [:]
+        for item in output.items where result.written.contains(item.receiptID) {
+            if case .quarantine(let row) = item.payload { quarantined[row.rejection.reason.rawValue, default: 0] += 1 }
         }
+        statistics.committed(rows: result.loginRows, duplicates: batch.count - result.written.count, quarantined: quarantined,
+                             duration: ContinuousClock.now - started, oldestSentAt: batch.map(\.sentTimestamp).min())
         await acknowledger.acknowledge(batch)
         logger.debug("batch committed", metadata: [
             "writer": "\(name)", "messages": "\(batch.count)", "rows": "\(result.loginRows)",
@@ -174,7 +173,7 @@ final class Writer {
                     logger.warning("database unavailable; retrying with backoff",
                                    metadata: ["writer": "\(name)", "attempt": "\(attempt + 1)", "error": "\(error)"])
                 }
-                statistics.update { $0.databaseRetries += 1 }
+                statistics.retry(.database)
                 health.databaseReachable(false)
                 if !(await connection?.isHealthy ?? false) { connection = nil }
                 if ContinuousClock.now - lastExtension > options.leaseExtensionInterval {

@@ -124,6 +124,7 @@ public actor SQSClient {
     private let signer: SigV4Signer
     private let logger: Logger
     private var detected: SQSProtocol?
+    private var detection: Task<SQSProtocol, any Error>?
 
     public init(configuration: SQSConfiguration, httpClient: HTTPClient, logger: Logger) {
         self.configuration = configuration
@@ -137,15 +138,30 @@ public actor SQSClient {
     /// endpoint that answers it with something other than JSON gets the query protocol.
     public func wireProtocol() async throws -> SQSProtocol {
         if let detected { return detected }
+        // Concurrent first calls share one detection.
+        let task = detection ?? Task { try await self.detect() }
+        detection = task
+        do {
+            let wire = try await task.value
+            detected = wire
+            return wire
+        } catch {
+            detection = nil
+            throw error
+        }
+    }
+
+    private func detect() async throws -> SQSProtocol {
+        let wire: SQSProtocol
         do {
             _ = try await call(.json, "GetQueueAttributes", json: ["QueueUrl": configuration.queueURL.absoluteString, "AttributeNames": ["QueueArn"]])
-            detected = .json
+            wire = .json
         } catch let error as SQSError where error.kind == .unsupportedProtocol {
             _ = try await call(.query, "GetQueueAttributes", form: [("QueueUrl", configuration.queueURL.absoluteString), ("AttributeName.1", "QueueArn")])
-            detected = .query
+            wire = .query
         }
-        logger.info("SQS wire protocol detected", metadata: ["protocol": "\(detected!.rawValue)"])
-        return detected!
+        logger.info("SQS wire protocol detected", metadata: ["protocol": "\(wire.rawValue)"])
+        return wire
     }
 
     /// Queue attributes (e.g. `VisibilityTimeout`, `ApproximateNumberOfMessages`).

@@ -3,7 +3,9 @@ import CLISupport
 import Foundation
 import Ingest
 import Logging
+import Metrics
 import Postgres
+import Prometheus
 import SQS
 import ServiceLifecycle
 import Storage
@@ -19,15 +21,7 @@ struct IngestCommand: AsyncParsableCommand {
     )
 }
 
-/// swift-log to stderr; `LOG_LEVEL` (trace…critical) sets the level.
-func makeLogger() -> Logger {
-    LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0.lowercased()) } ?? .info
-        return handler
-    }
-    return Logger(label: "ingest")
-}
+func makeLogger() -> Logger { ToolLogging.bootstrap(label: "ingest") }
 
 struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -101,6 +95,12 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Seconds between checks of the key files for a rotation ($INGEST_KEY_RELOAD_SECONDS, default 10; SIGHUP checks at once).")
     var keyReloadSeconds: Double?
 
+    @Option(help: "Serve /metrics and /health on this port ($INGEST_HTTP_PORT; default: off).")
+    var httpPort: Int?
+
+    @Option(help: "Address for /metrics and /health ($INGEST_HTTP_HOST, default 0.0.0.0).")
+    var httpHost: String?
+
     @Option(help: "Encryptions per data key before rotation ($INGEST_DATA_KEY_MAX_ENCRYPTIONS, default 16777216).")
     var dataKeyMaxEncryptions: Int?
 
@@ -168,11 +168,19 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         let logger = makeLogger()
         do {
+            let registry = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
             let service = IngestService(configuration: try configuration(), logger: logger)
-            var configuration = ServiceGroupConfiguration(
-                services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger)
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+                .init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)
+            ]
+            let port = try EnvironmentFallback.value(httpPort, "INGEST_HTTP_PORT", default: 0)
+            if port > 0 {
+                guard port < 65_536 else { throw ValidationError("--http-port must be 1…65535") }
+                let host = EnvironmentFallback.string(httpHost, "INGEST_HTTP_HOST") ?? "0.0.0.0"
+                services.append(.init(service: HTTPEndpoint(host: host, port: port, registry: registry, health: service.health, logger: logger)))
+            }
+            var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             // Past this, shutdown stops waiting and cancels; messages not yet
             // committed are redelivered later, so nothing is lost.
             configuration.maximumGracefulShutdownDuration = .seconds(30)

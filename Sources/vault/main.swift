@@ -283,12 +283,7 @@ struct Audit: AsyncParsableCommand {
     }
 }
 
-/// swift-log to stderr for the long jobs; `LOG_LEVEL` sets the level.
-func jobLogger() -> Logger {
-    var logger = Logger(label: "vault") { label in StreamLogHandler.standardError(label: label) }
-    logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0.lowercased()) } ?? .info
-    return logger
-}
+func jobLogger() -> Logger { ToolLogging.bootstrap(label: "vault") }
 
 func recoveryKeyring(_ keys: KeyOptions, _ passphrase: PassphraseOptions) -> RecoveryKeyring {
     RecoveryKeyring(store: KeyStore(directory: keys.resolvedKeysDirectory)) {

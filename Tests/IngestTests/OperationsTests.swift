@@ -1,0 +1,88 @@
+import Foundation
+import Postgres
+import Storage
+import TestSupport
+import Testing
+import VaultCrypto
+
+/// /metrics and /health of a running `ingest`, including through a database outage.
+@Suite("metrics and health")
+struct OperationsTests {
+    func counter(_ name: String, in metrics: String) -> Double? {
+        metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") || $0.hasPrefix(name + "{") }
+            .flatMap { Double($0.split(separator: " ").last ?? "") }
+    }
+
+    func waitUntil(_ timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while try await !condition() {
+            guard ContinuousClock.now < deadline else { throw TestEnvironmentError("condition not reached within \(timeout)") }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    @Test("/metrics counters move during a run; /health/ready follows a PostgreSQL outage; nothing is lost")
+    func metricsAndReadiness() async throws {
+        let postgres = try await PrivatePostgres.start()
+        defer { Task { await postgres.destroy() } }
+        let migration = try await TestDatabase.connect(postgres.url)
+        try await Schema.migrate(migration, logger: TestEnvironment.logger)
+        await migration.close()
+        let keys = try TestKeys.create()
+        let queue = try await AWSCLI.createQueue("metrics")
+        let port = try await freePort()
+        let base = "http://127.0.0.1:\(port)"
+
+        let ingest = Process()
+        ingest.executableURL = URL(fileURLWithPath: try TestEnvironment.executable("ingest"))
+        ingest.arguments = ["run", "--queue-url", queue, "--keys-dir", try keys.ingestKeysDirectory(), "--database-url", postgres.url,
+                            "--batch-size", "10", "--wait-seconds", "1", "--http-port", String(port), "--http-host", "127.0.0.1"]
+        ingest.standardOutput = FileHandle.nullDevice
+        ingest.standardError = FileHandle.nullDevice
+        try ingest.run()
+        defer { if ingest.isRunning { kill(ingest.processIdentifier, SIGKILL) } }
+        try await waitUntil { (try? await httpGet("\(base)/health/ready").status) == 200 }
+        try await waitUntil { (try? await httpGet("\(base)/metrics").body.contains("ingest_ready 1")) == true }
+        #expect(try await httpGet("\(base)/health/live").status == 200)
+        #expect(try await httpGet("\(base)/nope").status == 404)
+
+        let first = try await httpGet("\(base)/metrics")
+        #expect(first.status == 200)
+        #expect(first.body.contains("ingest_ready 1"))
+        #expect(first.body.contains(#"ingest_key_version{kind="tokenization"} 1"#))
+        let bodies = (0..<40).map { #"{"user_id": "m\#($0)", "app_version": "1.0", "device_type": "ios", "ip": "10.9.0.\#($0)", "locale": null, "device_id": "d\#($0)"}"# }
+        try await AWSCLI.send(queue, bodies: bodies + ["{broken"])
+        try await waitUntil {
+            let metrics = try await httpGet("\(base)/metrics").body
+            return counter("ingest_rows_written_total", in: metrics) == 40
+                && counter(#"ingest_messages_quarantined_total{reason="invalid_json"}"#, in: metrics) == 1
+        }
+        let metrics = try await httpGet("\(base)/metrics").body
+        #expect(counter("ingest_messages_received_total", in: metrics) == 41)
+        #expect(metrics.contains(#"ingest_messages_quarantined_total{reason="invalid_json"} 1"#))
+        #expect(metrics.contains("ingest_batch_duration_seconds_bucket"))
+        #expect(!metrics.contains("10.9.0."))
+
+        // Outage: readiness drops, messages wait, and everything lands afterwards.
+        try await postgres.stopServer()
+        try await waitUntil(.seconds(30)) { (try? await httpGet("\(base)/health/ready"))?.status == 503 }
+        let unready = try await httpGet("\(base)/health/ready")
+        #expect(unready.body.contains("database unreachable"))
+        #expect(try await httpGet("\(base)/metrics").body.contains(#"ingest_dependency_up{dependency="database"} 0"#))
+        try await AWSCLI.send(queue, bodies: (40..<60).map { #"{"user_id": "m\#($0)", "app_version": "1.0", "device_type": "ios", "ip": "10.9.0.\#($0)", "locale": null, "device_id": "d\#($0)"}"# })
+        try await Task.sleep(for: .seconds(3))
+        try await postgres.startServer()
+        try await waitUntil(.seconds(60)) { (try? await httpGet("\(base)/health/ready").status) == 200 }
+        try await waitUntil(.seconds(60)) { counter("ingest_rows_written_total", in: try await httpGet("\(base)/metrics").body) == 60 }
+        let after = try await httpGet("\(base)/metrics").body
+        #expect((counter(#"ingest_retries_total{dependency="database"}"#, in: after) ?? 0) > 0)
+        kill(ingest.processIdentifier, SIGTERM)
+        ingest.waitUntilExit()
+        #expect(ingest.terminationStatus == 0)
+        let check = try await TestDatabase.connect(postgres.url)
+        #expect(try await check.query("SELECT count(DISTINCT user_id) AS n FROM user_logins")[0].int("n") == 60)
+        #expect(try await check.query("SELECT count(*) AS n FROM user_logins")[0].int("n") == 60)
+        await check.close()
+        await postgres.destroy()
+    }
+}
