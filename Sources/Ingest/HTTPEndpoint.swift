@@ -1,4 +1,5 @@
 public import Logging
+import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -100,6 +101,22 @@ private final class HTTPHandler: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
                 if !keepAlive { channel.close(promise: nil) }
             }
+        }
+    }
+}
+
+/// Asks a running `ingest` for its health, for container health checks (the
+/// runtime image has no curl). True when the endpoint answers 200.
+public enum HealthProbe {
+    public static func check(url: String, timeout: Duration = .seconds(3)) async -> Result<Void, IngestError> {
+        do {
+            let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(timeout.components.seconds))
+            guard response.status == .ok else {
+                return .failure(IngestError("\(url) answered \(response.status.code): the service is not healthy"))
+            }
+            return .success(())
+        } catch {
+            return .failure(IngestError("\(url) did not answer (\(error)); is ingest running with --http-port?"))
         }
     }
 }

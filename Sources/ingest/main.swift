@@ -17,7 +17,7 @@ struct IngestCommand: AsyncParsableCommand {
         commandName: "ingest",
         abstract: "Reads login events from SQS, pseudonymizes ip and device_id, and loads them into PostgreSQL.",
         discussion: ExitStatus.helpText,
-        subcommands: [Migrate.self, Run.self]
+        subcommands: [Migrate.self, Run.self, Health.self]
     )
 }
 
@@ -38,6 +38,26 @@ struct Migrate: AsyncParsableCommand {
                                   : "applied migrations \(applied.map(String.init).joined(separator: ", ")); schema version \(Schema.latestVersion)")
         } catch {
             throw report(error, tool: "ingest")
+        }
+    }
+}
+
+struct Health: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Exit 0 when a running ingest on this host answers its health endpoint (container health checks).")
+
+    @Option(help: "Port of the running service ($INGEST_HTTP_PORT, default 8080).")
+    var port: Int?
+
+    @Option(help: "live or ready.")
+    var check = "live"
+
+    func run() async throws {
+        guard ["live", "ready"].contains(check) else { throw ValidationError("--check must be live or ready") }
+        let port = try EnvironmentFallback.value(port, "INGEST_HTTP_PORT", default: 8080)
+        switch await HealthProbe.check(url: "http://127.0.0.1:\(port)/health/\(check)") {
+        case .success: print("ok")
+        case .failure(let error): throw report(error, tool: "ingest")
         }
     }
 }

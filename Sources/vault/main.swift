@@ -324,7 +324,9 @@ struct Retokenize: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Move all vault entries and user_logins tokens to the active tokenization key version (online, resumable).",
         discussion: """
-            Distribute the new key files to every ingest replica (they reload within seconds, or on SIGHUP) before running it:             once it starts, a replica still on an older key waits for its keys instead of writing old tokens.             Exit 0 when nothing is left on an older version, 1 otherwise (run it again).
+            Distribute the new key files to every ingest replica (they reload within seconds, or on SIGHUP) before running it: \
+            once it starts, a replica still on an older key waits for its keys instead of writing old tokens. \
+            Exit 0 when nothing is left on an older version, 1 otherwise (run it again).
             """)
 
     @OptionGroup var reason: ReasonOption
@@ -434,7 +436,9 @@ struct Keys: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Add a new key version and make it the active one for new work.",
             discussion: """
-                --tokenization: new tokens use it as soon as ingest reloads its key files (SIGHUP or within seconds);                 then run `vault retokenize`. --recovery: new data keys are wrapped to it; then run `vault rewrap`.                 Copy the changed public files (tokenization.json, recovery-public.json) to the ingest secret.
+                --tokenization: new tokens use it as soon as ingest reloads its key files (SIGHUP or within seconds); \
+                then run `vault retokenize`. --recovery: new data keys are wrapped to it; then run `vault rewrap`. \
+                Copy the changed public files (tokenization.json, recovery-public.json) to the ingest secret.
                 """)
 
         @Flag(help: "Rotate the tokenization (HMAC) key.")

@@ -87,8 +87,10 @@ struct IngestIntegrationTests {
         // Line 13 of the sample is the malformed message.
         #expect(first.written == 19 && first.quarantinedTotal == 1)
         let second = try await harness.run()
-        #expect(second.received == 20)
-        #expect(second.duplicates == 20)
+        // SQS delivers at least once: two concurrent receives may both get a
+        // message, so count what matters: every delivery was a duplicate.
+        #expect(second.received >= 20)
+        #expect(second.duplicates == second.received)
         #expect(second.written == 0 && second.quarantinedTotal == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 19)
         #expect(try await harness.scalar("SELECT count(*) FROM quarantine") == 1)

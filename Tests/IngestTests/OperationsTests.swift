@@ -45,6 +45,9 @@ struct OperationsTests {
         try await waitUntil { (try? await httpGet("\(base)/metrics").body.contains("ingest_ready 1")) == true }
         #expect(try await httpGet("\(base)/health/live").status == 200)
         #expect(try await httpGet("\(base)/nope").status == 404)
+        // The container HEALTHCHECK: `ingest health` against the same port.
+        let executable = try TestEnvironment.executable("ingest")
+        #expect(try await runProgram(executable, ["health", "--port", String(port), "--check", "ready"]).status == 0)
 
         let first = try await httpGet("\(base)/metrics")
         #expect(first.status == 200)
@@ -68,6 +71,9 @@ struct OperationsTests {
         try await waitUntil(.seconds(30)) { (try? await httpGet("\(base)/health/ready"))?.status == 503 }
         let unready = try await httpGet("\(base)/health/ready")
         #expect(unready.body.contains("database unreachable"))
+        let probe = try await runProgram(executable, ["health", "--port", String(port), "--check", "ready"])
+        #expect(probe.status != 0 && probe.errors.contains("answered 503"))
+        #expect(try await runProgram(executable, ["health", "--port", String(port), "--check", "live"]).status == 0)
         #expect(try await httpGet("\(base)/metrics").body.contains(#"ingest_dependency_up{dependency="database"} 0"#))
         try await AWSCLI.send(queue, bodies: (40..<60).map { #"{"user_id": "m\#($0)", "app_version": "1.0", "device_type": "ios", "ip": "10.9.0.\#($0)", "locale": null, "device_id": "d\#($0)"}"# })
         try await Task.sleep(for: .seconds(3))
@@ -79,6 +85,8 @@ struct OperationsTests {
         kill(ingest.processIdentifier, SIGTERM)
         ingest.waitUntilExit()
         #expect(ingest.terminationStatus == 0)
+        let gone = try await runProgram(executable, ["health", "--port", String(port)])
+        #expect(gone.status != 0 && gone.errors.contains("did not answer"))
         let check = try await TestDatabase.connect(postgres.url)
         #expect(try await check.query("SELECT count(DISTINCT user_id) AS n FROM user_logins")[0].int("n") == 60)
         #expect(try await check.query("SELECT count(*) AS n FROM user_logins")[0].int("n") == 60)

@@ -73,7 +73,25 @@ struct KeyStoreTests {
                 && error.message.contains("chmod 600 \(store.tokenizationPath)")
         }
         chmod(store.recoveryPrivatePath, 0o640)
+        if geteuid() == 0 {
+            // Group-readable is refused unless root owns the file.
+            chown(store.recoveryPrivatePath, 65_534, 65_534)
+        }
         #expect(throws: KeyFileError(.insecurePermissions, "")) { try store.recoveryPrivateKeys() }
+    }
+
+    @Test("a root-owned secret readable by its group only (a Kubernetes Secret with fsGroup) is accepted")
+    func rootOwnedGroupReadable() throws {
+        guard geteuid() == 0 else { return }  // only root can make a file root-owned
+        let store = KeyStore(directory: try temporaryDirectory())
+        try store.initialize(passphrase: passphrase, parameters: fastKDF)
+        chown(store.tokenizationPath, 0, 10_001)
+        chmod(store.tokenizationPath, 0o440)
+        #expect(try store.tokenizationKeyring().active.version == 1)
+        chmod(store.tokenizationPath, 0o460)
+        #expect(throws: KeyFileError(.insecurePermissions, "")) { try store.tokenizationKeyring() }
+        chmod(store.tokenizationPath, 0o444)
+        #expect(throws: KeyFileError(.insecurePermissions, "")) { try store.tokenizationKeyring() }
     }
 
     @Test("missing and damaged key files name the file")

@@ -19,7 +19,11 @@ public enum SecureFile {
         return [UInt8](data)
     }
 
-    /// Refuses a secret file that group or others may access, as SSH does.
+    /// Refuses a secret file that others may access, or that its group may
+    /// access, as SSH does. One exception, PostgreSQL's rule for its TLS key:
+    /// a file owned by root may be readable by its group (0640 or less). That
+    /// is how orchestrators hand secrets to an unprivileged user: a Kubernetes
+    /// Secret volume with `fsGroup` is root-owned and mode 0440.
     public static func checkPrivateFile(_ path: String) throws {
         var info = stat()
         guard stat(path, &info) == 0 else {
@@ -29,7 +33,8 @@ public enum SecureFile {
             throw KeyFileError(.io, "\(path) cannot be examined (\(String(cString: strerror(errno))))")
         }
         let mode = info.st_mode & 0o777
-        guard mode & 0o077 == 0 else {
+        let forbidden: mode_t = info.st_uid == 0 ? 0o037 : 0o077
+        guard mode & forbidden == 0 else {
             let octal = String(mode, radix: 8)
             throw KeyFileError(
                 .insecurePermissions,
