@@ -94,16 +94,12 @@ final class Writer {
         }
         knownTokens.insert(output.newTokens)
         knownTokens.insert(result.alreadyStoredTokens.map { .init(token: $0) })
-        var quarantined: [String: Int] = [:]
-        for item in output.items where result.written.contains(item.receiptID) {
-            if case .quarantine(let row) = item.payload { quarantined[row.rejection.reason.rawValue, default: 0] += 1 }
-        }
-        statistics.committed(rows: result.loginRows, duplicates: batch.count - result.written.count, quarantined: quarantined,
+        statistics.committed(rows: result.loginRows, duplicates: batch.count - result.written.count, quarantined: result.quarantined,
                              duration: ContinuousClock.now - started, oldestSentAt: batch.map(\.sentTimestamp).min())
         await acknowledger.acknowledge(batch)
         logger.debug("batch committed", metadata: [
             "writer": "\(name)", "messages": "\(batch.count)", "rows": "\(result.loginRows)",
-            "quarantined": "\(result.quarantined)", "duplicates": "\(batch.count - result.written.count)",
+            "quarantined": "\(result.quarantined.values.reduce(0, +))", "duplicates": "\(batch.count - result.written.count)",
             "milliseconds": "\((ContinuousClock.now - started).milliseconds)",
         ])
     }
@@ -118,7 +114,7 @@ final class Writer {
                     try BatchWriter.write(items, tokenKeyVersion: version, on: connection)
                 }
             }
-        } catch let error as PostgresError where error.code == .server || error.code == .copyFailed {
+        } catch let error as PostgresError where error.isDataError {
             guard items.count > 1 else {
                 return try await quarantineRefused(items[0], messages: messages, error: error, since: started)
             }
@@ -128,7 +124,7 @@ final class Writer {
             let first = try await commit(Array(items[..<middle]), messages: messages, since: started)
             let second = try await commit(Array(items[middle...]), messages: messages, since: started)
             return BatchResult(written: first.written.union(second.written), loginRows: first.loginRows + second.loginRows,
-                               quarantined: first.quarantined + second.quarantined,
+                               quarantined: first.quarantined.merging(second.quarantined, uniquingKeysWith: +),
                                vaultEntriesOffered: first.vaultEntriesOffered + second.vaultEntriesOffered,
                                alreadyStoredTokens: first.alreadyStoredTokens + second.alreadyStoredTokens)
         }
@@ -168,10 +164,18 @@ final class Writer {
                 guard conflicts <= 50 else { throw error }
                 logger.debug("write conflict with a concurrent writer; retrying", metadata: ["writer": "\(name)"])
                 try await Task.sleep(for: .milliseconds(Int64.random(in: 1...20)))
-            } catch let error as PostgresError where error.isTransient {
+            } catch let error as PostgresError where error.isTransient || (error.sqlState != nil && !error.isDataError) {
+                // Unreachable, or refusing every write (a revoked grant, a missing
+                // table): not the messages' fault, so none is quarantined. They
+                // stay leased and wait until the database is fixed.
                 if attempt == 0 || attempt % 10 == 0 {
-                    logger.warning("database unavailable; retrying with backoff",
-                                   metadata: ["writer": "\(name)", "attempt": "\(attempt + 1)", "error": "\(error)"])
+                    if error.isTransient {
+                        logger.warning("database unavailable; retrying with backoff",
+                                       metadata: ["writer": "\(name)", "attempt": "\(attempt + 1)", "error": "\(error)"])
+                    } else {
+                        logger.error("the database refuses the batch for a reason no message can cause; fix the database (grants, schema); messages wait in the queue",
+                                     metadata: ["writer": "\(name)", "attempt": "\(attempt + 1)", "error": "\(error)"])
+                    }
                 }
                 statistics.retry(.database)
                 health.databaseReachable(false)

@@ -69,6 +69,17 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
             || sqlState == "25006"               // read-only transaction (e.g. a standby during failover)
     }
 
+    /// True when the server refused a row for its data (a value it cannot
+    /// take, a constraint, a size limit): the other rows of the batch would go
+    /// in. False for errors about the database itself (permissions, missing
+    /// tables, a read-only or full disk), which no message can cause or fix.
+    public var isDataError: Bool {
+        guard let sqlState else { return false }
+        return sqlState.hasPrefix("22")          // data exception
+            || sqlState.hasPrefix("23")          // integrity constraint violation
+            || sqlState.hasPrefix("54")          // program limit exceeded (row or index entry too large)
+    }
+
     /// The server's primary message with quoted values cut out: PostgreSQL
     /// quotes the offending input after a colon (`invalid input syntax for type
     /// inet: "…"`), while identifiers elsewhere in the text are schema names.

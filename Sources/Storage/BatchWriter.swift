@@ -157,12 +157,15 @@ public struct BatchResult: Sendable {
     /// Receipt ids written now (the rest were already processed: duplicates).
     public let written: Set<[UInt8]>
     public let loginRows: Int
-    public let quarantined: Int
+    /// Quarantined messages written now, by reason.
+    public let quarantined: [String: Int]
     public let vaultEntriesOffered: Int
     /// Tokens the batch found already in the vault (worth remembering).
     public let alreadyStoredTokens: [String]
 
-    public init(written: Set<[UInt8]>, loginRows: Int, quarantined: Int, vaultEntriesOffered: Int, alreadyStoredTokens: [String] = []) {
+    public init(
+        written: Set<[UInt8]>, loginRows: Int, quarantined: [String: Int], vaultEntriesOffered: Int, alreadyStoredTokens: [String] = []
+    ) {
         self.written = written
         self.loginRows = loginRows
         self.quarantined = quarantined
@@ -208,6 +211,7 @@ public enum BatchWriter {
         var logins = CopyTextBuilder(reservingCapacity: items.count * 160)
         var vault: [String: VaultEntryRecord] = [:]
         var quarantine = CopyTextBuilder()
+        var quarantinedByReason: [String: Int] = [:]
         var versions: [Int32: String] = [:]
         for item in items where fresh.remove(item.receiptID) != nil {
             switch item.payload {
@@ -234,6 +238,7 @@ public enum BatchWriter {
                 quarantine.append(bytes: row.nonce)
                 quarantine.append(bytes: row.sealedBody)
                 quarantine.endRow()
+                quarantinedByReason[row.rejection.reason.rawValue, default: 0] += 1
             }
         }
         let storedTokens = try VaultEntries.insert(Array(vault.values), on: connection)
@@ -256,7 +261,7 @@ public enum BatchWriter {
                 ON CONFLICT (code) DO NOTHING
                 """, [.textArray(codes.map { String($0) }), .textArray(codes.map { versions[$0] })], prepared: true)
         }
-        return BatchResult(written: written, loginRows: logins.rowCount, quarantined: quarantine.rowCount,
+        return BatchResult(written: written, loginRows: logins.rowCount, quarantined: quarantinedByReason,
                            vaultEntriesOffered: vault.count, alreadyStoredTokens: storedTokens)
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 @testable import Ingest
 import Postgres
 import Pseudonymization
@@ -98,6 +99,47 @@ struct IngestIntegrationTests {
         #expect(depth.visible == 0 && depth.inFlight == 0)
     }
 
+    @Test("a row the database refuses for its data is quarantined alone; the rest of the batch is written")
+    func databaseRejectsOneRow() async throws {
+        let harness = try await IngestHarness.make()
+        let admin = try await harness.connect()
+        try await admin.execute("ALTER TABLE user_logins ADD CONSTRAINT test_no_rejects CHECK (user_id NOT LIKE 'reject-%')")
+        await admin.close()
+        try await AWSCLI.send(harness.queueURL, bodies: (0..<10).map { loginBody(user: $0 == 6 ? "reject-6" : "user-\($0)", index: $0) })
+        let run = try await harness.run()
+        #expect(run.written == 9 && run.quarantined == ["database_rejected": 1])
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 9)
+        #expect(try await harness.scalar("SELECT count(*) FROM quarantine WHERE reason = 'database_rejected' AND detail LIKE '%23514%'") == 1)
+        let depth = try await AWSCLI.depth(harness.queueURL)
+        #expect(depth.visible == 0 && depth.inFlight == 0)
+    }
+
+    @Test("a database that refuses every write (grant revoked) quarantines and deletes nothing, and resumes when fixed")
+    func databaseRefusesEveryWrite() async throws {
+        let harness = try await IngestHarness.make()
+        let role = try await TestDatabase.createLoginRole(in: "pseudonymizer_ingest", via: harness.databaseURL)
+        let admin = try await harness.connect()
+        try await admin.execute("REVOKE INSERT ON user_logins FROM pseudonymizer_ingest")
+        try await AWSCLI.send(harness.queueURL, bodies: (0..<10).map { loginBody(user: "user-\($0)", index: $0) })
+        var configuration = try harness.configuration()
+        configuration.conninfo = try TestDatabase.url(harness.databaseURL, as: role)
+        configuration.untilEmpty = false
+        configuration.maximumMessages = 10
+        let service = IngestService(configuration: configuration, logger: Logger(label: "ingest-tests"))
+        let running = Task { try await service.run() }
+        try await waitUntil { service.statistics.snapshot.databaseRetries >= 2 }
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 0)
+        #expect(try await harness.scalar("SELECT count(*) FROM quarantine") == 0)
+        #expect(try await AWSCLI.depth(harness.queueURL).inFlight == 10)
+        try await admin.execute("GRANT INSERT ON user_logins TO pseudonymizer_ingest")
+        await admin.close()
+        try await running.value
+        #expect(service.statistics.snapshot.written == 10 && service.statistics.snapshot.quarantinedTotal == 0)
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 10)
+        let depth = try await AWSCLI.depth(harness.queueURL)
+        #expect(depth.visible == 0 && depth.inFlight == 0)
+    }
+
     @Test("replaying a file adds nothing")
     func fileReplay() async throws {
         let harness = try await IngestHarness.make()
@@ -162,4 +204,9 @@ func userID(in body: String) -> String? { field("user_id", in: body) }
 func field(_ name: String, in body: String) -> String? {
     guard let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else { return nil }
     return object[name] as? String
+}
+
+/// A valid login message for `user`, with an address and device derived from `index`.
+func loginBody(user: String, index: Int) -> String {
+    #"{"user_id": "\#(user)", "app_version": "1.0", "device_type": "ios", "ip": "10.7.0.\#(index)", "locale": null, "device_id": "dev-\#(index)"}"#
 }

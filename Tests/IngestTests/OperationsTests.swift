@@ -13,14 +13,6 @@ struct OperationsTests {
             .flatMap { Double($0.split(separator: " ").last ?? "") }
     }
 
-    func waitUntil(_ timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async throws {
-        let deadline = ContinuousClock.now + timeout
-        while try await !condition() {
-            guard ContinuousClock.now < deadline else { throw TestEnvironmentError("condition not reached within \(timeout)") }
-            try await Task.sleep(for: .milliseconds(200))
-        }
-    }
-
     @Test("/metrics counters move during a run; /health/ready follows a PostgreSQL outage; nothing is lost")
     func metricsAndReadiness() async throws {
         let postgres = try await PrivatePostgres.start()

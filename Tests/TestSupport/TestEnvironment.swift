@@ -57,6 +57,22 @@ public enum TestDatabase {
     public static func connect(_ url: String) async throws -> PostgresConnection {
         try await PostgresConnection.connect(url, applicationName: "tests", logger: TestEnvironment.logger)
     }
+
+    /// A new login role that is a member of `group` (pseudonymizer_ingest, …).
+    /// Roles are cluster-wide, so the name is unique.
+    public static func createLoginRole(in group: String, via url: String) async throws -> String {
+        let name = "\(group.replacingOccurrences(of: "pseudonymizer_", with: ""))_\(UUID().uuidString.prefix(8).lowercased())"
+        let connection = try await connect(url)
+        try await connection.execute("CREATE ROLE \(name) LOGIN IN ROLE \(group)")
+        await connection.close()
+        return name
+    }
+
+    /// `url` with `user` instead of the administrative user.
+    public static func url(_ url: String, as user: String?) throws -> String {
+        guard let user else { return url }
+        return url.replacingOccurrences(of: "//\(try TestEnvironment.variable("PGUSER"))@", with: "//\(user)@")
+    }
 }
 
 /// A key set in a temporary directory, with a cheap scrypt cost.
@@ -140,3 +156,12 @@ private func runProgramBlocking(_ path: String, _ arguments: [String], environme
 }
 
 
+
+/// Polls `condition` until it holds, failing the test after `timeout`.
+public func waitUntil(_ timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while try await !condition() {
+        guard ContinuousClock.now < deadline else { throw TestEnvironmentError("condition not reached within \(timeout)") }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+}

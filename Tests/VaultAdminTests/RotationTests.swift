@@ -44,14 +44,6 @@ func originals(of bodies: [String]) -> (ips: Set<String>, devices: Set<String>) 
 
 @Suite("key rotation jobs")
 struct RotationTests {
-    func waitUntil(_ timeout: Duration = .seconds(120), _ condition: () async throws -> Bool) async throws {
-        let deadline = ContinuousClock.now + timeout
-        while try await !condition() {
-            guard ContinuousClock.now < deadline else { throw TestEnvironmentError("condition not reached within \(timeout)") }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-    }
-
     /// Copies the public key files to the ingest secret, as a deployment would.
     func distribute(_ keys: TestKeys) throws {
         let ingest = try keys.ingestKeysDirectory()
@@ -78,7 +70,7 @@ struct RotationTests {
 
         let first = rotationBodies(prefix: "live1", count: 60, reusing: preload)
         try await Boto3.send(queue, bodies: first)
-        try await waitUntil { try await harness.scalar("SELECT count(*) FROM user_logins") == 1560 }
+        try await waitUntil(.seconds(120)) { try await harness.scalar("SELECT count(*) FROM user_logins") == 1560 }
 
         #expect(try await harness.vault(["keys", "rotate", "--tokenization", "--reason", "ROT-1"]).status == 0)
         let refused = try await harness.vault(["keys", "retire", "--tokenization", "1", "--reason", "TOO-EARLY"])
@@ -89,7 +81,7 @@ struct RotationTests {
 
         let second = rotationBodies(prefix: "live2", count: 60, reusing: preload + first)
         try await Boto3.send(queue, bodies: second)
-        try await waitUntil { try await harness.scalar("SELECT count(*) FROM user_logins") == 1620 }
+        try await waitUntil(.seconds(120)) { try await harness.scalar("SELECT count(*) FROM user_logins") == 1620 }
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE user_id LIKE 'live2-%' AND masked_ip LIKE 'ip_t2_%'") == 60)
 
         // Retokenize in small batches, killed once a part is done.
@@ -106,7 +98,7 @@ struct RotationTests {
         try job.run()
         let third = rotationBodies(prefix: "live3", count: 60, reusing: preload + first + second)
         try await Boto3.send(queue, bodies: third)
-        try await waitUntil { try await harness.scalar("SELECT count(*) FROM token_lineage") >= 20 || !job.isRunning }
+        try await waitUntil(.seconds(120)) { try await harness.scalar("SELECT count(*) FROM token_lineage") >= 20 || !job.isRunning }
         kill(job.processIdentifier, SIGKILL)
         job.waitUntilExit()
         let movedBeforeKill = try await harness.scalar("SELECT count(*) FROM token_lineage")
@@ -114,7 +106,7 @@ struct RotationTests {
 
         let rerun = try await harness.vault(["retokenize", "--reason", "ROT-1 (again)"])
         #expect(rerun.status == 0, "\(rerun.errors)")
-        try await waitUntil { try await harness.scalar("SELECT count(*) FROM user_logins") == 1680 }
+        try await waitUntil(.seconds(120)) { try await harness.scalar("SELECT count(*) FROM user_logins") == 1680 }
         kill(ingest.processIdentifier, SIGTERM)
         ingest.waitUntilExit()
 

@@ -44,17 +44,11 @@ struct VaultHarness {
         try await TestDatabase.connect(url(as: user))
     }
 
-    func url(as user: String? = nil) throws -> String {
-        guard let user else { return databaseURL }
-        return databaseURL.replacingOccurrences(of: "//\(try TestEnvironment.variable("PGUSER"))@", with: "//\(user)@")
-    }
+    func url(as user: String? = nil) throws -> String { try TestDatabase.url(databaseURL, as: user) }
 
     /// A login role that is a member of `group` (pseudonymizer_ingest, …).
     func loginRole(in group: String) async throws -> String {
-        let name = "\(group.replacingOccurrences(of: "pseudonymizer_", with: ""))_\(UUID().uuidString.prefix(8).lowercased())"
-        let connection = try await connect()
-        try await connection.execute("CREATE ROLE \(name) LOGIN IN ROLE \(group)")
-        return name
+        try await TestDatabase.createLoginRole(in: group, via: databaseURL)
     }
 
     func scalar(_ sql: String, _ parameters: [PostgresValue] = []) async throws -> Int {
