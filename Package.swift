@@ -48,6 +48,8 @@ let package = Package(
             dependencies: ["CLibPQ", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "Pseudonymization", dependencies: ["VaultCrypto"]),
+        // Seeded hostile message bodies for the fuzz test and `bench fuzz`.
+        .target(name: "HostileInput"),
         .target(
             name: "SQS",
             dependencies: [
@@ -108,7 +110,7 @@ let package = Package(
         .executableTarget(
             name: "bench",
             dependencies: [
-                "VaultCrypto", "Postgres", "Pseudonymization", "SQS",
+                "VaultCrypto", "Postgres", "Pseudonymization", "SQS", "HostileInput",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -119,7 +121,7 @@ let package = Package(
             resources: [.copy("Vectors")]
         ),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
-        .testTarget(name: "PseudonymizationTests", dependencies: ["Pseudonymization", "VaultCrypto"]),
+        .testTarget(name: "PseudonymizationTests", dependencies: ["Pseudonymization", "VaultCrypto", "HostileInput"]),
         .testTarget(
             name: "SQSTests",
             dependencies: ["SQS", "VaultCrypto", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]
@@ -130,7 +132,9 @@ let package = Package(
         ),
         .testTarget(
             name: "IngestTests",
-            dependencies: ["Ingest", "Pseudonymization", "Storage", "SQS", "Postgres", "VaultCrypto", "VaultAdmin", "TestSupport"]
+            dependencies: [
+                "Ingest", "Pseudonymization", "Storage", "SQS", "Postgres", "VaultCrypto", "VaultAdmin", "TestSupport", "HostileInput",
+            ]
         ),
     ]
 )

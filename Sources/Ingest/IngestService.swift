@@ -96,13 +96,18 @@ public final class IngestService: Service {
 
         let acknowledger: any Acknowledger
         let produce: @Sendable () async throws -> Void
-        var httpClient: HTTPClient? = nil
+        var sqsClient: SQSClient? = nil
         switch configuration.source {
         case .sqs(let sqsConfiguration):
-            let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: Self.httpConfiguration(pollers: configuration.pollers))
-            httpClient = http
-            let client = SQSClient(configuration: sqsConfiguration, httpClient: http, logger: logger)
-            health.queueReachable(try await Self.checkQueue(client, logger: logger))
+            let client = SQSClient(configuration: sqsConfiguration, httpConfiguration: Self.httpConfiguration(pollers: configuration.pollers),
+                                   logger: logger)
+            sqsClient = client
+            do {
+                health.queueReachable(try await Self.checkQueue(client, logger: logger))
+            } catch {
+                await client.shutdown()
+                throw error
+            }
             acknowledger = SQSAcknowledger(client: client, visibilityTimeout: configuration.visibilityTimeout,
                                            redeliverInsteadOfDelete: configuration.redeliverInsteadOfDelete,
                                            statistics: statistics, logger: logger)
@@ -167,7 +172,7 @@ public final class IngestService: Service {
             producers.cancel()
             outcome = .failure(error)
         }
-        try? await httpClient?.shutdown()
+        await sqsClient?.shutdown()
         await dataKeys.retireCurrent()
         try outcome.get()
         let elapsed = ContinuousClock.now - started

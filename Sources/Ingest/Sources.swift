@@ -44,7 +44,9 @@ struct SQSPoller {
     let statistics: IngestStatistics
     let health: HealthState
     let logger: Logger
-    let backoff = Backoff(base: .milliseconds(200), cap: .seconds(20))
+    // A short cap: a retry is one request per poller, no load for SQS, and a
+    // longer wait only delays recovery once the queue is back.
+    let backoff = Backoff(base: .milliseconds(200), cap: .seconds(5))
 
     func run() async throws {
         var attempt = 0
@@ -155,6 +157,9 @@ public final class HealthState: Sendable {
         var queue = false
         var database = false
         var keysLoaded = false
+        /// A writer is retrying a batch: the database answers but refuses it
+        /// (read-only, disk full, a revoked grant) or went away mid-batch.
+        var writesFailing = false
         var shuttingDown = false
     }
 
@@ -172,6 +177,7 @@ public final class HealthState: Sendable {
             if !state.database { problems.append("database unreachable") }
             if !state.queue { problems.append("queue unreachable") }
             if !state.keysLoaded { problems.append("keys not loaded") }
+            if state.writesFailing { problems.append("database refuses writes") }
             if state.shuttingDown { problems.append("shutting down") }
             return (problems.isEmpty, problems)
         }
@@ -180,5 +186,6 @@ public final class HealthState: Sendable {
     func queueReachable(_ value: Bool) { state.withLock { $0.queue = value } }
     func databaseReachable(_ value: Bool) { state.withLock { $0.database = value } }
     func keysLoaded() { state.withLock { $0.keysLoaded = true } }
+    func writesFailing(_ value: Bool) { state.withLock { $0.writesFailing = value } }
     func shuttingDown() { state.withLock { $0.shuttingDown = true } }
 }

@@ -155,6 +155,7 @@ final class Writer {
                 if attempt > 0 {
                     logger.info("database reachable again", metadata: ["writer": "\(name)", "attempts": "\(attempt + 1)"])
                     health.databaseReachable(true)
+                    health.writesFailing(false)
                 }
                 return value
             } catch let error as PostgresError where error.sqlState == "23505" {
@@ -178,8 +179,11 @@ final class Writer {
                     }
                 }
                 statistics.retry(.database)
-                health.databaseReachable(false)
-                if !(await connection?.isHealthy ?? false) { connection = nil }
+                health.writesFailing(true)
+                if !(await connection?.isHealthy ?? false) {
+                    health.databaseReachable(false)
+                    connection = nil
+                }
                 if ContinuousClock.now - lastExtension > options.leaseExtensionInterval {
                     await acknowledger.extendLeases(messages)
                     lastExtension = .now

@@ -120,18 +120,63 @@ public struct SQSConfiguration: Sendable {
 /// (`SQSError.isTransient` says when it makes sense).
 public actor SQSClient {
     public nonisolated let configuration: SQSConfiguration
-    private let http: HTTPClient
+    private var http: HTTPClient
+    /// Set when this client created `http` and may replace it.
+    private let ownHTTPConfiguration: HTTPClient.Configuration?
+    /// Replaced clients, shut down at the next replacement or at `shutdown()`
+    /// (requests still running on them get that long to finish).
+    private var retiredHTTP: [HTTPClient] = []
+    private var failingSince: ContinuousClock.Instant?
     private let signer: SigV4Signer
     private let logger: Logger
     private var detected: SQSProtocol?
     private var detection: Task<SQSProtocol, any Error>?
 
+    /// A client on `httpClient`, which the caller owns and shuts down.
     public init(configuration: SQSConfiguration, httpClient: HTTPClient, logger: Logger) {
         self.configuration = configuration
         self.http = httpClient
+        self.ownHTTPConfiguration = nil
         self.signer = SigV4Signer(credentials: configuration.credentials, region: configuration.region, service: "sqs")
         self.logger = logger
         self.detected = configuration.wireProtocol
+    }
+
+    /// A client with an HTTP client of its own, replaced after an outage; call
+    /// `shutdown()` when done.
+    public init(configuration: SQSConfiguration, httpConfiguration: HTTPClient.Configuration, logger: Logger) {
+        self.configuration = configuration
+        self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
+        self.ownHTTPConfiguration = httpConfiguration
+        self.signer = SigV4Signer(credentials: configuration.credentials, region: configuration.region, service: "sqs")
+        self.logger = logger
+        self.detected = configuration.wireProtocol
+    }
+
+    /// Shuts down the HTTP clients this client created.
+    public func shutdown() async {
+        guard ownHTTPConfiguration != nil else { return }
+        for client in retiredHTTP + [http] { try? await client.shutdown() }
+        retiredHTTP = []
+    }
+
+    /// After failures for more than a few seconds, starts over with a fresh
+    /// HTTP client: AsyncHTTPClient's pool backs off new connections for up to
+    /// a minute after repeated failures, which delayed recovery from a 30 s
+    /// outage by 45 s (scripts/fault-runs outage).
+    private func requestFailed() {
+        guard let httpConfiguration = ownHTTPConfiguration else { return }
+        let now = ContinuousClock.now
+        guard let since = failingSince else {
+            failingSince = now
+            return
+        }
+        guard now - since > .seconds(5) else { return }
+        for client in retiredHTTP { Task { try? await client.shutdown() } }
+        retiredHTTP = [http]
+        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
+        failingSince = now
+        logger.debug("SQS requests keep failing; reconnecting with a fresh HTTP client")
     }
 
     /// The protocol in use, detecting it if needed: the JSON protocol first; an
@@ -320,9 +365,11 @@ public actor SQSClient {
         do {
             response = try await http.execute(request, timeout: timeout, logger: logger)
             bytes = Array(buffer: try await response.body.collect(upTo: 16 << 20))
+            failingSince = nil
         } catch is CancellationError {
             throw CancellationError()
         } catch {
+            requestFailed()
             throw SQSError(.transient, "\(action) to \(host) failed: \(error)")
         }
         return try decode(wire, action, status: Int(response.status.code), headers: response.headers, body: bytes)

@@ -1,4 +1,5 @@
 import Foundation
+import HostileInput
 @testable import Ingest
 import Logging
 import Postgres
@@ -87,15 +88,4 @@ func generatedBodies(count: Int, seed: UInt64 = 42, repeatEvery: Int = 5) -> [St
         bodies.append(#"{"user_id": "user-\#(seed)-\#(index)", "app_version": "\#(index % 4).\#(index % 10).\#(index % 7)", "device_type": "\#(index % 2 == 0 ? "android" : "ios")", "ip": "\#(ip)", "locale": \#(locale), "device_id": "\#(device)"}"#)
     }
     return bodies
-}
-
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &* 0x9E37_79B9_7F4A_7C15 | 1 }
-    mutating func next() -> UInt64 {
-        state ^= state << 13
-        state ^= state >> 7
-        state ^= state << 17
-        return state
-    }
 }

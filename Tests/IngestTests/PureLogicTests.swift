@@ -1,4 +1,5 @@
 import Foundation
+import HostileInput
 @testable import Ingest
 import Pseudonymization
 import Testing
