@@ -29,8 +29,27 @@ public enum Token {
         guard pieces.count == 3, let field = PIIField.allCases.first(where: { $0.tag == pieces[0] }),
               pieces[1].first == "t", let version = Int(pieces[1].dropFirst()), version > 0,
               String(version) == pieces[1].dropFirst(),
-              pieces[2].utf8.count == 43, let mac = Base64.decodeURL(pieces[2]), mac.count == 32 else { return nil }
+              isEncodedMAC(pieces[2].utf8) else { return nil }
         return Parts(field: field, keyVersion: version)
+    }
+
+    /// True for the canonical unpadded base64url of 32 bytes: 43 characters of
+    /// the alphabet, the last one carrying 4 bits and two zero bits. Checked
+    /// without decoding: recovery and retokenize parse every token they touch.
+    static func isEncodedMAC(_ text: Substring.UTF8View) -> Bool {
+        guard text.count == 43 else { return false }
+        var value: UInt8 = 0
+        for byte in text {
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"): value = byte - UInt8(ascii: "A")
+            case UInt8(ascii: "a")...UInt8(ascii: "z"): value = byte - UInt8(ascii: "a") + 26
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): value = byte - UInt8(ascii: "0") + 52
+            case UInt8(ascii: "-"): value = 62
+            case UInt8(ascii: "_"): value = 63
+            default: return false
+            }
+        }
+        return value & 0b11 == 0
     }
 }
 

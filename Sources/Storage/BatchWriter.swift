@@ -64,16 +64,24 @@ public struct VaultEntryRecord: Sendable {
 /// collision with a concurrent writer falls back, under a savepoint, to an
 /// idempotent insert for those entries only.
 public enum VaultEntries {
-    /// Returns the tokens that were already stored.
+    /// Inserts the entries whose tokens are not stored yet. Returns the tokens
+    /// that were already stored, found by a probe first; with
+    /// `probeExisting: false` (for callers whose tokens are nearly always new)
+    /// there is no probe, an existing token is skipped by the fallback, and the
+    /// result is empty.
     @discardableResult
-    public static func insert(_ records: [VaultEntryRecord], on connection: isolated PostgresConnection) throws -> [String] {
+    public static func insert(
+        _ records: [VaultEntryRecord], probeExisting: Bool = true, on connection: isolated PostgresConnection
+    ) throws -> [String] {
         guard !records.isEmpty else { return [] }
         var byToken: [String: VaultEntryRecord] = [:]
         for record in records { byToken[record.token] = record }
         // Sorted: concurrent writers take index locks in the same order.
         let candidates = byToken.keys.sorted()
-        let stored = try connection.query("SELECT token FROM vault_entries WHERE token = ANY($1::text[])",
-                                          [.textArray(candidates)], prepared: true).map { try $0.string("token") }
+        let stored = probeExisting
+            ? try connection.query("SELECT token FROM vault_entries WHERE token = ANY($1::text[])",
+                                   [.textArray(candidates)], prepared: true).map { try $0.string("token") }
+            : []
         let storedSet = Set(stored)
         let fresh = candidates.filter { !storedSet.contains($0) }.map { byToken[$0]! }
         guard !fresh.isEmpty else { return stored }
@@ -96,7 +104,8 @@ public enum VaultEntries {
                 """, data: copy.bytes)
             try connection.execute("RELEASE SAVEPOINT vault_copy")
         } catch let error as PostgresError where error.sqlState == "23505" {
-            // Two writers met on the same new token (a returning user in both batches).
+            // Two writers met on the same new token (a returning user in both
+            // batches), or, without the probe, the token was already stored.
             try connection.execute("ROLLBACK TO SAVEPOINT vault_copy")
             try connection.execute("""
                 INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext, erased_at, erased_by)
