@@ -12,8 +12,8 @@ public import VaultCrypto
 ///    ingest transactions still writing older tokens to finish (their shared
 ///    writer lock): from here on no old token is written.
 /// 2. Move the entries, in token order, in batches: decrypt, compute the new
-///    token, seal the value again under it, and commit the new entries with an
-///    old → new lineage row. (Erased entries move to a token derived from the
+///    token, seal the value again under it, commit the new entries, then their
+///    old → new lineage rows. (Erased entries move to a token derived from the
 ///    old one and stay erased.)
 /// 3. Sweep `user_logins` in ranges of heap pages, rewriting both token
 ///    columns of each row at once through the lineage, one bounded statement per range.
@@ -73,12 +73,20 @@ public enum Retokenize {
                                       createdBy: "vault retokenize (\(actor.osUser))", logger: logger, connect: connect)
         var sealer: VaultSealer? = nil
         let progress = Progress(label: "retokenize", total: total, logger: logger)
-        // Batches commit on a second connection while the next one is read and
-        // prepared: the database and the crypto overlap on two cores. One commit
-        // at a time, in token order, so the lineage stays a resume point. The
-        // row sweep then uses both connections.
-        let committer = try await connect()
-        defer { Task { await committer.close() } }
+        // A batch's new entries commit on a second connection and then its
+        // lineage on a third, while the next batch is read and prepared: the
+        // database and the crypto overlap. Lineage commits one at a time, in
+        // token order, and only after their entries, so the lineage stays a
+        // safe resume point (entries committed without lineage are simply
+        // moved again; the insert skips them). The row sweep uses two connections.
+        let entryWriter = try await connect()
+        let lineageWriter = try await connect()
+        defer {
+            Task {
+                await entryWriter.close()
+                await lineageWriter.close()
+            }
+        }
 
         // Step 1 (continued): in-flight writers of old tokens finish first.
         for version in summary.pending.keys.sorted() {
@@ -108,9 +116,10 @@ public enum Retokenize {
                         WHERE token > $2 AND token_key_version = $1 ORDER BY token LIMIT $3
                         """, [.int(oldVersion), .text(after), .int(batch)], prepared: true)
                 }
-                // Three stages at once: batch N commits (second connection),
-                // N + 1 is prepared (this task), N + 2 is read (first connection).
-                var commit: Task<Void, any Error>? = nil
+                // Four stages at once: batch N's lineage commits, N + 1's
+                // entries commit, N + 2 is prepared (this task), N + 3 is read.
+                var entriesCommitted: Task<Void, any Error>? = nil
+                var lineageCommitted: Task<Void, any Error>? = nil
                 var rows = try await fetch(after)
                 while let last = rows.last {
                     after = try last.string("token")
@@ -122,19 +131,25 @@ public enum Retokenize {
                     if sealer?.dataKeyID != lease.id { sealer = try VaultSealer(dataKeyID: lease.id, key: lease.key) }
                     let moves = try await prepareMoves(oldTokens, rows: byToken, reader: reader, tokenizer: tokenizer,
                                                        sealer: sealer!, oldVersion: oldVersion)
-                    try await commit?.value
-                    commit = Task { try await commitMoves(moves, on: committer) }
+                    try await entriesCommitted?.value
+                    let entries = Task { try await commitEntries(moves, on: entryWriter) }
+                    entriesCommitted = entries
+                    try await lineageCommitted?.value
+                    lineageCommitted = Task {
+                        try await entries.value
+                        try await commitLineage(moves, on: lineageWriter)
+                    }
                     summary.movedEntries += moves.filter { !$0.isErasure }.count
                     summary.carriedErasures += moves.filter(\.isErasure).count
                     progress.advance(by: rows.count)
                     rows = try await next.value
                 }
-                try await commit?.value
+                try await lineageCommitted?.value
             }
             phaseDone("move entries", summary.movedEntries + summary.carriedErasures)
             // Step 3: rows.
             summary.rewrittenRows += try await rewriteRows(target: target.version, pages: options.pagesPerStatement,
-                                                           on: [connection, committer])
+                                                           on: [connection, entryWriter])
             phaseDone("rewrite rows", summary.rewrittenRows)
             // Step 4: old entries, once nothing refers to them.
             guard try await rowsWithOldTokens(target: target.version, on: connection) == 0 else {
@@ -195,25 +210,31 @@ public enum Retokenize {
         return moves
     }
 
-    /// New entries (and tombstones) plus their lineage, in one transaction.
-    /// Lineage rows are new by construction (batches resume after the last
-    /// moved token, and one retokenize runs at a time), so they go in by COPY.
-    private static func commitMoves(_ moves: [Move], on connection: PostgresConnection) async throws {
+    /// New entries (and tombstones). Their tokens are new unless ingest wrote
+    /// the same value under the new key since the rotation: rare, so no probe;
+    /// the insert's fallback skips those (and entries a killed run committed
+    /// without their lineage).
+    private static func commitEntries(_ moves: [Move], on connection: PostgresConnection) async throws {
         try await connection.transaction { connection in
-            // New tokens are new unless ingest wrote the same value under the
-            // new key since the rotation: rare, so no probe; the fallback skips those.
             try VaultEntries.insert(moves.map(\.record), probeExisting: false, on: connection)
-            var lineage = CopyTextBuilder(reservingCapacity: moves.count * 120)
-            for move in moves {
-                lineage.append(move.oldToken)
-                lineage.append(move.record.token)
-                lineage.append(move.record.field.rawValue)
-                lineage.append(move.oldVersion)
-                lineage.append(move.record.tokenKeyVersion)
-                lineage.endRow()
-            }
-            try connection.copy("COPY token_lineage (old_token, new_token, field, old_version, new_version) FROM STDIN", data: lineage.bytes)
         }
+    }
+
+    /// The old → new lineage of committed entries. New by construction
+    /// (batches resume after the last moved token, and one retokenize runs at
+    /// a time), so it goes in by COPY.
+    private static func commitLineage(_ moves: [Move], on connection: PostgresConnection) async throws {
+        var lineage = CopyTextBuilder(reservingCapacity: moves.count * 120)
+        for move in moves {
+            lineage.append(move.oldToken)
+            lineage.append(move.record.token)
+            lineage.append(move.record.field.rawValue)
+            lineage.append(move.oldVersion)
+            lineage.append(move.record.tokenKeyVersion)
+            lineage.endRow()
+        }
+        try await connection.copy("COPY token_lineage (old_token, new_token, field, old_version, new_version) FROM STDIN",
+                                  data: lineage.bytes)
     }
 
     /// Sweeps `user_logins` in ranges of heap pages (a TID range scan each),
