@@ -127,6 +127,8 @@ public actor SQSClient {
     /// (requests still running on them get that long to finish).
     private var retiredHTTP: [HTTPClient] = []
     private var failingSince: ContinuousClock.Instant?
+    /// How many times `http` was replaced (for tests).
+    private(set) var httpClientReplacements = 0
     private let signer: SigV4Signer
     private let logger: Logger
     private var detected: SQSProtocol?
@@ -175,6 +177,7 @@ public actor SQSClient {
         for client in retiredHTTP { Task { try? await client.shutdown() } }
         retiredHTTP = [http]
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
+        httpClientReplacements += 1
         failingSince = now
         logger.debug("SQS requests keep failing; reconnecting with a fresh HTTP client")
     }

@@ -94,7 +94,7 @@ struct Recover: AsyncParsableCommand {
             if timing {
                 let total = ContinuousClock.now - started
                 FileHandle.standardError.write(Data(
-                    "vault: timing: \(tokens.count) tokens; passphrase KDF \(keyring.unlockDuration.milliseconds) ms; everything else \((total - keyring.unlockDuration).milliseconds) ms\n".utf8))
+                    "vault: timing: \(tokens.count) tokens; passphrase KDF \(Int(keyring.unlockDuration / .milliseconds(1))) ms; everything else \(Int((total - keyring.unlockDuration) / .milliseconds(1))) ms\n".utf8))
             }
             let failures = outcomes.compactMap { try? $0.result.failureValue() }
             if token != nil, let failure = failures.first {
@@ -141,10 +141,6 @@ extension Result {
         if case .failure(let error) = self { return error }
         throw CancellationError()
     }
-}
-
-extension Duration {
-    var milliseconds: Int64 { components.seconds * 1_000 + components.attoseconds / 1_000_000_000_000_000 }
 }
 
 struct Lookup: AsyncParsableCommand {

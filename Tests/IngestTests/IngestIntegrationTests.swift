@@ -128,11 +128,15 @@ struct IngestIntegrationTests {
         let service = IngestService(configuration: configuration, logger: Logger(label: "ingest-tests"))
         let running = Task { try await service.run() }
         try await waitUntil { service.statistics.snapshot.databaseRetries >= 2 }
+        // The database answers pings but refuses writes: not ready.
+        #expect(service.health.readiness.problems.contains("database refuses writes"))
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM quarantine") == 0)
         #expect(try await AWSCLI.depth(harness.queueURL).inFlight == 10)
         try await admin.execute("GRANT INSERT ON user_logins TO pseudonymizer_ingest")
         await admin.close()
+        try await waitUntil { service.statistics.snapshot.written == 10 }
+        #expect(!service.health.readiness.problems.contains("database refuses writes"))
         try await running.value
         #expect(service.statistics.snapshot.written == 10 && service.statistics.snapshot.quarantinedTotal == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 10)

@@ -25,13 +25,9 @@ struct OperationsTests {
         let port = try await freePort()
         let base = "http://127.0.0.1:\(port)"
 
-        let ingest = Process()
-        ingest.executableURL = URL(fileURLWithPath: try TestEnvironment.executable("ingest"))
-        ingest.arguments = ["run", "--queue-url", queue, "--keys-dir", try keys.ingestKeysDirectory(), "--database-url", postgres.url,
-                            "--batch-size", "10", "--wait-seconds", "1", "--http-port", String(port), "--http-host", "127.0.0.1"]
-        ingest.standardOutput = FileHandle.nullDevice
-        ingest.standardError = FileHandle.nullDevice
-        try ingest.run()
+        let ingest = try startProgram("ingest", [
+            "run", "--queue-url", queue, "--keys-dir", try keys.ingestKeysDirectory(), "--database-url", postgres.url,
+            "--batch-size", "10", "--wait-seconds", "1", "--http-port", String(port), "--http-host", "127.0.0.1"])
         defer { if ingest.isRunning { kill(ingest.processIdentifier, SIGKILL) } }
         try await waitUntil { (try? await httpGet("\(base)/health/ready").status) == 200 }
         try await waitUntil { (try? await httpGet("\(base)/metrics").body.contains("ingest_ready 1")) == true }

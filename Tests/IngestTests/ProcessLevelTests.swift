@@ -43,14 +43,9 @@ struct ProcessLevelTests {
         let invalid = (0..<10).map { #"{"broken": \#($0)"# }
         try await Boto3.send(harness.queueURL, bodies: valid + invalid)
 
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try TestEnvironment.executable("ingest"))
         // Short long-polls: a killed client's pending long poll can still take
         // messages on the emulator's side until its wait ends.
-        process.arguments = arguments(harness, ["--batch-size", "10", "--visibility-timeout", "5", "--wait-seconds", "1"])
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try startProgram("ingest", arguments(harness, ["--batch-size", "10", "--visibility-timeout", "5", "--wait-seconds", "1"]))
         let deadline = ContinuousClock.now + .seconds(120)
         // Once its first batches are committed, freeze further commits (a lock
         // its COPY must wait for) so the kill lands mid-run even on a slow machine.
@@ -85,12 +80,7 @@ struct ProcessLevelTests {
         let harness = try await IngestHarness.make()
         let valid = generatedBodies(count: 300, seed: 13)
         try await Boto3.send(harness.queueURL, bodies: valid)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try TestEnvironment.executable("ingest"))
-        process.arguments = arguments(harness, ["--batch-size", "10", "--visibility-timeout", "5", "--wait-seconds", "1"])
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try startProgram("ingest", arguments(harness, ["--batch-size", "10", "--visibility-timeout", "5", "--wait-seconds", "1"]))
         let deadline = ContinuousClock.now + .seconds(120)
         while try await harness.scalar("SELECT count(*) FROM user_logins") < 30 && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(50))

@@ -2,7 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOCore
-import SQS
+@testable import SQS
 import TestSupport
 import Testing
 
@@ -82,5 +82,27 @@ struct SQSClientTests {
         await #expect {
             _ = try await client.receive(maximum: 1, waitSeconds: 0, visibilityTimeout: nil)
         } throws: { error in (error as? SQSError)?.isTransient == true }
+    }
+
+    @Test("after seconds of failed requests the client reconnects with a fresh HTTP client")
+    func freshHTTPClientAfterAnOutage() async throws {
+        // A port nobody listens on: every request fails at once.
+        let port = try await freePort()
+        let endpoint = try #require(URL(string: "http://127.0.0.1:\(port)"))
+        let configuration = SQSConfiguration(
+            queueURL: endpoint.appendingPathComponent("000000000000/gone"), endpoint: endpoint, region: "us-east-1",
+            credentials: AWSCredentials(accessKeyID: "test", secretAccessKey: "test"), wireProtocol: .json)
+        var http = HTTPClient.Configuration()
+        http.timeout = .init(connect: .seconds(1), read: .seconds(1))
+        let client = SQSClient(configuration: configuration, httpConfiguration: http, logger: Logger(label: "sqs-tests"))
+        let started = ContinuousClock.now
+        while ContinuousClock.now - started < .seconds(7) {
+            await #expect(throws: SQSError.self) { try await client.queueAttributes(["VisibilityTimeout"]) }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        // Failing for 7 s: replaced once after 5 s (a client that never gave up its
+        // pool would keep backing off new connections for up to a minute).
+        #expect(await client.httpClientReplacements == 1)
+        await client.shutdown()
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 public import Logging
 public import Postgres
 public import VaultCrypto
@@ -115,6 +115,19 @@ public struct ProcessResult: Sendable {
     public let status: Int32
     public let output: String
     public let errors: String
+}
+
+/// Starts a built binary (`ingest`, `vault`) in the background, its output
+/// discarded; `environment` adds to the test's own. The caller stops it.
+public func startProgram(_ name: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Process {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: try TestEnvironment.executable(name))
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    return process
 }
 
 /// Runs a program, collecting its output; `environment` adds to the test's own.

@@ -59,13 +59,9 @@ struct RotationTests {
         let preload = rotationBodies(prefix: "pre", count: 1500)
         let harness = try await VaultHarness.make(bodies: preload)
         let queue = try await AWSCLI.createQueue("rotation")
-        let ingest = Process()
-        ingest.executableURL = URL(fileURLWithPath: try TestEnvironment.executable("ingest"))
-        ingest.arguments = ["run", "--queue-url", queue, "--keys-dir", try harness.keys.ingestKeysDirectory(), "--database-url", harness.databaseURL,
-                            "--batch-size", "20", "--key-reload-seconds", "0.3", "--wait-seconds", "1"]
-        ingest.standardOutput = FileHandle.nullDevice
-        ingest.standardError = FileHandle.nullDevice
-        try ingest.run()
+        let ingest = try startProgram("ingest", [
+            "run", "--queue-url", queue, "--keys-dir", try harness.keys.ingestKeysDirectory(), "--database-url", harness.databaseURL,
+            "--batch-size", "20", "--key-reload-seconds", "0.3", "--wait-seconds", "1"])
         defer { if ingest.isRunning { kill(ingest.processIdentifier, SIGKILL) } }
 
         let first = rotationBodies(prefix: "live1", count: 60, reusing: preload)
@@ -86,16 +82,10 @@ struct RotationTests {
 
         // Retokenize in small batches, killed once a part is done.
         let oldEntries = try await harness.scalar("SELECT count(*) FROM vault_entries WHERE token_key_version = 1")
-        let job = Process()
-        job.executableURL = URL(fileURLWithPath: try TestEnvironment.executable("vault"))
         // Tiny batches, so there is a "halfway" to kill it at.
-        job.arguments = ["retokenize", "--reason", "ROT-1", "--batch-size", "2"]
-        job.environment = ProcessInfo.processInfo.environment.merging(
-            ["KEYS_DIR": harness.keys.store.directory, "VAULT_PASSPHRASE_FILE": harness.keys.passphraseFile,
-             "DATABASE_URL": harness.databaseURL]) { $1 }
-        job.standardOutput = FileHandle.nullDevice
-        job.standardError = FileHandle.nullDevice
-        try job.run()
+        let job = try startProgram("vault", ["retokenize", "--reason", "ROT-1", "--batch-size", "2"], environment: [
+            "KEYS_DIR": harness.keys.store.directory, "VAULT_PASSPHRASE_FILE": harness.keys.passphraseFile,
+            "DATABASE_URL": harness.databaseURL])
         let third = rotationBodies(prefix: "live3", count: 60, reusing: preload + first + second)
         try await Boto3.send(queue, bodies: third)
         try await waitUntil(.seconds(120)) { try await harness.scalar("SELECT count(*) FROM token_lineage") >= 20 || !job.isRunning }
@@ -189,14 +179,10 @@ struct RotationTests {
     func staleReplicaWaits() async throws {
         let harness = try await VaultHarness.make(bodies: rotationBodies(prefix: "base", count: 20))
         let queue = try await AWSCLI.createQueue("stale")
-        let ingest = Process()
-        ingest.executableURL = URL(fileURLWithPath: try TestEnvironment.executable("ingest"))
         // It would only look at its key files again in an hour.
-        ingest.arguments = ["run", "--queue-url", queue, "--keys-dir", try harness.keys.ingestKeysDirectory(), "--database-url", harness.databaseURL,
-                            "--batch-size", "5", "--key-reload-seconds", "3600", "--wait-seconds", "1", "--visibility-timeout", "30"]
-        ingest.standardOutput = FileHandle.nullDevice
-        ingest.standardError = FileHandle.nullDevice
-        try ingest.run()
+        let ingest = try startProgram("ingest", [
+            "run", "--queue-url", queue, "--keys-dir", try harness.keys.ingestKeysDirectory(), "--database-url", harness.databaseURL,
+            "--batch-size", "5", "--key-reload-seconds", "3600", "--wait-seconds", "1", "--visibility-timeout", "30"])
         defer { if ingest.isRunning { kill(ingest.processIdentifier, SIGKILL) } }
 
         #expect(try await harness.vault(["keys", "rotate", "--tokenization", "--reason", "ROT"]).status == 0)

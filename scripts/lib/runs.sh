@@ -4,7 +4,8 @@
 #   runs_init localstack ingest vault bench   # services, release build, work dir, keys
 #
 # After runs_init: $repo, $work (deleted on exit), $bin (release binaries),
-# $work/keys (an ingest key set: no recovery private key), the services'
+# $work/vault-keys (a full key set; passphrase in $work/passphrase, scrypt cost
+# 2^${SCRYPT_LOG_N:-14}), $work/keys (ingest's part of it: no private key), the services'
 # environment (PGHOST…, AWS_ENDPOINT_URL…). Services already up in
 # $PSEUDO_RUN_DIR are used as they are; otherwise they are started and stopped.
 # Scripts add their own clean-up with `on_exit COMMAND`.
@@ -48,8 +49,10 @@ runs_init() { # EMULATOR PRODUCT…
     bin=$(swift build -c release --show-bin-path)
     umask 077
     printf 'benchmark passphrase, not secret\n' >"$work/passphrase"
-    "$bin/vault" keys init --keys-dir "$work/keys" --passphrase-file "$work/passphrase" --scrypt-log-n 14 >/dev/null
-    rm "$work/keys/recovery-private.json"
+    "$bin/vault" keys init --keys-dir "$work/vault-keys" --passphrase-file "$work/passphrase" \
+        --scrypt-log-n "${SCRYPT_LOG_N:-14}" >/dev/null
+    mkdir "$work/keys"
+    cp "$work/vault-keys/tokenization.json" "$work/vault-keys/recovery-public.json" "$work/keys/"
 }
 
 fresh_db() { # NAME → URL of a new, migrated database
