@@ -42,6 +42,8 @@ let package = Package(
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"]), .brew(["libpq"])]
         ),
+        // setrlimit/prctl before secrets are loaded (prctl is variadic: C).
+        .target(name: "CHardening"),
         .target(name: "VaultCrypto", dependencies: ["CLibCrypto"]),
         .target(
             name: "Postgres",
@@ -79,14 +81,14 @@ let package = Package(
         .target(
             name: "CLISupport",
             dependencies: [
-                "VaultCrypto", "Postgres", "SQS",
+                "CHardening", "VaultCrypto", "Postgres", "SQS", "Storage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(name: "VaultAdmin", dependencies: ["VaultCrypto", "Postgres", "Pseudonymization", "Storage"]),
         // Helpers for integration tests: throwaway databases, the AWS CLI, key sets, built binaries.
-        .target(name: "TestSupport", dependencies: ["Postgres", "VaultCrypto", "Storage"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Postgres", "VaultCrypto", "Storage", "VaultAdmin"], path: "Tests/TestSupport"),
         .executableTarget(
             name: "ingest",
             dependencies: [
@@ -139,6 +141,6 @@ let package = Package(
     ]
 )
 
-for target in package.targets where target.type != .system {
+for target in package.targets where target.type != .system && target.name != "CHardening" {
     target.swiftSettings = (target.swiftSettings ?? []) + swiftSettings
 }

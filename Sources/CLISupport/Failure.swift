@@ -2,6 +2,7 @@ public import ArgumentParser
 import Foundation
 import Postgres
 import SQS
+import Storage
 import VaultCrypto
 
 /// Process exit codes shared by `ingest` and `vault` (listed in both `--help` texts).
@@ -59,12 +60,16 @@ private func classify(_ error: any Error) -> (String, Int32) {
         case .missing, .malformed, .alreadyExists, .unknownVersion: return (error.message, ExitStatus.configuration)
         default: return (error.message, ExitStatus.failure)
         }
+    case let error as KeyRegistryError:
+        return (error.message, error.code == .mismatch ? ExitStatus.integrity : ExitStatus.configuration)
     case let error as ValidationError:
         return (error.message, ExitStatus.usage)
     case let error as CryptoError where error.code == .authenticationFailed:
         return ("integrity check failed: \(error.message)", ExitStatus.integrity)
     case let error as SQSError:
         return (error.description, error.isTransient ? ExitStatus.failure : ExitStatus.configuration)
+    case let error as PostgresError where error.code == .insecureTransport:
+        return (error.message, ExitStatus.configuration)
     case let error as PostgresError where error.code == .connectionFailed:
         return ("cannot reach PostgreSQL (\(error.message)); check DATABASE_URL or the PG* variables and that the server is up", ExitStatus.failure)
     default:

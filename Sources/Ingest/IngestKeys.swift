@@ -1,4 +1,5 @@
 public import Logging
+public import Storage
 import Synchronization
 public import VaultCrypto
 
@@ -6,6 +7,10 @@ public import VaultCrypto
 /// recovery public keys (never the private key). Reloaded on SIGHUP, on a
 /// timer, and whenever the database says they are stale, so rotations reach
 /// running replicas without a restart.
+///
+/// Every version must be the one registered in the database (its fingerprint):
+/// a key file swapped by whoever can write the secret store is refused at
+/// start, and on reload the keys in use are kept.
 public final class IngestKeys: Sendable {
     public struct Snapshot: Sendable {
         public let keyring: TokenizationKeyring
@@ -13,27 +18,49 @@ public final class IngestKeys: Sendable {
         let fingerprint: [UInt8]
     }
 
+    public typealias Registry = @Sendable () async throws -> [KeyRegistry.Registered]
+
     public let store: KeyStore
     private let state: Mutex<Snapshot>
+    private let registry: Registry
     private let logger: Logger
 
-    public init(store: KeyStore, logger: Logger) throws {
+    /// Reads the key files; `verifyRegistered` checks them before first use.
+    public init(store: KeyStore, registry: @escaping Registry, logger: Logger) throws {
         self.store = store
+        self.registry = registry
         self.logger = logger
         state = Mutex(try Self.read(store))
     }
 
+    /// Refuses key files whose versions are not the registered ones.
+    public func verifyRegistered() async throws {
+        try Self.verify(current, store: store, registered: try await registry())
+    }
+
     public var current: Snapshot { state.withLock { $0 } }
 
-    /// Reads the files again; returns the new snapshot when they changed.
-    /// A file caught half-written or invalid keeps the previous keys (and is logged).
+    /// Reads the files again; returns the new snapshot when they changed and
+    /// pass the registry check. A file caught half-written, invalid, or not
+    /// registered keeps the previous keys (and is logged).
     @discardableResult
-    public func reload() -> Snapshot? {
+    public func reload() async -> Snapshot? {
         let fresh: Snapshot
         do {
             fresh = try Self.read(store)
         } catch {
             logger.warning("could not reload the key files; keeping the keys in use", metadata: ["error": "\(error)"])
+            return nil
+        }
+        guard current.fingerprint != fresh.fingerprint else { return nil }
+        do {
+            try Self.verify(fresh, store: store, registered: try await registry())
+        } catch let error as KeyRegistryError {
+            logger.error("refusing the changed key files; keeping the keys in use", metadata: ["error": "\(error)"])
+            return nil
+        } catch {
+            logger.warning("cannot check the changed key files against the database yet; keeping the keys in use",
+                           metadata: ["error": "\(error)"])
             return nil
         }
         let changed = state.withLock { current -> Bool in
@@ -47,13 +74,18 @@ public final class IngestKeys: Sendable {
         return fresh
     }
 
+    private static func verify(_ snapshot: Snapshot, store: KeyStore, registered: [KeyRegistry.Registered]) throws {
+        try KeyRegistry.verify(try KeyRegistry.fileKeys(tokenization: snapshot.keyring, recovery: snapshot.recovery, store: store),
+                               against: registered)
+    }
+
     private static func read(_ store: KeyStore) throws -> Snapshot {
         let keyring = try store.tokenizationKeyring()
         let recovery = try store.recoveryPublicKeys()
-        // What identifies this key material: versions, states and public keys
-        // (never a hash of the secret bytes themselves).
-        var description = keyring.keys.map { "t\($0.version):\($0.state)" }.joined(separator: ",")
-        description += recovery.keys.map { "r\($0.version):\($0.state):\(Hex.encode($0.publicKey.rawRepresentation))" }.joined(separator: ",")
+        // What identifies this key material: versions, states and key fingerprints.
+        var description = try keyring.keys.map { "t\($0.version):\($0.state):\(Hex.encode(try $0.tokenizationFingerprint()))" }
+            .joined(separator: ",")
+        description += try recovery.keys.map { "r\($0.version):\($0.state):\(Hex.encode(try $0.fingerprint))" }.joined(separator: ",")
         return Snapshot(keyring: keyring, recovery: recovery, fingerprint: try SHA256.hash(description))
     }
 }

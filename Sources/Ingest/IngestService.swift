@@ -66,18 +66,15 @@ public final class IngestService: Service {
         let configuration = self.configuration
         let logger = self.logger
         let health = self.health
-        let keys = try IngestKeys(store: KeyStore(directory: configuration.keysDirectory), logger: logger)
-        let keyring = keys.current.keyring
-        let recoveryKeys = keys.current.recovery
-        health.keysLoaded()
-        if keys.store.hasRecoveryPrivateKeys {
-            logger.warning("the key directory holds the recovery private key; ingest never uses it: remove it from the ingest secret",
-                           metadata: ["file": "\(keys.store.recoveryPrivatePath)"])
-        }
         let conninfo = configuration.conninfo
         let connect: @Sendable () async throws -> PostgresConnection = {
             try await PostgresConnection.connect(conninfo, applicationName: "ingest", logger: logger)
         }
+        let keys = try IngestKeys(store: KeyStore(directory: configuration.keysDirectory), registry: {
+            let connection = try await connect()
+            defer { Task { await connection.close() } }
+            return try await KeyRegistry.registered(on: connection)
+        }, logger: logger)
         let probe = try await connect()
         let version = try await Schema.currentVersion(probe)
         guard version >= Schema.latestVersion else {
@@ -85,6 +82,14 @@ public final class IngestService: Service {
         }
         await probe.close()
         health.databaseReachable(true)
+        try await keys.verifyRegistered()
+        let keyring = keys.current.keyring
+        let recoveryKeys = keys.current.recovery
+        health.keysLoaded()
+        if keys.store.hasRecoveryPrivateKeys {
+            logger.warning("the key directory holds the recovery private key; ingest never uses it: remove it from the ingest secret",
+                           metadata: ["file": "\(keys.store.recoveryPrivatePath)"])
+        }
 
         let queue = MessageQueue(capacity: configuration.batchSize * configuration.writers * 2)
         let statistics = self.statistics
@@ -224,12 +229,12 @@ public final class IngestService: Service {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await _ in hangups {
-                    if let fresh = keys.reload() { await dataKeys.useRecoveryKey(fresh.recovery.active) }
+                    if let fresh = await keys.reload() { await dataKeys.useRecoveryKey(fresh.recovery.active) }
                 }
             }
             group.addTask {
                 while (try? await Task.sleep(for: interval)) != nil {
-                    if let fresh = keys.reload() { await dataKeys.useRecoveryKey(fresh.recovery.active) }
+                    if let fresh = await keys.reload() { await dataKeys.useRecoveryKey(fresh.recovery.active) }
                 }
             }
             await group.waitForAll()

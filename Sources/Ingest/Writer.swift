@@ -82,7 +82,7 @@ final class Writer {
                 // Rotated elsewhere: never write tokens of a version the database
                 // has moved past. Reload and redo the batch; wait if the key files
                 // have not caught up yet (messages stay leased meanwhile).
-                if let fresh = keys.reload() { await dataKeys.useRecoveryKey(fresh.recovery.active) }
+                if let fresh = await keys.reload() { await dataKeys.useRecoveryKey(fresh.recovery.active) }
                 if keys.current.keyring.active.version < stale.registered {
                     if staleAttempt % 10 == 0 {
                         logger.warning("waiting for the rotated key files", metadata: ["writer": "\(name)", "error": "\(stale)"])

@@ -38,10 +38,17 @@ public actor PostgresConnection {
     }
 
     private func open(_ conninfo: String, applicationName: String, connectTimeoutSeconds: Int) throws {
+        let security = try TransportSecurity.of(conninfo: conninfo)
         // Later keywords win and `dbname` is expanded in place, so the caller's
         // URL or conninfo overrides these defaults.
-        let keywords = ["connect_timeout", "application_name", "dbname"]
-        let values = [String(connectTimeoutSeconds), applicationName, conninfo]
+        var keywords = ["connect_timeout", "application_name"]
+        var values = [String(connectTimeoutSeconds), applicationName]
+        if let mode = security.defaultMode {
+            keywords.append("sslmode")
+            values.append(mode)
+        }
+        keywords.append("dbname")
+        values.append(conninfo)
         let opened = withCStringArray(keywords) { keywords in
             withCStringArray(values) { values in PQconnectdbParams(keywords, values, 1) }
         }
@@ -49,7 +56,14 @@ public actor PostgresConnection {
         guard PQstatus(opened) == CONNECTION_OK else {
             let message = Self.connectionMessage(opened)
             PQfinish(opened)
-            throw PostgresError(.connectionFailed, message)
+            throw PostgresError(.connectionFailed, security.failureHint.map { "\(message) (\($0))" } ?? message)
+        }
+        do {
+            try security.check(connectedHost: PQhost(opened).map { String(cString: $0) } ?? "", encrypted: PQsslInUse(opened) == 1,
+                               port: PQport(opened).map { String(cString: $0) } ?? "")
+        } catch {
+            PQfinish(opened)
+            throw error
         }
         connection = opened
         // NOTICEs ("relation already exists, skipping") would go to stderr.

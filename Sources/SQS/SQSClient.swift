@@ -78,8 +78,12 @@ public struct SQSConfiguration: Sendable {
     /// `AWS_DEFAULT_REGION` (else the region in an AWS queue URL), and
     /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`. A
     /// loopback endpoint needs no real credentials.
+    /// With `allowInsecureEndpoint` false (the default), an `http://` queue or
+    /// endpoint URL is accepted only on a loopback host: anywhere else it would
+    /// carry signed requests and message bodies in the clear.
     public static func fromEnvironment(
-        queueURL text: String, wireProtocol: SQSProtocol?, environment: [String: String] = ProcessInfo.processInfo.environment
+        queueURL text: String, wireProtocol: SQSProtocol?, allowInsecureEndpoint: Bool = false,
+        environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws -> SQSConfiguration {
         guard let queueURL = URL(string: text), let scheme = queueURL.scheme, ["http", "https"].contains(scheme),
               queueURL.host != nil, queueURL.path.count > 1 else {
@@ -99,6 +103,13 @@ public struct SQSConfiguration: Sendable {
             components.port = queueURL.port
             endpoint = components.url!
         }
+        for url in [queueURL, endpoint] where url.scheme == "http" && !allowInsecureEndpoint && !isLoopback(url.host ?? "") {
+            throw SQSError(.invalidRequest, """
+                \(url.absoluteString) is plain http to a host that is not this machine: messages and signed requests would \
+                cross the network unencrypted. Use https, or pass --allow-insecure-endpoint (INGEST_ALLOW_INSECURE_ENDPOINT=1) \
+                for an emulator on a network you trust
+                """)
+        }
         let host = queueURL.host!
         let regionFromHost = host.hasPrefix("sqs.") && host.hasSuffix(".amazonaws.com")
             ? String(host.dropFirst(4).dropLast(14)) : nil
@@ -106,13 +117,21 @@ public struct SQSConfiguration: Sendable {
         let credentials: AWSCredentials
         if let key = environment["AWS_ACCESS_KEY_ID"].nonEmpty, let secret = environment["AWS_SECRET_ACCESS_KEY"].nonEmpty {
             credentials = AWSCredentials(accessKeyID: key, secretAccessKey: secret, sessionToken: environment["AWS_SESSION_TOKEN"].nonEmpty)
-        } else if ["127.0.0.1", "localhost", "::1", "[::1]"].contains(endpoint.host ?? "") || (endpoint.host ?? "").hasSuffix(".localhost") {
+        } else if isLoopback(endpoint.host ?? "") {
             credentials = AWSCredentials(accessKeyID: "test", secretAccessKey: "test")
         } else {
             throw SQSError(.accessDenied, "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials)")
         }
         return SQSConfiguration(queueURL: queueURL, endpoint: endpoint, region: region, credentials: credentials, wireProtocol: wireProtocol)
     }
+}
+
+/// localhost, 127.0.0.0/8 or ::1.
+func isLoopback(_ host: String) -> Bool {
+    let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+    if bare == "localhost" || bare.hasSuffix(".localhost") || bare == "::1" { return true }
+    let octets = bare.split(separator: ".", omittingEmptySubsequences: false)
+    return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
 }
 
 /// An SQS client for the calls the service makes, over either wire protocol,

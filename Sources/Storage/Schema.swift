@@ -176,7 +176,219 @@ public enum Schema {
             GRANT SELECT, INSERT ON token_lineage TO pseudonymizer_vault;
             GRANT SELECT ON token_lineage TO pseudonymizer_analyst;
             """),
+        Migration(version: 4, name: "trust against operators: key fingerprints, authenticated audit rows, audited reveal functions, rotation role", sql: """
+            -- A key file writer must not be able to swap a key version unnoticed:
+            -- every version is registered with a fingerprint (FORMATS.md), set
+            -- once and never updated (only register_key writes it).
+            ALTER TABLE key_versions ADD COLUMN fingerprint bytea CHECK (octet_length(fingerprint) = 32);
+
+            -- Audit rows carry an HMAC under a key the database never holds
+            -- (audit-key.json): database rights alone cannot rewrite the log.
+            ALTER TABLE audit_log ADD COLUMN mac_key_version integer, ADD COLUMN mac bytea;
+
+            -- The row hash, exactly as FORMATS.md specifies it and the tools compute it.
+            CREATE FUNCTION audit_field(value text) RETURNS bytea
+                LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog AS $$
+                SELECT int4send(octet_length(convert_to(value, 'UTF8'))) || convert_to(value, 'UTF8')
+            $$;
+            CREATE FUNCTION audit_row_hash(prev bytea, seq bigint, at text, os_user text, db_role text, action text,
+                                           subject text, reason text, outcome text) RETURNS bytea
+                LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, public, pg_temp AS $$
+                SELECT sha256(convert_to('pseudonymizer.audit.v1', 'UTF8') || prev || int8send(seq)
+                              || audit_field(at) || audit_field(os_user) || audit_field(db_role) || audit_field(action)
+                              || audit_field(subject) || audit_field(reason) || audit_field(outcome))
+            $$;
+
+            -- The chain's head, the server's time and the session's role, under
+            -- the chain lock (held until the transaction ends): what a client
+            -- needs to compute the MACs of the rows it is about to append.
+            CREATE FUNCTION audit_head(OUT head_seq bigint, OUT head_hash bytea, OUT at text, OUT db_role text)
+                LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+            BEGIN
+                PERFORM pg_advisory_xact_lock(\(auditChainLock));
+                SELECT a.seq, a.hash INTO head_seq, head_hash FROM audit_log a ORDER BY a.seq DESC LIMIT 1;
+                head_seq := coalesce(head_seq, 0);
+                head_hash := coalesce(head_hash, decode(repeat('00', 32), 'hex'));
+                at := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+                db_role := session_user;
+            END $$;
+
+            -- Appends rows after the head. The time and role are the server's
+            -- (now(), session_user); each row's hash is recomputed here and must
+            -- equal the client's, so the MAC the client computed covers exactly
+            -- what is stored. Not callable by the roles: only through the
+            -- functions below.
+            CREATE FUNCTION audit_insert(p_os_user text, p_mac_key_version integer, p_actions text[], p_subjects text[],
+                                         p_reasons text[], p_outcomes text[], p_hashes bytea[], p_macs bytea[]) RETURNS bigint
+                LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
+            DECLARE
+                head record;
+                n_rows integer := coalesce(cardinality(p_actions), 0);
+                prev bytea;
+            BEGIN
+                IF n_rows = 0 OR coalesce(cardinality(p_subjects), 0) <> n_rows OR coalesce(cardinality(p_reasons), 0) <> n_rows
+                   OR coalesce(cardinality(p_outcomes), 0) <> n_rows OR coalesce(cardinality(p_hashes), 0) <> n_rows
+                   OR coalesce(cardinality(p_macs), 0) <> n_rows OR p_os_user IS NULL OR p_mac_key_version IS NULL THEN
+                    RAISE EXCEPTION 'audit rows are incomplete' USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                SELECT * INTO head FROM audit_head();
+                prev := head.head_hash;
+                FOR i IN 1..n_rows LOOP
+                    IF octet_length(p_macs[i]) IS DISTINCT FROM 32 THEN
+                        RAISE EXCEPTION 'audit row % has no MAC', i USING ERRCODE = 'invalid_parameter_value';
+                    END IF;
+                    prev := audit_row_hash(prev, head.head_seq + i, head.at, p_os_user, head.db_role, p_actions[i], p_subjects[i],
+                                           p_reasons[i], p_outcomes[i]);
+                    IF prev IS DISTINCT FROM p_hashes[i] THEN
+                        RAISE EXCEPTION 'audit row % does not hash as the server computes it (at %, role %)', i, head.at, head.db_role
+                            USING ERRCODE = 'invalid_parameter_value';
+                    END IF;
+                END LOOP;
+                INSERT INTO audit_log (seq, at, os_user, db_role, action, subject, reason, outcome, prev_hash, hash, mac_key_version, mac)
+                SELECT head.head_seq + r.i, now(), p_os_user, head.db_role, r.action, r.subject, r.reason, r.outcome,
+                       coalesce(lag(r.hash) OVER (ORDER BY r.i), head.head_hash), r.hash, p_mac_key_version, r.mac
+                FROM unnest(p_actions, p_subjects, p_reasons, p_outcomes, p_hashes, p_macs)
+                     WITH ORDINALITY AS r(action, subject, reason, outcome, hash, mac, i);
+                RETURN head.head_seq + 1;
+            END $$;
+
+            CREATE FUNCTION audit_append(p_os_user text, p_mac_key_version integer, p_actions text[], p_subjects text[],
+                                         p_reasons text[], p_outcomes text[], p_hashes bytea[], p_macs bytea[]) RETURNS bigint
+                LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+                SELECT audit_insert(p_os_user, p_mac_key_version, p_actions, p_subjects, p_reasons, p_outcomes, p_hashes, p_macs)
+            $$;
+
+            -- The only way a compliance login gets sealed values: one audit row
+            -- per token is appended in the same transaction, its outcome checked
+            -- against the vault ('revealed', 'unknown', 'erased', or
+            -- 'malformed-token' for input that is not a token), and the sealed
+            -- value and its wrapped data key are returned for 'revealed' rows only.
+            CREATE FUNCTION vault_reveal(p_os_user text, p_mac_key_version integer, p_action text, p_subjects text[],
+                                         p_reasons text[], p_outcomes text[], p_hashes bytea[], p_macs bytea[])
+                RETURNS TABLE (token text, field text, token_key_version integer, data_key_id text, nonce bytea, ciphertext bytea,
+                               recovery_key_version integer, wrapped_key bytea)
+                LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+            BEGIN
+                IF p_action IS NULL OR p_action NOT IN ('recover', 'lookup') THEN
+                    RAISE EXCEPTION 'vault_reveal is for recover and lookup only' USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                PERFORM 1
+                FROM unnest(p_subjects, p_outcomes) AS r(subject, outcome)
+                LEFT JOIN (SELECT v.token, v.erased_at FROM vault_entries v WHERE v.token = ANY(p_subjects) FOR SHARE) e
+                       ON e.token = r.subject
+                WHERE r.outcome IS DISTINCT FROM 'malformed-token'
+                  AND r.outcome IS DISTINCT FROM CASE WHEN e.token IS NULL THEN 'unknown'
+                                                      WHEN e.erased_at IS NOT NULL THEN 'erased' ELSE 'revealed' END;
+                IF FOUND THEN
+                    RAISE EXCEPTION 'the vault changed while the audit rows were prepared; retry' USING ERRCODE = 'serialization_failure';
+                END IF;
+                PERFORM audit_insert(p_os_user, p_mac_key_version, array_fill(p_action, ARRAY[cardinality(p_subjects)]), p_subjects,
+                                     p_reasons, p_outcomes, p_hashes, p_macs);
+                RETURN QUERY
+                    SELECT DISTINCT v.token, v.field, v.token_key_version, v.data_key_id::text, v.nonce, v.ciphertext,
+                           d.recovery_key_version, d.wrapped_key
+                    FROM unnest(p_subjects, p_outcomes) AS r(subject, outcome)
+                    JOIN vault_entries v ON v.token = r.subject
+                    LEFT JOIN data_keys d ON d.id = v.data_key_id
+                    WHERE r.outcome = 'revealed';
+            END $$;
+
+            -- Crypto-shredding with its audit row, in one transaction.
+            CREATE FUNCTION vault_forget(p_os_user text, p_mac_key_version integer, p_token text, p_reason text, p_outcome text,
+                                         p_hash bytea, p_mac bytea) RETURNS bigint
+                LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+            DECLARE
+                state text;
+                sequence bigint;
+            BEGIN
+                SELECT CASE WHEN v.erased_at IS NULL THEN 'erased' ELSE 'already-erased' END INTO state
+                FROM vault_entries v WHERE v.token = p_token FOR UPDATE;
+                state := coalesce(state, 'unknown');
+                IF state IS DISTINCT FROM p_outcome THEN
+                    RAISE EXCEPTION 'the vault changed while the audit row was prepared; retry' USING ERRCODE = 'serialization_failure';
+                END IF;
+                sequence := audit_insert(p_os_user, p_mac_key_version, ARRAY['forget'], ARRAY[p_token], ARRAY[p_reason],
+                                         ARRAY[p_outcome], ARRAY[p_hash], ARRAY[p_mac]);
+                IF state = 'erased' THEN
+                    UPDATE vault_entries SET nonce = NULL, ciphertext = NULL, erased_at = now(),
+                                             erased_by = p_os_user || ' as ' || session_user, erasure_audit_seq = sequence
+                    WHERE token = p_token;
+                END IF;
+                RETURN sequence;
+            END $$;
+
+            -- Records a key version's fingerprint once; a different one for the
+            -- same version is refused (SQLSTATE PSK01).
+            CREATE FUNCTION register_key(p_kind text, p_version integer, p_state text, p_fingerprint bytea) RETURNS text
+                LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+            DECLARE
+                existing bytea;
+            BEGIN
+                SELECT k.fingerprint INTO existing FROM key_versions k WHERE k.kind = p_kind AND k.version = p_version FOR UPDATE;
+                IF NOT FOUND THEN
+                    INSERT INTO key_versions (kind, version, state, fingerprint) VALUES (p_kind, p_version, p_state, p_fingerprint);
+                    RETURN 'registered';
+                ELSIF existing IS NULL THEN
+                    UPDATE key_versions SET fingerprint = p_fingerprint WHERE kind = p_kind AND version = p_version;
+                    RETURN 'registered';
+                ELSIF existing = p_fingerprint THEN
+                    RETURN 'unchanged';
+                END IF;
+                RAISE EXCEPTION '% key v% is registered with another fingerprint', p_kind, p_version USING ERRCODE = 'PSK01';
+            END $$;
+
+            REVOKE ALL ON FUNCTION audit_insert(text, integer, text[], text[], text[], text[], bytea[], bytea[]),
+                audit_head(), audit_append(text, integer, text[], text[], text[], text[], bytea[], bytea[]),
+                vault_reveal(text, integer, text, text[], text[], text[], bytea[], bytea[]),
+                vault_forget(text, integer, text, text, text, bytea, bytea),
+                register_key(text, integer, text, bytea) FROM PUBLIC;
+
+            -- Roles. Compliance logins (pseudonymizer_vault) reveal only through
+            -- vault_reveal; rotation jobs get a role of their own with the bulk
+            -- access they need; nobody appends to the audit log but through the
+            -- functions.
+            DO $$
+            BEGIN
+                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pseudonymizer_rotation') THEN
+                    BEGIN
+                        CREATE ROLE pseudonymizer_rotation NOLOGIN;
+                    EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                        NULL;
+                    END;
+                END IF;
+            END $$;
+            GRANT USAGE ON SCHEMA public TO pseudonymizer_rotation;
+            GRANT SELECT ON schema_migrations TO pseudonymizer_rotation;
+
+            REVOKE ALL ON vault_entries, data_keys, quarantine, audit_log, key_versions, token_lineage, user_logins, app_versions
+                FROM pseudonymizer_vault;
+            GRANT SELECT (token, field, token_key_version, data_key_id, created_at, erased_at, erased_by, erasure_audit_seq)
+                ON vault_entries TO pseudonymizer_vault;
+            GRANT SELECT (id, recovery_key_version, created_at, created_by, retired_at) ON data_keys TO pseudonymizer_vault;
+            GRANT SELECT (receipt_id, source, message_id, reason, field, detail, body_bytes, data_key_id, quarantined_at)
+                ON quarantine TO pseudonymizer_vault;
+            GRANT SELECT ON audit_log, key_versions, token_lineage, user_logins, app_versions TO pseudonymizer_vault;
+            GRANT EXECUTE ON FUNCTION audit_head(),
+                audit_append(text, integer, text[], text[], text[], text[], bytea[], bytea[]),
+                vault_reveal(text, integer, text, text[], text[], text[], bytea[], bytea[]),
+                vault_forget(text, integer, text, text, text, bytea, bytea) TO pseudonymizer_vault;
+
+            GRANT SELECT ON user_logins, app_versions, vault_entries, data_keys, quarantine, audit_log, key_versions, token_lineage
+                TO pseudonymizer_rotation;
+            GRANT INSERT, DELETE ON vault_entries TO pseudonymizer_rotation;
+            GRANT UPDATE (masked_ip, masked_device_id) ON user_logins TO pseudonymizer_rotation;
+            GRANT INSERT, UPDATE (wrapped_key, recovery_key_version, retired_at) ON data_keys TO pseudonymizer_rotation;
+            GRANT INSERT ON token_lineage TO pseudonymizer_rotation;
+            GRANT INSERT (kind, version, state, enforced), UPDATE (state, enforced, retired_at) ON key_versions TO pseudonymizer_rotation;
+            GRANT EXECUTE ON FUNCTION audit_head(),
+                audit_append(text, integer, text[], text[], text[], text[], bytea[], bytea[]),
+                register_key(text, integer, text, bytea) TO pseudonymizer_rotation;
+            """),
     ]
+
+    /// Serializes audit appenders across processes so the chain never forks
+    /// (taken by `audit_head()`).
+    static let auditChainLock: Int64 = 0x6175_6469_74  // "audit"
 
     public static var latestVersion: Int { migrations.map(\.version).max() ?? 0 }
 

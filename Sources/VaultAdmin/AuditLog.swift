@@ -1,23 +1,29 @@
 public import Foundation
 public import Postgres
 import Pseudonymization
-import VaultCrypto
+public import VaultCrypto
 
-/// Who is acting: the OS user running the tool and the database role it uses.
+/// Who is acting: the OS user running the tool, and the audit key its rows are
+/// authenticated with. (The database role is the server's `session_user`.)
 public struct AuditActor: Sendable {
     public let osUser: String
-    public let databaseRole: String
+    let keys: AuditKeyring
 
-    public static func current(on connection: PostgresConnection) async throws -> AuditActor {
-        let role = try await connection.query("SELECT session_user AS role").first?.string("role") ?? "unknown"
+    public init(osUser: String, keys: AuditKeyring) {
+        self.osUser = osUser
+        self.keys = keys
+    }
+
+    /// The running OS user, with the audit keys of `store`.
+    public static func current(store: KeyStore) throws -> AuditActor {
         let user = getpwuid(geteuid()).flatMap { String(validatingCString: $0.pointee.pw_name) }
             ?? ProcessInfo.processInfo.environment["USER"] ?? "uid \(geteuid())"
-        return AuditActor(osUser: user, databaseRole: role)
+        return AuditActor(osUser: user, keys: try store.auditKeyring())
     }
 }
 
-/// One thing to record: an action on a subject (a token, a lookup field, a key
-/// job), why, and how it ended. Never an original value.
+/// One thing to record: an action on a subject (a token, a key job), why, and
+/// how it ended. Never an original value.
 public struct AuditRecord: Sendable {
     public let action: String
     public let subject: String
@@ -44,52 +50,79 @@ public struct AuditEntry: Sendable, Equatable {
     public let outcome: String
     public let previousHash: [UInt8]
     public let hash: [UInt8]
+    /// Nil only for rows written before migration 4.
+    public let macKeyVersion: Int?
+    public let mac: [UInt8]?
 }
 
-/// The append-only, hash-chained audit log.
+/// The append-only audit log: a hash chain whose every row also carries an
+/// HMAC under an audit key the database never holds (FORMATS.md, "Audit rows").
 ///
-/// Each row's hash is SHA-256 over a domain tag, the previous row's hash and
-/// the row's fields, length-prefixed (so no two rows encode alike). Editing,
-/// deleting or reordering any row breaks the chain from that row on;
-/// `verify` names the first broken sequence number. (Removing rows from the
-/// end is only visible against a head hash recorded elsewhere: `verify` prints it.)
+/// Rows are appended only through the database's `audit_append`,
+/// `vault_reveal` and `vault_forget` functions, which take the chain lock,
+/// stamp the server's time and `session_user`, and recompute each row's hash;
+/// the client supplies the MACs. So a database owner who edits, deletes,
+/// inserts or re-chains rows (even with the triggers disabled and every plain
+/// hash recomputed) cannot produce valid MACs, and `verify` names the row.
+/// Rows cut off the end leave a valid log: `verify(head:)` checks a head
+/// recorded elsewhere.
 public enum AuditLog {
     static let genesis = [UInt8](repeating: 0, count: 32)
-    /// Serializes appenders across processes so the chain never forks.
-    static let chainLock: Int64 = 0x6175_6469_74  // "audit"
+    /// The action of the row that vouches for rows written before migration 4.
+    public static let anchorAction = "audit.anchor"
+
+    /// What `audit_head()` returns: where the chain stands, the server's time
+    /// and the session's role, under the chain lock until the transaction ends.
+    struct Head {
+        let sequence: Int64
+        let hash: [UInt8]
+        let at: String
+        let databaseRole: String
+    }
+
+    static func head(on connection: isolated PostgresConnection) throws -> Head {
+        let row = try connection.query("SELECT head_seq, head_hash, at, db_role FROM audit_head()", prepared: true)[0]
+        return Head(sequence: Int64(try row.int("head_seq")), hash: try row.bytes("head_hash"), at: try row.string("at"),
+                    databaseRole: try row.string("db_role"))
+    }
+
+    /// The rows `records` become after `head`, chained and authenticated.
+    static func prepare(_ records: [AuditRecord], after head: Head, actor: AuditActor) throws -> [AuditEntry] {
+        let key = actor.keys.active
+        let mac = try HMACSHA256(key: key.secret)
+        var previous = head.hash
+        var entries: [AuditEntry] = []
+        entries.reserveCapacity(records.count)
+        for (offset, record) in records.enumerated() {
+            let sequence = head.sequence + Int64(offset) + 1
+            let hash = try rowHash(previous: previous, sequence: sequence, at: head.at, osUser: actor.osUser,
+                                   databaseRole: head.databaseRole, record: record)
+            entries.append(AuditEntry(
+                sequence: sequence, at: head.at, osUser: actor.osUser, databaseRole: head.databaseRole, action: record.action,
+                subject: record.subject, reason: record.reason, outcome: record.outcome, previousHash: previous, hash: hash,
+                macKeyVersion: key.version, mac: try mac.authenticationCode(for: macInput(hash))))
+            previous = hash
+        }
+        return entries
+    }
+
+    /// The parameters every appending function takes after its own:
+    /// os user, MAC key version, then per row action?, subject, reason, outcome, hash, MAC.
+    static func rowParameters(_ entries: [AuditEntry], actions: Bool) -> [PostgresValue] {
+        [.text(entries.first?.osUser ?? ""), .int(entries.first?.macKeyVersion ?? 0)]
+            + (actions ? [.textArray(entries.map(\.action))] : [])
+            + [.textArray(entries.map(\.subject)), .textArray(entries.map(\.reason)), .textArray(entries.map(\.outcome)),
+               .byteArrays(entries.map(\.hash)), .byteArrays(entries.compactMap(\.mac))]
+    }
 
     /// Appends `records` inside the caller's transaction (they commit or vanish
     /// together with it); returns their sequence numbers.
     @discardableResult
     public static func append(_ records: [AuditRecord], actor: AuditActor, on connection: isolated PostgresConnection) throws -> [Int64] {
         guard !records.isEmpty else { return [] }
-        try connection.execute("SELECT pg_advisory_xact_lock($1)", [.int(chainLock)])
-        let head = try connection.query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").first
-        var sequence = try head.map { try Int64($0.int("seq")) } ?? 0
-        var previous = try head?.bytes("hash") ?? genesis
-        let at = timestamp(Date())
-        var copy = CopyTextBuilder(reservingCapacity: records.count * 200)
-        var sequences: [Int64] = []
-        for record in records {
-            sequence += 1
-            let entry = try entry(sequence: sequence, at: at, actor: actor, record: record, previous: previous)
-            copy.append(Int(sequence))
-            copy.append(at)
-            copy.append(actor.osUser)
-            copy.append(actor.databaseRole)
-            copy.append(record.action)
-            copy.append(record.subject)
-            copy.append(record.reason)
-            copy.append(record.outcome)
-            copy.append(bytes: previous)
-            copy.append(bytes: entry.hash)
-            copy.endRow()
-            previous = entry.hash
-            sequences.append(sequence)
-        }
-        try connection.copy("COPY audit_log (seq, at, os_user, db_role, action, subject, reason, outcome, prev_hash, hash) FROM STDIN",
-                            data: copy.bytes)
-        return sequences
+        let entries = try prepare(records, after: try head(on: connection), actor: actor)
+        try connection.query("SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8)", rowParameters(entries, actions: true), prepared: true)
+        return entries.map(\.sequence)
     }
 
     /// Appends in a transaction of its own and commits.
@@ -98,16 +131,39 @@ public enum AuditLog {
         try await connection.transaction { connection in try append(records, actor: actor, on: connection) }
     }
 
+    /// Runs `body` in a transaction, again when the vault changed between the
+    /// rows being prepared and `vault_reveal` or `vault_forget` checking them.
+    static func retryingChanges<T: Sendable>(
+        on connection: PostgresConnection, _ body: @Sendable (isolated PostgresConnection) throws -> T
+    ) async throws -> T {
+        var attempt = 0
+        while true {
+            do {
+                return try await connection.transaction(body)
+            } catch let error as PostgresError where error.sqlState == "40001" && attempt < 5 {
+                attempt += 1
+            }
+        }
+    }
+
     public enum Verification: Sendable, Equatable {
-        case intact(rows: Int, head: [UInt8])
+        /// `authenticated` rows carry a valid MAC; the rest (a prefix) predate
+        /// migration 4 and are vouched for by the anchor row.
+        case intact(rows: Int, authenticated: Int, headSequence: Int64, head: [UInt8])
         case broken(sequence: Int64, problem: String)
     }
 
-    /// Walks the whole chain in order.
-    public static func verify(on connection: PostgresConnection) async throws -> Verification {
+    /// Walks the whole chain in order, checking each row's hash and MAC, and,
+    /// when given, that the row `recordedHead` names is still there unchanged.
+    public static func verify(
+        keys: AuditKeyring, recordedHead: (sequence: Int64, hash: [UInt8])? = nil, on connection: PostgresConnection
+    ) async throws -> Verification {
         var expectedSequence: Int64 = 1
         var previous = genesis
         var rows = 0
+        var authenticated = 0
+        var legacy = 0
+        var macs: [Int: HMACSHA256] = [:]
         var after: Int64 = 0
         while true {
             let page = try await entries(after: after, limit: 10_000, on: connection)
@@ -119,11 +175,33 @@ public enum AuditLog {
                 if entry.previousHash != previous {
                     return .broken(sequence: entry.sequence, problem: "its previous-hash does not match row \(entry.sequence - 1)")
                 }
-                let recomputed = try self.entry(
-                    sequence: entry.sequence, at: entry.at, actor: AuditActor(osUser: entry.osUser, databaseRole: entry.databaseRole),
-                    record: AuditRecord(action: entry.action, subject: entry.subject, reason: entry.reason, outcome: entry.outcome),
-                    previous: previous)
-                if recomputed.hash != entry.hash { return .broken(sequence: entry.sequence, problem: "its contents were altered") }
+                let recomputed = try rowHash(
+                    previous: previous, sequence: entry.sequence, at: entry.at, osUser: entry.osUser, databaseRole: entry.databaseRole,
+                    record: AuditRecord(action: entry.action, subject: entry.subject, reason: entry.reason, outcome: entry.outcome))
+                if recomputed != entry.hash { return .broken(sequence: entry.sequence, problem: "its contents were altered") }
+                if let mac = entry.mac, let version = entry.macKeyVersion {
+                    guard let key = keys.key(version: version) else {
+                        return .broken(sequence: entry.sequence,
+                                       problem: "it is authenticated with audit key v\(version), which audit-key.json does not hold")
+                    }
+                    if macs[version] == nil { macs[version] = try HMACSHA256(key: key.secret) }
+                    guard constantTimeEquals(try macs[version]!.authenticationCode(for: macInput(entry.hash)), mac) else {
+                        return .broken(sequence: entry.sequence,
+                                       problem: "its MAC does not match: the row was edited, inserted or re-chained by someone without the audit key")
+                    }
+                    if legacy > 0 && authenticated == 0 && entry.action != anchorAction {
+                        return .broken(sequence: entry.sequence, problem: "rows 1…\(legacy) before it are not authenticated and no anchor vouches for them")
+                    }
+                    authenticated += 1
+                } else {
+                    guard authenticated == 0 else {
+                        return .broken(sequence: entry.sequence, problem: "it has no MAC (removed, or the row was inserted without the audit key)")
+                    }
+                    legacy += 1
+                }
+                if let recordedHead, recordedHead.sequence == entry.sequence, entry.hash != recordedHead.hash {
+                    return .broken(sequence: entry.sequence, problem: "it differs from the head recorded earlier (\(Hex.encode(recordedHead.hash)))")
+                }
                 previous = entry.hash
                 expectedSequence += 1
                 rows += 1
@@ -131,14 +209,43 @@ public enum AuditLog {
             guard let last = page.last else { break }
             after = last.sequence
         }
-        return .intact(rows: rows, head: previous)
+        if legacy > 0 && authenticated == 0 {
+            return .broken(sequence: 1, problem: """
+                rows 1…\(legacy) are not authenticated (written before migration 4, or every MAC was removed); \
+                if you have checked them, vouch for them once with `vault audit anchor`
+                """)
+        }
+        if let recordedHead, recordedHead.sequence > Int64(rows) {
+            return .broken(sequence: recordedHead.sequence,
+                           problem: "it is gone: the log ends at row \(rows), below the head recorded earlier; rows were cut off the end")
+        }
+        return .intact(rows: rows, authenticated: authenticated, headSequence: Int64(rows), head: previous)
+    }
+
+    /// Vouches for rows written before migration 4 (no MAC) with one
+    /// authenticated row after them; refused once any row is authenticated.
+    public static func anchor(reason: String, actor: AuditActor, on connection: PostgresConnection) async throws -> (rows: Int64, sequence: Int64) {
+        try await connection.transaction { connection in
+            let head = try head(on: connection)
+            let authenticated = try connection.query("SELECT count(*) AS n FROM audit_log WHERE mac IS NOT NULL")[0].int("n")
+            guard authenticated == 0, head.sequence > 0 else {
+                throw AuditError(authenticated > 0
+                    ? "the audit log already has authenticated rows; an anchor is only for rows written before migration 4 (a request to anchor again is a sign of tampering)"
+                    : "the audit log is empty; there is nothing to anchor")
+            }
+            let record = AuditRecord(action: anchorAction, subject: "rows 1…\(head.sequence), head \(Hex.encode(head.hash))", reason: reason,
+                                     outcome: "anchored")
+            let entries = try prepare([record], after: head, actor: actor)
+            try connection.query("SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8)", rowParameters(entries, actions: true))
+            return (head.sequence, entries[0].sequence)
+        }
     }
 
     /// Rows in sequence order after `after`, optionally only those at or after `since`.
     public static func entries(after: Int64 = 0, since: Date? = nil, limit: Int, on connection: PostgresConnection) async throws -> [AuditEntry] {
         let rows = try await connection.query("""
             SELECT seq, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at, os_user, db_role, action,
-                   subject, reason, outcome, prev_hash, hash
+                   subject, reason, outcome, prev_hash, hash, mac_key_version, mac
             FROM audit_log WHERE seq > $1 AND ($2::timestamptz IS NULL OR at >= $2::timestamptz)
             ORDER BY seq LIMIT $3
             """, [.int(after), .optionalText(since.map(timestamp)), .int(limit)])
@@ -146,21 +253,30 @@ public enum AuditLog {
             AuditEntry(sequence: Int64(try row.int("seq")), at: try row.string("at"), osUser: try row.string("os_user"),
                        databaseRole: try row.string("db_role"), action: try row.string("action"), subject: try row.string("subject"),
                        reason: try row.string("reason"), outcome: try row.string("outcome"),
-                       previousHash: try row.bytes("prev_hash"), hash: try row.bytes("hash"))
+                       previousHash: try row.bytes("prev_hash"), hash: try row.bytes("hash"),
+                       macKeyVersion: try row.optionalInt("mac_key_version"),
+                       mac: try row.optionalBytes("mac"))
         }
     }
 
-    static func entry(sequence: Int64, at: String, actor: AuditActor, record: AuditRecord, previous: [UInt8]) throws -> AuditEntry {
+    /// SHA-256("pseudonymizer.audit.v1" ‖ previous hash ‖ sequence (8 bytes, big-endian) ‖
+    /// each of at, os user, database role, action, subject, reason, outcome as
+    /// a 4-byte big-endian length and UTF-8). The database's `audit_row_hash` is the same.
+    static func rowHash(previous: [UInt8], sequence: Int64, at: String, osUser: String, databaseRole: String, record: AuditRecord) throws -> [UInt8] {
         var encoding = Array("pseudonymizer.audit.v1".utf8) + previous
         withUnsafeBytes(of: sequence.bigEndian) { encoding.append(contentsOf: $0) }
-        for field in [at, actor.osUser, actor.databaseRole, record.action, record.subject, record.reason, record.outcome] {
+        for field in [at, osUser, databaseRole, record.action, record.subject, record.reason, record.outcome] {
             let utf8 = Array(field.utf8)
             withUnsafeBytes(of: UInt32(utf8.count).bigEndian) { encoding.append(contentsOf: $0) }
             encoding.append(contentsOf: utf8)
         }
-        return AuditEntry(sequence: sequence, at: at, osUser: actor.osUser, databaseRole: actor.databaseRole, action: record.action,
-                          subject: record.subject, reason: record.reason, outcome: record.outcome,
-                          previousHash: previous, hash: try SHA256.hash(encoding))
+        return try SHA256.hash(encoding)
+    }
+
+    /// What the audit key authenticates: `"pseudonymizer.audit.mac.v1" ‖ 0 ‖ row hash`.
+    /// The hash covers the row and, through the previous hash, every row before it.
+    static func macInput(_ hash: [UInt8]) -> [UInt8] {
+        Array("pseudonymizer.audit.mac.v1".utf8) + [0] + hash
     }
 
     /// UTC with microseconds, exactly as PostgreSQL formats it back in `entries`.
@@ -177,4 +293,9 @@ public enum AuditLog {
         let date = UTCDate.string(fromMilliseconds: day * 86_400_000)
         return "\(date)T\(pad(secondOfDay / 3600, 2)):\(pad(secondOfDay / 60 % 60, 2)):\(pad(secondOfDay % 60, 2)).\(pad(fraction, 6))Z"
     }
+}
+
+public struct AuditError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -17,8 +17,21 @@ public struct KeyInventory: Sendable {
         public let erasedEntries: Int
         public let ipRows: Int
         public let deviceRows: Int
+        /// Whether the key file's version is the one registered in the database.
+        public let registration: KeyInventory.Registration
 
         public var dependents: Int { vaultEntries + erasedEntries + ipRows + deviceRows }
+    }
+
+    /// A key file's version against the database's registry.
+    public enum Registration: String, Sendable {
+        case registered
+        /// The database has no fingerprint for it: `vault keys register`.
+        case unregistered
+        /// The file holds another key than the one registered: swapped.
+        case mismatch
+        /// Not in the key file (only in the data or the registry).
+        case notInFile = "not-in-file"
     }
 
     public struct Recovery: Sendable {
@@ -30,6 +43,7 @@ public struct KeyInventory: Sendable {
         public let dataKeysInUse: Int
         public let vaultEntries: Int
         public let quarantined: Int
+        public let registration: KeyInventory.Registration
     }
 
     public let tokenization: [Tokenization]
@@ -48,6 +62,22 @@ public enum KeyAdministration {
         let keyring = try store.tokenizationKeyring()
         let publicKeys = try store.recoveryPublicKeys()
         let privateVersions = Set((try? store.recoveryPrivateKeys().versions) ?? [])
+        let registered = try await KeyRegistry.registered(on: connection)
+        func registration(_ key: KeyRegistry.FileKey?) -> KeyInventory.Registration {
+            guard let key else { return .notInFile }
+            do {
+                try KeyRegistry.verify([key], against: registered)
+                return .registered
+            } catch let error as KeyRegistryError {
+                return error.code == .mismatch ? .mismatch : .unregistered
+            } catch {
+                return .unregistered
+            }
+        }
+        let fileKeys = try KeyRegistry.fileKeys(tokenization: keyring, recovery: publicKeys, store: store)
+        func fileKey(_ kind: KeyRegistry.Kind, _ version: Int) -> KeyRegistry.FileKey? {
+            fileKeys.first { $0.kind == kind && $0.version == version }
+        }
 
         var entries: [Int: (live: Int, erased: Int)] = [:]
         for row in try await connection.query("""
@@ -73,7 +103,8 @@ public enum KeyAdministration {
             return KeyInventory.Tokenization(
                 version: version, state: key?.state.rawValue ?? "missing", createdAt: key?.createdAt,
                 vaultEntries: entries[version]?.live ?? 0, erasedEntries: entries[version]?.erased ?? 0,
-                ipRows: ipRows[version] ?? 0, deviceRows: deviceRows[version] ?? 0)
+                ipRows: ipRows[version] ?? 0, deviceRows: deviceRows[version] ?? 0,
+                registration: registration(fileKey(.tokenization, version)))
         }
 
         var keysByVersion: [Int: (all: Int, inUse: Int)] = [:]
@@ -103,7 +134,7 @@ public enum KeyAdministration {
                 version: version, state: key?.state.rawValue ?? "missing", createdAt: key?.createdAt,
                 privateKeyPresent: privateVersions.contains(version), dataKeys: keysByVersion[version]?.all ?? 0,
                 dataKeysInUse: keysByVersion[version]?.inUse ?? 0, vaultEntries: sealedByVersion[version] ?? 0,
-                quarantined: quarantinedByVersion[version] ?? 0)
+                quarantined: quarantinedByVersion[version] ?? 0, registration: registration(fileKey(.recovery, version)))
         }
         let orphans = try await connection.query("""
             SELECT count(*) AS n FROM vault_entries e WHERE NOT EXISTS (SELECT 1 FROM data_keys d WHERE d.id = e.data_key_id)
@@ -118,13 +149,65 @@ public enum KeyAdministration {
         return Int(tag.dropFirst())
     }
 
+    // MARK: Registration
+
+    /// Registers the fingerprint of every version in the key files that the
+    /// database does not know yet (`vault keys init` and `rotate` do it for the
+    /// versions they create; this is for key sets made offline). A version
+    /// registered with another key is refused. Returns what was registered.
+    public static func register(store: KeyStore, reason: String, actor: AuditActor, connection: PostgresConnection) async throws -> [String] {
+        let keys = try KeyRegistry.fileKeys(tokenization: try store.tokenizationKeyring(), recovery: try store.recoveryPublicKeys(), store: store)
+        return try await connection.transaction { connection in
+            let added = try KeyRegistry.register(keys, on: connection).map { "\($0.kind.rawValue) v\($0.version)" }
+            if !added.isEmpty {
+                try AuditLog.append([AuditRecord(action: "keys.register", subject: added.joined(separator: ", "), reason: reason,
+                                                 outcome: "registered")], actor: actor, on: connection)
+            }
+            return added
+        }
+    }
+
+    /// Refuses key files whose versions are not the ones registered in the
+    /// database (a key file writer swapped one). Every job that writes data
+    /// under a key checks first.
+    public static func verifyRegistered(
+        tokenization: TokenizationKeyring?, recovery: RecoveryPublicKeys?, store: KeyStore, connection: PostgresConnection
+    ) async throws {
+        try KeyRegistry.verify(try KeyRegistry.fileKeys(tokenization: tokenization, recovery: recovery, store: store),
+                               against: try await KeyRegistry.registered(on: connection))
+    }
+
+    /// Refuses an active recovery public key that is not the public half of a
+    /// private key in recovery-private.json: data wrapped to it could never be
+    /// opened again (and whoever added it may hold its private half).
+    public static func requirePrivateHalf(of key: RecoveryPublicKey, keyring: RecoveryKeyring, store: KeyStore) throws {
+        let privateKey: X25519.PrivateKey
+        do {
+            privateKey = try keyring.privateKey(version: key.version)
+        } catch let error as KeyFileError where error.code == .unknownVersion {
+            throw KeyFileError(.refused, """
+                recovery key v\(key.version) in \(store.recoveryPublicPath) has no private key in \(store.recoveryPrivatePath): \
+                it was not made by `vault keys rotate --recovery`; nothing will be wrapped to it. Restore the genuine public key file
+                """)
+        }
+        guard privateKey.publicKey == key.publicKey else {
+            throw KeyFileError(.refused, """
+                recovery key v\(key.version) in \(store.recoveryPublicPath) is not the public half of private key v\(key.version) \
+                in \(store.recoveryPrivatePath): the public key file was replaced; nothing will be wrapped to it
+                """)
+        }
+    }
+
     // MARK: Rotation
 
     /// Adds tokenization key v(n+1) as the active one; v(n) becomes decrypt-only.
     public static func rotateTokenization(store: KeyStore, reason: String, actor: AuditActor, connection: PostgresConnection) async throws -> Int {
-        let rotated = try store.tokenizationKeyring().rotated(now: Date())
+        let current = try store.tokenizationKeyring()
+        try await verifyRegistered(tokenization: current, recovery: nil, store: store, connection: connection)
+        let rotated = try current.rotated(now: Date())
         try store.save(rotated)
         try await connection.transaction { connection in
+            try KeyRegistry.register(try KeyRegistry.fileKeys(tokenization: rotated, recovery: nil, store: store), on: connection)
             try KeyRegistry.record(.tokenization, versions: rotated.keys.map { ($0.version, $0.state) }, on: connection)
             try AuditLog.append([AuditRecord(action: "keys.rotate", subject: "tokenization v\(rotated.active.version)",
                                              reason: reason, outcome: "created")], actor: actor, on: connection)
@@ -133,23 +216,26 @@ public enum KeyAdministration {
     }
 
     /// Adds recovery keypair v(n+1): the private key sealed under the same
-    /// passphrase (checked by opening the current key first), the public key active.
+    /// passphrase (checked by opening the current key first), the public key
+    /// active. The current public key must be registered and be the public half
+    /// of the current private key.
     public static func rotateRecovery(
         store: KeyStore, passphrase: SecureBytes, parameters: Scrypt.Parameters, reason: String, actor: AuditActor,
         connection: PostgresConnection
     ) async throws -> Int {
         var privateKeys = try store.recoveryPrivateKeys()
         let publicKeys = try store.recoveryPublicKeys()
-        // The passphrase must open the current key: one passphrase for the whole file.
-        _ = try privateKeys.unlock(version: publicKeys.active.version, passphrase: passphrase, path: store.recoveryPrivatePath)
         let publicMax = publicKeys.keys.map(\.version).max() ?? 0
+        try await verifyRegistered(tokenization: nil, recovery: publicKeys, store: store, connection: connection)
+        // The passphrase must open the current key: one passphrase for the whole file.
+        try requirePrivateHalf(of: publicKeys.active, keyring: RecoveryKeyring(store: store) { passphrase }, store: store)
         let newKey: X25519.PrivateKey
         let version: Int
         let createdAt: String
         if let pending = privateKeys.keys.first(where: { $0.version > publicMax }) {
             // A rotation interrupted after the private file was written: finish it.
             version = pending.version
-            createdAt = pending.created_at
+            createdAt = pending.createdAt
             newKey = try privateKeys.unlock(version: version, passphrase: passphrase, path: store.recoveryPrivatePath)
         } else {
             version = publicMax + 1
@@ -163,11 +249,24 @@ public enum KeyAdministration {
         let rotated = try publicKeys.adding(newKey.publicKey, version: version, createdAt: createdAt)
         try store.save(rotated)
         try await connection.transaction { connection in
+            try KeyRegistry.register(try KeyRegistry.fileKeys(tokenization: nil, recovery: rotated, store: store), on: connection)
             try KeyRegistry.record(.recovery, versions: rotated.keys.map { ($0.version, $0.state) }, on: connection)
             try AuditLog.append([AuditRecord(action: "keys.rotate", subject: "recovery v\(version)", reason: reason, outcome: "created")],
                                 actor: actor, on: connection)
         }
         return version
+    }
+
+    /// Adds audit key v(n+1) as the one new rows are authenticated with (or
+    /// creates audit-key.json for a key set made before it existed). Older
+    /// versions stay: `vault audit verify` needs them for older rows.
+    public static func rotateAudit(store: KeyStore, reason: String, connection: PostgresConnection) async throws -> Int {
+        let rotated = store.hasAuditKeys ? try store.auditKeyring().rotated(now: Date()) : try AuditKeyring.generate(now: Date())
+        try store.save(rotated)
+        let actor = try AuditActor.current(store: store)
+        try await AuditLog.appendCommitted([AuditRecord(action: "keys.rotate", subject: "audit v\(rotated.active.version)", reason: reason,
+                                                        outcome: "created")], actor: actor, on: connection)
+        return rotated.active.version
     }
 
     // MARK: Retirement
@@ -195,9 +294,12 @@ public enum KeyAdministration {
         }
     }
 
-    /// Removes recovery key `version`, private key material included.
+    /// Removes recovery key `version`, private key material included, only when
+    /// every data key stays openable without it: each one is unwrapped with the
+    /// private key of the version that wraps it (a public key added by someone
+    /// else, and data keys rewrapped to it, would otherwise lose everything).
     public static func retireRecovery(
-        version: Int, store: KeyStore, reason: String, actor: AuditActor, connection: PostgresConnection
+        version: Int, store: KeyStore, keyring: RecoveryKeyring, reason: String, actor: AuditActor, connection: PostgresConnection
     ) async throws {
         let publicKeys = try store.recoveryPublicKeys()
         guard publicKeys.key(version: version) != nil else { throw KeyFileError(.unknownVersion, "there is no recovery key v\(version) in \(store.recoveryPublicPath)") }
@@ -211,6 +313,14 @@ public enum KeyAdministration {
                 and \(entry.quarantined) quarantined messages); run `vault rewrap` first
                 """)
         }
+        let unopenable = try await unopenableDataKeys(keyring: keyring, excluding: version, connection: connection)
+        guard unopenable.count == 0 else {
+            throw KeyFileError(.refused, """
+                retiring recovery key v\(version) would leave \(unopenable.count) data keys that no remaining private key opens \
+                (first: \(unopenable.first!)); they are wrapped to a key whose private half is not in \(store.recoveryPrivatePath) \
+                or does not match. Nothing was retired: find out who changed the recovery keys
+                """)
+        }
         if store.hasRecoveryPrivateKeys {
             try store.save(try store.recoveryPrivateKeys().removing(version: version))
         }
@@ -219,6 +329,33 @@ public enum KeyAdministration {
             try KeyRegistry.record(.recovery, versions: [], retired: [version], on: connection)
             try AuditLog.append([AuditRecord(action: "keys.retire", subject: "recovery v\(version)", reason: reason, outcome: "retired")],
                                 actor: actor, on: connection)
+        }
+    }
+
+    /// The data keys not wrapped to `excluded` that the private keys in the key
+    /// file cannot unwrap (each is tried: O(#data keys), not O(#entries)).
+    static func unopenableDataKeys(keyring: RecoveryKeyring, excluding excluded: Int, connection: PostgresConnection) async throws -> [String] {
+        var unopenable: [String] = []
+        var after = "00000000-0000-0000-0000-000000000000"
+        while true {
+            let rows = try await connection.query("""
+                SELECT id::text AS id, recovery_key_version, wrapped_key FROM data_keys
+                WHERE recovery_key_version <> $1 AND id > $2::uuid ORDER BY id LIMIT 1000
+                """, [.int(excluded), .text(after)])
+            guard let last = rows.last else { return unopenable }
+            for row in rows {
+                let id = try row.string("id")
+                let version = try row.int("recovery_key_version")
+                do {
+                    _ = try DataKeyWrap.unwrap(try row.bytes("wrapped_key"), dataKeyID: id, recoveryVersion: version,
+                                               with: try keyring.privateKey(version: version))
+                } catch let error as KeyFileError where error.code == .wrongPassphrase {
+                    throw error
+                } catch {
+                    unopenable.append(id)
+                }
+            }
+            after = try last.string("id")
         }
     }
 }

@@ -2,8 +2,89 @@ public import Postgres
 public import Pseudonymization
 public import VaultCrypto
 
-/// `vault recover`: decrypt, audit (committed), then hand back for display.
-/// Nothing leaves this function unless its audit rows committed: fail closed.
+/// Sealed values reach a compliance login only through the database's
+/// `vault_reveal`, which appends one audit row per token in the same
+/// transaction: no audit row, no ciphertext (PostgreSQL enforces it, not this
+/// client). The rows' outcomes (`revealed`, `unknown`, `erased`,
+/// `malformed-token`) are checked there against the vault.
+enum AuditedReveal {
+    struct Released {
+        /// The audit row of each input, in order.
+        let sequences: [Int64]
+        let entries: [String: SealedEntry]
+    }
+
+    /// At most this many tokens per transaction.
+    static let chunkSize = 5_000
+
+    static func reveal(action: String, _ tokens: [String], reason: String, actor: AuditActor, connection: PostgresConnection) async throws -> Released {
+        try await AuditLog.retryingChanges(on: connection) { connection in
+            let head = try AuditLog.head(on: connection)
+            let wellFormed = Array(Set(tokens.filter { Token.parse($0) != nil }))
+            // What the vault holds for them (metadata only: no sealed column is readable here).
+            var erased: [String: Bool] = [:]
+            var tombstones: [String: SealedEntry] = [:]
+            for row in try connection.query("""
+                SELECT token, field, token_key_version, data_key_id::text AS data_key_id, NULL::bytea AS nonce, NULL::bytea AS ciphertext,
+                       to_char(erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS erased_at, erased_by,
+                       NULL::integer AS recovery_key_version, NULL::bytea AS wrapped_key
+                FROM vault_entries WHERE token = ANY($1::text[])
+                """, [.textArray(wellFormed)], prepared: true) {
+                let entry = try SealedEntry(row)
+                erased[entry.token] = entry.erasedAt != nil
+                if entry.erasedAt != nil { tombstones[entry.token] = entry }
+            }
+            let records = tokens.map { token -> AuditRecord in
+                guard Token.parse(token) != nil else {
+                    // It might be anything someone pasted, even an original: described, not recorded.
+                    return AuditRecord(action: action, subject: "malformed input \(TokenShape.describe(token))", reason: reason,
+                                       outcome: RecoveryError.Kind.malformedToken.rawValue)
+                }
+                let outcome = erased[token].map { $0 ? "erased" : "revealed" } ?? "unknown"
+                return AuditRecord(action: action, subject: token, reason: reason, outcome: outcome)
+            }
+            let entries = try AuditLog.prepare(records, after: head, actor: actor)
+            var parameters = AuditLog.rowParameters(entries, actions: false)
+            parameters.insert(.text(action), at: 2)
+            var released = tombstones
+            for row in try connection.query("""
+                SELECT token, field, token_key_version, data_key_id, nonce, ciphertext, NULL::text AS erased_at, NULL::text AS erased_by,
+                       recovery_key_version, wrapped_key
+                FROM vault_reveal($1, $2, $3, $4, $5, $6, $7, $8)
+                """, parameters, prepared: true) {
+                let entry = try SealedEntry(row)
+                released[entry.token] = entry
+            }
+            return Released(sequences: entries.map(\.sequence), entries: released)
+        }
+    }
+
+    /// Opens what was released; a value that fails to open or to verify after
+    /// its release gets a second audit row with the failure, committed before
+    /// anything is shown. Returns each token's result and its last audit row.
+    static func open(
+        _ tokens: [String], action: String, released: Released, reader: VaultReader, reason: String, actor: AuditActor,
+        connection: PostgresConnection
+    ) async throws -> [(result: Result<RecoveredValue, RecoveryError>, auditSequence: Int64)] {
+        let results = try reader.open(tokens, entries: released.entries)
+        var failed: [(index: Int, record: AuditRecord)] = []
+        for (index, (token, result)) in zip(tokens, results).enumerated() {
+            guard case .failure(let error) = result,
+                  ![.malformedToken, .unknownToken, .erased].contains(error.kind) else { continue }
+            failed.append((index, AuditRecord(action: action, subject: token, reason: reason, outcome: error.kind.rawValue)))
+        }
+        var sequences = released.sequences
+        if !failed.isEmpty {
+            let appended = try await AuditLog.appendCommitted(failed.map(\.record), actor: actor, on: connection)
+            for (failure, sequence) in zip(failed, appended) { sequences[failure.index] = sequence }
+        }
+        return zip(results, sequences).map { ($0, $1) }
+    }
+}
+
+/// `vault recover`: audit (committed, by the database), decrypt and verify,
+/// then hand back for display. Nothing leaves this function unless its audit
+/// rows committed: fail closed.
 public enum Recovery {
     public struct Outcome: Sendable {
         public let token: String
@@ -14,61 +95,69 @@ public enum Recovery {
     public static func recover(
         _ tokens: [String], reason: String, reader: VaultReader, actor: AuditActor, connection: PostgresConnection
     ) async throws -> [Outcome] {
-        let results = try await reader.recover(tokens)
-        let records = zip(tokens, results).map { token, result in
-            let outcome: String
-            switch result {
-            case .success: outcome = "revealed"
-            case .failure(let error): outcome = error.kind.rawValue
+        var outcomes: [Outcome] = []
+        outcomes.reserveCapacity(tokens.count)
+        for start in stride(from: 0, to: tokens.count, by: AuditedReveal.chunkSize) {
+            let chunk = Array(tokens[start..<min(start + AuditedReveal.chunkSize, tokens.count)])
+            let released = try await AuditedReveal.reveal(action: "recover", chunk, reason: reason, actor: actor, connection: connection)
+            let opened = try await AuditedReveal.open(chunk, action: "recover", released: released, reader: reader, reason: reason,
+                                                      actor: actor, connection: connection)
+            for (token, (result, sequence)) in zip(chunk, opened) {
+                outcomes.append(Outcome(token: token, result: result, auditSequence: sequence))
             }
-            // A malformed "token" might be anything someone pasted, even an original: not recorded verbatim.
-            let subject = Token.parse(token) == nil ? "(malformed input, \(token.utf8.count) bytes)" : token
-            return AuditRecord(action: "recover", subject: subject, reason: reason, outcome: outcome)
         }
-        let sequences = try await AuditLog.appendCommitted(records, actor: actor, on: connection)
-        return zip(zip(tokens, results), sequences).map { Outcome(token: $0.0, result: $0.1, auditSequence: $1) }
+        return outcomes
     }
 }
 
-/// `vault lookup`: the tokens a value has under every live tokenization key
-/// version, how many rows carry each, and whether the vault still holds it.
+/// `vault lookup`: the tokens a value has under every tokenization key version
+/// in the key file, how many rows carry each, and whether the vault holds it.
+/// "Stored" is only said of an entry that opens and whose value is the one
+/// looked up, so the entries are revealed (and audited, one row per token).
 public enum Lookup {
     public struct Match: Sendable, Equatable {
         public let keyVersion: Int
         public let token: String
         public let rows: Int
-        /// "stored", "erased" or "absent".
+        /// "stored", "erased", "absent", or the failure ("integrity-failure", …).
         public let vault: String
     }
 
     public static func lookup(
-        _ value: String, field: PIIField, reason: String, keyring: TokenizationKeyring, actor: AuditActor, connection: PostgresConnection
+        _ value: String, field: PIIField, reason: String, keyring: TokenizationKeyring, reader: VaultReader, actor: AuditActor,
+        connection: PostgresConnection
     ) async throws -> (matches: [Match], auditSequence: Int64) {
         let canonical: String
         switch field {
         case .ip:
             guard let ip = CanonicalIP.canonicalize(value) else {
-                throw LookupError("the value given with --ip is not a valid IPv4 or IPv6 address")
+                throw LookupError("the value given is not a valid IPv4 or IPv6 address")
             }
             canonical = ip
         case .deviceID:
-            guard !value.isEmpty else { throw LookupError("the value given with --device-id is empty") }
+            guard !value.isEmpty else { throw LookupError("the device id given is empty") }
             canonical = value
         }
-        var matches: [Match] = []
+        let tokens = try keyring.keys.map { try Tokenizer(key: $0).token(for: canonical, field: field) }
         let column = field == .ip ? "masked_ip" : "masked_device_id"
-        for key in keyring.keys {
-            let token = try Tokenizer(key: key).token(for: canonical, field: field)
-            let rows = try await connection.query("SELECT count(*) AS n FROM user_logins WHERE \(column) = $1", [.text(token)])
-            let vault = try await connection.query("SELECT erased_at IS NOT NULL AS erased FROM vault_entries WHERE token = $1", [.text(token)])
-            matches.append(Match(keyVersion: key.version, token: token, rows: try rows[0].int("n"),
-                                 vault: try vault.first.map { try $0.bool("erased") ? "erased" : "stored" } ?? "absent"))
+        var rows: [String: Int] = [:]
+        for row in try await connection.query(
+            "SELECT \(column) AS token, count(*) AS n FROM user_logins WHERE \(column) = ANY($1::text[]) GROUP BY 1", [.textArray(tokens)]) {
+            rows[try row.string("token")] = try row.int("n")
         }
-        let found = matches.contains { $0.rows > 0 || $0.vault != "absent" }
-        let record = AuditRecord(action: "lookup", subject: "\(field.rawValue): " + matches.map(\.token).joined(separator: " "),
-                                 reason: reason, outcome: found ? "found" : "not-found")
-        let sequence = try await AuditLog.appendCommitted([record], actor: actor, on: connection)[0]
-        return (matches, sequence)
+        let released = try await AuditedReveal.reveal(action: "lookup", tokens, reason: reason, actor: actor, connection: connection)
+        let opened = try await AuditedReveal.open(tokens, action: "lookup", released: released, reader: reader, reason: reason,
+                                                  actor: actor, connection: connection)
+        let matches = zip(zip(keyring.keys, tokens), opened).map { keyAndToken, outcome -> Match in
+            let vault: String
+            switch outcome.result {
+            case .success: vault = "stored"
+            case .failure(let error) where error.kind == .unknownToken: vault = "absent"
+            case .failure(let error): vault = error.kind.rawValue
+            }
+            return Match(keyVersion: keyAndToken.0.version, token: keyAndToken.1, rows: rows[keyAndToken.1] ?? 0, vault: vault)
+        }
+        return (matches, released.sequences.first ?? 0)
     }
 }
 
@@ -78,8 +167,8 @@ public struct LookupError: Error, CustomStringConvertible {
 }
 
 /// `vault forget`: crypto-shredding. The sealed original is erased in place
-/// (a tombstone records when and by whom) in the same transaction as its
-/// audit row; the token stays in `user_logins`.
+/// (a tombstone records when and by whom) by the database's `vault_forget`, in
+/// the same transaction as its audit row; the token stays in `user_logins`.
 public enum Forget {
     public enum Outcome: String, Sendable {
         case erased
@@ -90,24 +179,18 @@ public enum Forget {
     public static func forget(
         _ token: String, reason: String, actor: AuditActor, connection: PostgresConnection
     ) async throws -> (outcome: Outcome, auditSequence: Int64) {
-        guard Token.parse(token) != nil else {
-            throw RecoveryError(kind: .malformedToken, token: token,
-                                message: "\(token.prefix(80)) is not a token (expected ip_t<version>_… or dev_t<version>_…)")
-        }
-        return try await connection.transaction { connection in
-            let state = try connection.query("SELECT erased_at IS NOT NULL AS erased FROM vault_entries WHERE token = $1 FOR UPDATE",
-                                              [.text(token)])
+        guard Token.parse(token) != nil else { throw RecoveryError.malformed(token) }
+        return try await AuditLog.retryingChanges(on: connection) { connection in
+            let head = try AuditLog.head(on: connection)
+            let state = try connection.query("SELECT erased_at IS NOT NULL AS erased FROM vault_entries WHERE token = $1", [.text(token)])
             let outcome: Outcome = try state.first.map { try $0.bool("erased") ? .alreadyErased : .erased } ?? .unknown
-            let sequence = try AuditLog.append([AuditRecord(action: "forget", subject: token, reason: reason, outcome: outcome.rawValue)],
-                                               actor: actor, on: connection)[0]
-            if outcome == .erased {
-                try connection.execute("""
-                    UPDATE vault_entries SET nonce = NULL, ciphertext = NULL, erased_at = now(), erased_by = $2,
-                                             erasure_audit_seq = $3
-                    WHERE token = $1
-                    """, [.text(token), .text("\(actor.osUser) as \(actor.databaseRole)"), .int(sequence)])
-            }
-            return (outcome, sequence)
+            let entry = try AuditLog.prepare([AuditRecord(action: "forget", subject: token, reason: reason, outcome: outcome.rawValue)],
+                                             after: head, actor: actor)[0]
+            try connection.query("SELECT vault_forget($1, $2, $3, $4, $5, $6, $7)", [
+                .text(entry.osUser), .int(entry.macKeyVersion ?? 0), .text(token), .text(reason), .text(outcome.rawValue), .bytes(entry.hash),
+                .bytes(entry.mac ?? []),
+            ])
+            return (outcome, entry.sequence)
         }
     }
 }

@@ -15,17 +15,20 @@ public struct PassphraseSource: Sendable {
     /// Reads the passphrase. With `confirm`, a terminal user types it twice.
     public func read(prompt: String, confirm: Bool = false) throws -> SecureBytes {
         if let file {
-            // The passphrase file is a secret like the keys it protects.
-            try SecureFile.checkPrivateFile(file)
-            guard var bytes = FileManager.default.contents(atPath: file).map([UInt8].init) else {
-                throw KeyFileError(.io, "passphrase file \(file) cannot be read")
-            }
-            defer { wipe(&bytes) }
+            // The passphrase file is a secret like the keys it protects; it is
+            // read straight into wiped memory.
+            let bytes = try SecureFile.readSecret(file)
             // One trailing newline is what `echo … > file` leaves; it is not part of the passphrase.
-            var length = bytes.count
-            if length > 0, bytes[length - 1] == UInt8(ascii: "\n") { length -= 1 }
-            if length > 0, bytes[length - 1] == UInt8(ascii: "\r") { length -= 1 }
-            return try validated(SecureBytes(bytes[0..<length]), origin: "passphrase file \(file)")
+            let length = bytes.withUnsafeBytes { bytes in
+                var length = bytes.count
+                if length > 0, bytes[length - 1] == UInt8(ascii: "\n") { length -= 1 }
+                if length > 0, bytes[length - 1] == UInt8(ascii: "\r") { length -= 1 }
+                return length
+            }
+            let passphrase = bytes.withUnsafeBytes { bytes in
+                SecureBytes(count: length) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[0..<length])) }
+            }
+            return try validated(passphrase, origin: "passphrase file \(file)")
         }
         guard isatty(STDIN_FILENO) == 1 else {
             throw KeyFileError(.missing,
@@ -47,14 +50,17 @@ public struct PassphraseSource: Sendable {
     }
 }
 
-func wipe(_ bytes: inout [UInt8]) {
-    bytes.withUnsafeMutableBytes { buffer in
-        for index in buffer.indices { buffer[index] = 0 }
-    }
-}
+public enum Terminal {
+    /// The longest line the prompt accepts.
+    static let maximumLength = 1024
 
-enum Terminal {
-    /// Prompts on the controlling terminal and reads one line with echo off.
+    /// One line typed at a no-echo prompt (a value to look up: it stays off the screen).
+    public static func readLine(prompt: String) throws -> String {
+        try readWithoutEcho(prompt: prompt).withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// Prompts on the controlling terminal and reads one line with echo off,
+    /// straight into wiped memory (a growing array would leave copies behind).
     static func readWithoutEcho(prompt: String) throws -> SecureBytes {
         let descriptor = open("/dev/tty", O_RDWR | O_CLOEXEC)
         guard descriptor >= 0 else { throw KeyFileError(.io, "cannot open the terminal to ask for the passphrase") }
@@ -67,10 +73,18 @@ enum Terminal {
         tcsetattr(descriptor, TCSAFLUSH, &silent)
         defer { tcsetattr(descriptor, TCSAFLUSH, &original) }
         _ = prompt.withCString { write(descriptor, $0, strlen($0)) }
-        var line: [UInt8] = []
-        defer { wipe(&line) }
-        var byte: UInt8 = 0
-        while read(descriptor, &byte, 1) == 1, byte != UInt8(ascii: "\n") { line.append(byte) }
-        return SecureBytes(line)
+        var length = 0
+        let line = try SecureBytes(count: maximumLength) { buffer in
+            var byte: UInt8 = 0
+            while read(descriptor, &byte, 1) == 1, byte != UInt8(ascii: "\n") {
+                guard length < maximumLength else { throw KeyFileError(.refused, "the line typed is longer than \(maximumLength) bytes") }
+                buffer[length] = byte
+                length += 1
+            }
+            byte = 0
+        }
+        return line.withUnsafeBytes { line in
+            SecureBytes(count: length) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: line[0..<length])) }
+        }
     }
 }

@@ -53,9 +53,14 @@ public enum Retokenize {
         store: KeyStore, keyring recoveryKeys: RecoveryKeyring, options: Options, reason: String, actor: AuditActor,
         connection: PostgresConnection, connect: @escaping @Sendable () async throws -> PostgresConnection, logger: Logger
     ) async throws -> Summary {
-        let target = try store.tokenizationKeyring().active
+        let tokenization = try store.tokenizationKeyring()
+        let recoveryPublicKeys = try store.recoveryPublicKeys()
+        let target = tokenization.active
         var summary = Summary(target: target.version, pending: try await pendingEntries(except: target.version, on: connection))
         if options.dryRun { return try await finish(summary, connection: connection) }
+        // Tokens and new data-key wraps only under the registered keys.
+        try await KeyAdministration.verifyRegistered(tokenization: tokenization, recovery: recoveryPublicKeys, store: store,
+                                                     connection: connection)
 
         // One retokenize at a time (the lineage COPY relies on it); a session
         // lock, so a killed run's lock goes with its connection.
@@ -68,8 +73,8 @@ public enum Retokenize {
         try await AuditLog.appendCommitted([AuditRecord(action: "retokenize", subject: subject, reason: reason,
                                                         outcome: "started: \(total) entries")], actor: actor, on: connection)
         let tokenizer = try Tokenizer(key: target)
-        let reader = VaultReader(connection: connection, privateKey: recoveryKeys.privateKey(version:))
-        let dataKeys = DataKeyManager(recoveryKey: try store.recoveryPublicKeys().active, policy: DataKeyPolicy(),
+        let reader = VaultReader(tokenization: tokenization, privateKey: recoveryKeys.privateKey(version:))
+        let dataKeys = DataKeyManager(recoveryKey: recoveryPublicKeys.active, policy: DataKeyPolicy(),
                                       createdBy: "vault retokenize (\(actor.osUser))", logger: logger, connect: connect)
         var sealer: VaultSealer? = nil
         let progress = Progress(label: "retokenize", total: total, logger: logger)
@@ -110,11 +115,11 @@ public enum Retokenize {
                     SELECT coalesce(max(old_token), '') AS last FROM token_lineage WHERE old_version = $1 AND new_version = $2
                     """, [.int(oldVersion), .int(target.version)])[0].string("last")
                 let batch = options.entryBatch
-                let fetch = { @Sendable (after: String) async throws -> [PostgresRow] in
+                let fetch = { @Sendable (after: String) async throws -> [SealedEntry] in
                     try await connection.query("""
-                        SELECT \(VaultReader.entryColumns) FROM vault_entries
-                        WHERE token > $2 AND token_key_version = $1 ORDER BY token LIMIT $3
-                        """, [.int(oldVersion), .text(after), .int(batch)], prepared: true)
+                        SELECT \(SealedEntry.columns) FROM vault_entries v LEFT JOIN data_keys d ON d.id = v.data_key_id
+                        WHERE v.token > $2 AND v.token_key_version = $1 ORDER BY v.token LIMIT $3
+                        """, [.int(oldVersion), .text(after), .int(batch)], prepared: true).map(SealedEntry.init)
                 }
                 // Four stages at once: batch N's lineage commits, N + 1's
                 // entries commit, N + 2 is prepared (this task), N + 3 is read.
@@ -122,11 +127,11 @@ public enum Retokenize {
                 var lineageCommitted: Task<Void, any Error>? = nil
                 var rows = try await fetch(after)
                 while let last = rows.last {
-                    after = try last.string("token")
+                    after = last.token
                     let next = Task { [after] in try await fetch(after) }
-                    var byToken: [String: PostgresRow] = [:]
-                    for row in rows { byToken[try row.string("token")] = row }
-                    let oldTokens = rows.compactMap { $0["token"] }
+                    var byToken: [String: SealedEntry] = [:]
+                    for row in rows { byToken[row.token] = row }
+                    let oldTokens = rows.map(\.token)
                     let lease = try await dataKeys.lease(encryptions: oldTokens.count)
                     if sealer?.dataKeyID != lease.id { sealer = try VaultSealer(dataKeyID: lease.id, key: lease.key) }
                     let moves = try await prepareMoves(oldTokens, rows: byToken, reader: reader, tokenizer: tokenizer,
@@ -184,9 +189,9 @@ public enum Retokenize {
     }
 
     private static func prepareMoves(
-        _ tokens: [String], rows: [String: PostgresRow], reader: VaultReader, tokenizer: Tokenizer, sealer: VaultSealer, oldVersion: Int
+        _ tokens: [String], rows: [String: SealedEntry], reader: VaultReader, tokenizer: Tokenizer, sealer: VaultSealer, oldVersion: Int
     ) async throws -> [Move] {
-        let opened = try await reader.open(tokens, rows: rows)
+        let opened = try reader.open(tokens, entries: rows)
         var moves: [Move] = []
         for (token, result) in zip(tokens, opened) {
             guard let parts = Token.parse(token), let row = rows[token] else { continue }
@@ -200,10 +205,11 @@ public enum Retokenize {
             case .failure(let error) where error.kind == .erased:
                 moves.append(Move(oldToken: token, oldVersion: oldVersion, record: VaultEntryRecord(
                     tombstone: try tokenizer.token(forErased: token, field: parts.field), field: parts.field,
-                    tokenKeyVersion: tokenizer.keyVersion, dataKeyID: try row.string("data_key_id"),
-                    erasedAt: row["erased_at"], erasedBy: row["erased_by"])))
+                    tokenKeyVersion: tokenizer.keyVersion, dataKeyID: row.dataKeyID,
+                    erasedAt: row.erasedAt, erasedBy: row.erasedBy)))
             case .failure(let error):
-                // Never guess: an entry that does not open stays where it is, and the job reports it.
+                // Never guess: an entry that does not open, or whose value does
+                // not produce its token, stays where it is, and the job reports it.
                 throw RetokenizeError("cannot move token \(token): \(error.message)")
             }
         }

@@ -21,7 +21,11 @@ public enum Rewrap {
         store: KeyStore, keyring: RecoveryKeyring, dryRun: Bool, reason: String, actor: AuditActor, connection: PostgresConnection,
         logger: Logger
     ) async throws -> Summary {
-        let target = try store.recoveryPublicKeys().active
+        let publicKeys = try store.recoveryPublicKeys()
+        let target = publicKeys.active
+        // Never move data keys to a key that is not the registered one, or
+        // whose private half is not here to open them again.
+        try await KeyAdministration.verifyRegistered(tokenization: nil, recovery: publicKeys, store: store, connection: connection)
         var pending: [Int: Int] = [:]
         for row in try await connection.query(
             "SELECT recovery_key_version AS v, count(*) AS n FROM data_keys WHERE recovery_key_version <> $1 GROUP BY 1",
@@ -30,6 +34,7 @@ public enum Rewrap {
         }
         let total = pending.values.reduce(0, +)
         guard !dryRun, total > 0 else { return Summary(pending: pending, rewrapped: 0, target: target.version) }
+        try KeyAdministration.requirePrivateHalf(of: target, keyring: keyring, store: store)
 
         let subject = "data keys → recovery v\(target.version)"
         try await AuditLog.appendCommitted([AuditRecord(action: "rewrap", subject: subject, reason: reason, outcome: "started: \(total) data keys")],

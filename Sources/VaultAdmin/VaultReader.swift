@@ -13,7 +13,8 @@ public struct RecoveredValue: Sendable, Equatable {
     public let recoveryKeyVersion: Int
 }
 
-/// Why a token could not be recovered, worded for compliance staff.
+/// Why a token could not be recovered, worded for compliance staff. Never
+/// repeats an input that is not a token: it might be an original someone pasted.
 public struct RecoveryError: Error, CustomStringConvertible, Sendable, Equatable {
     public enum Kind: String, Sendable, Equatable {
         case malformedToken = "malformed-token"
@@ -21,6 +22,7 @@ public struct RecoveryError: Error, CustomStringConvertible, Sendable, Equatable
         case erased
         case integrity = "integrity-failure"
         case missingRecoveryKey = "missing-recovery-key"
+        case missingTokenizationKey = "missing-tokenization-key"
     }
 
     public let kind: Kind
@@ -30,114 +32,163 @@ public struct RecoveryError: Error, CustomStringConvertible, Sendable, Equatable
     public var description: String { message }
 
     public static func == (lhs: RecoveryError, rhs: RecoveryError) -> Bool { lhs.kind == rhs.kind && lhs.token == rhs.token }
+
+    /// The error for input that is not a token, described by its shape only.
+    public static func malformed(_ input: String) -> RecoveryError {
+        RecoveryError(kind: .malformedToken, token: input, message: "the input \(TokenShape.describe(input)) is not a token (expected ip_t<version>_… or dev_t<version>_… with 43 base64url characters)")
+    }
 }
 
-/// Opens vault entries in bulk: one query per thousand tokens, each data key
-/// unwrapped once (with the recovery private key of the version that wrapped
-/// it), then each entry opened with AAD = token ‖ field ‖ data key id. Any
-/// mismatch is an integrity error that names the token, never a wrong value.
+/// What an input looks like, without showing it: its length and the kinds of
+/// characters in it. A pasted IP address is "11 characters: digits, dots".
+public enum TokenShape {
+    public static func describe(_ input: String) -> String {
+        var kinds: [String] = []
+        func note(_ kind: String) { if !kinds.contains(kind) { kinds.append(kind) } }
+        for scalar in input.unicodeScalars {
+            switch scalar {
+            case "0"..."9": note("digits")
+            case "a"..."z", "A"..."Z": note("letters")
+            case ".": note("dots")
+            case ":": note("colons")
+            case "-", "_": note("dashes or underscores")
+            case " ", "\t": note("spaces")
+            default: note(scalar.isASCII ? "punctuation" : "non-ASCII characters")
+            }
+        }
+        let count = input.unicodeScalars.count
+        return "(\(count) character\(count == 1 ? "" : "s")\(kinds.isEmpty ? "" : ": " + kinds.joined(separator: ", ")))"
+    }
+}
+
+/// A vault entry as fetched (by `vault_reveal`, or by the rotation role directly),
+/// with the data key it is sealed under.
+public struct SealedEntry: Sendable {
+    public let token: String
+    public let field: String
+    public let tokenKeyVersion: Int
+    public let dataKeyID: String
+    public let nonce: [UInt8]?
+    public let ciphertext: [UInt8]?
+    public let erasedAt: String?
+    public let erasedBy: String?
+    public let recoveryKeyVersion: Int?
+    public let wrappedKey: [UInt8]?
+
+    /// Columns to select from `vault_entries v LEFT JOIN data_keys d ON d.id = v.data_key_id`.
+    public static let columns = """
+        v.token, v.field, v.token_key_version, v.data_key_id::text AS data_key_id, v.nonce, v.ciphertext,
+        to_char(v.erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS erased_at, v.erased_by,
+        d.recovery_key_version, d.wrapped_key
+        """
+
+    public init(_ row: PostgresRow) throws {
+        token = try row.string("token")
+        field = try row.string("field")
+        tokenKeyVersion = try row.int("token_key_version")
+        dataKeyID = try row.string("data_key_id")
+        nonce = try row.optionalBytes("nonce")
+        ciphertext = try row.optionalBytes("ciphertext")
+        erasedAt = row["erased_at"]
+        erasedBy = row["erased_by"]
+        recoveryKeyVersion = try row.optionalInt("recovery_key_version")
+        wrappedKey = try row.optionalBytes("wrapped_key")
+    }
+}
+
+/// Opens vault entries: each data key unwrapped once (with the recovery
+/// private key of the version that wrapped it), each entry opened with AAD =
+/// token ‖ field ‖ data key id, and then the value is tokenized again under
+/// the token's key version and compared with the token in constant time.
+/// Whatever does not hold is an integrity error that names the token: a
+/// ciphertext moved to another row, or an entry forged by someone who only has
+/// the public key (HPKE base mode authenticates no sender), never shows a value.
 /// Reveals nothing by itself: callers audit before they show.
 public final class VaultReader {
-    private let connection: PostgresConnection
     private let privateKey: (Int) throws -> X25519.PrivateKey
+    private let tokenization: TokenizationKeyring
+    private var tokenizers: [Int: Tokenizer] = [:]
     private var ciphers: [String: (cipher: AESGCM, recoveryVersion: Int)] = [:]
     /// Data keys whose recovery key version is not in the key file.
     private var unavailable: [String: Int] = [:]
 
-    public init(connection: PostgresConnection, privateKey: @escaping (Int) throws -> X25519.PrivateKey) {
-        self.connection = connection
+    public init(tokenization: TokenizationKeyring, privateKey: @escaping (Int) throws -> X25519.PrivateKey) {
+        self.tokenization = tokenization
         self.privateKey = privateKey
     }
 
-    public func recover(_ token: String) async throws -> RecoveredValue {
-        try await recover([token])[0].get()
+    /// One result per token, in order; `entries` holds the entries found, by token.
+    /// Throws only for failures of the whole batch (a wrong passphrase).
+    public func open(_ tokens: [String], entries: [String: SealedEntry]) throws -> [Result<RecoveredValue, RecoveryError>] {
+        try loadDataKeys(entries.values.filter { $0.erasedAt == nil })
+        return tokens.map { token in Result { () throws(RecoveryError) in try open(token, entries[token]) } }
     }
 
-    /// The columns `open` needs; select them with this list.
-    public static let entryColumns = """
-        token, field, token_key_version, data_key_id::text AS data_key_id, nonce, ciphertext,
-        to_char(erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS erased_at, erased_by
-        """
-
-    /// One result per token, in order. Throws only for failures of the whole
-    /// batch (database unreachable, wrong passphrase).
-    public func recover(_ tokens: [String]) async throws -> [Result<RecoveredValue, RecoveryError>] {
-        let wellFormed = Array(Set(tokens.filter { Token.parse($0) != nil }))
-        var rows: [String: PostgresRow] = [:]
-        for start in stride(from: 0, to: wellFormed.count, by: 1000) {
-            let chunk = Array(wellFormed[start..<min(start + 1000, wellFormed.count)])
-            for row in try await connection.query("SELECT \(Self.entryColumns) FROM vault_entries WHERE token = ANY($1::text[])",
-                                                  [.textArray(chunk)], prepared: true) {
-                rows[try row.string("token")] = row
-            }
-        }
-        return try await open(tokens, rows: rows)
-    }
-
-    /// Opens already-fetched entry rows (selected with `entryColumns`).
-    public func open(_ tokens: [String], rows: [String: PostgresRow]) async throws -> [Result<RecoveredValue, RecoveryError>] {
-        try await loadDataKeys(Set(try rows.values.filter { $0["erased_at"] == nil }.map { try $0.string("data_key_id") }))
-        return tokens.map { token in Result { () throws(RecoveryError) in try open(token, rows[token]) } }
-    }
-
-    private func open(_ token: String, _ row: PostgresRow?) throws(RecoveryError) -> RecoveredValue {
-        guard let parts = Token.parse(token) else {
-            throw RecoveryError(kind: .malformedToken, token: token,
-                                message: "\(token.prefix(80)) is not a token (expected ip_t<version>_… or dev_t<version>_… with 43 base64url characters)")
-        }
-        guard let row else {
+    private func open(_ token: String, _ entry: SealedEntry?) throws(RecoveryError) -> RecoveredValue {
+        guard let parts = Token.parse(token) else { throw RecoveryError.malformed(token) }
+        guard let entry else {
             throw RecoveryError(kind: .unknownToken, token: token,
                                 message: "token \(token) is not in the vault (never ingested, or migrated to a newer tokenization key)")
         }
-        if let erasedAt = row["erased_at"] {
+        if let erasedAt = entry.erasedAt {
             throw RecoveryError(kind: .erased, token: token,
-                                message: "token \(token) was erased on \(erasedAt) by \(row["erased_by"] ?? "unknown") (vault forget); its original is gone")
+                                message: "token \(token) was erased on \(erasedAt) by \(entry.erasedBy ?? "unknown") (vault forget); its original is gone")
         }
+        if let version = unavailable[entry.dataKeyID] {
+            throw RecoveryError(kind: .missingRecoveryKey, token: token,
+                                message: "token \(token) needs recovery key v\(version), which is not in the key file (retired before `vault rewrap` finished?)")
+        }
+        guard entry.field == parts.field.rawValue, entry.tokenKeyVersion == parts.keyVersion, let key = ciphers[entry.dataKeyID],
+              let nonce = entry.nonce, let ciphertext = entry.ciphertext else {
+            throw integrityFailure(token, "its vault row is mislabelled or its data key is missing")
+        }
+        let plaintext: [UInt8]
         do {
-            let dataKeyID = try row.string("data_key_id")
-            if let version = unavailable[dataKeyID] {
-                throw RecoveryError(kind: .missingRecoveryKey, token: token,
-                                    message: "token \(token) needs recovery key v\(version), which is not in the key file (retired before `vault rewrap` finished?)")
-            }
-            guard try row.string("field") == parts.field.rawValue, let key = ciphers[dataKeyID] else {
-                throw RecoveryError(kind: .integrity, token: token,
-                                    message: "integrity check failed for token \(token): its vault row is mislabelled or its data key is missing; nothing was revealed")
-            }
-            let plaintext = try key.cipher.open(try row.bytes("ciphertext"), nonce: try row.bytes("nonce"),
-                                                aad: VaultAAD.entry(token: token, field: parts.field, dataKeyID: dataKeyID))
-            return RecoveredValue(token: token, field: parts.field, value: String(decoding: plaintext, as: UTF8.self),
-                                  tokenKeyVersion: try row.int("token_key_version"), dataKeyID: dataKeyID,
-                                  recoveryKeyVersion: key.recoveryVersion)
-        } catch let error as RecoveryError {
-            throw error
+            plaintext = try key.cipher.open(ciphertext, nonce: nonce, aad: VaultAAD.entry(token: token, field: parts.field, dataKeyID: entry.dataKeyID))
         } catch {
-            throw RecoveryError(kind: .integrity, token: token,
-                                message: "integrity check failed for token \(token): its vault entry was altered or belongs to another token; nothing was revealed")
+            throw integrityFailure(token, "its vault entry was altered or belongs to another token")
         }
+        let value = String(decoding: plaintext, as: UTF8.self)
+        guard let tokenizer = try? tokenizer(version: parts.keyVersion) else {
+            throw RecoveryError(kind: .missingTokenizationKey, token: token,
+                                message: "token \(token) is of tokenization key v\(parts.keyVersion), which is not in the key file; its value cannot be verified, so it is not shown")
+        }
+        guard let recomputed = try? tokenizer.token(for: value, field: parts.field),
+              constantTimeEquals(Array(recomputed.utf8), Array(token.utf8)) else {
+            throw integrityFailure(token, "the value in its vault entry does not produce this token (a forged or substituted entry)")
+        }
+        return RecoveredValue(token: token, field: parts.field, value: value, tokenKeyVersion: parts.keyVersion,
+                              dataKeyID: entry.dataKeyID, recoveryKeyVersion: key.recoveryVersion)
+    }
+
+    private func integrityFailure(_ token: String, _ why: String) -> RecoveryError {
+        RecoveryError(kind: .integrity, token: token, message: "integrity check failed for token \(token): \(why); nothing was revealed")
+    }
+
+    private func tokenizer(version: Int) throws -> Tokenizer {
+        if let tokenizer = tokenizers[version] { return tokenizer }
+        guard let key = tokenization.key(version: version) else { throw KeyFileError(.unknownVersion, "no tokenization key v\(version)") }
+        let tokenizer = try Tokenizer(key: key)
+        tokenizers[version] = tokenizer
+        return tokenizer
     }
 
     /// Unwraps the data keys not unwrapped yet. A key that will not unwrap is
     /// left out: its entries then fail, each naming its token.
-    private func loadDataKeys(_ ids: Set<String>) async throws {
-        let missing = ids.subtracting(ciphers.keys).subtracting(unavailable.keys)
-        guard !missing.isEmpty else { return }
-        let rows = try await connection.query(
-            "SELECT id::text AS id, recovery_key_version, wrapped_key FROM data_keys WHERE id = ANY($1::uuid[])",
-            [.textArray(Array(missing))], prepared: true)
-        for row in rows {
-            let id = try row.string("id")
-            let version = try row.int("recovery_key_version")
+    private func loadDataKeys(_ entries: [SealedEntry]) throws {
+        for entry in entries where ciphers[entry.dataKeyID] == nil && unavailable[entry.dataKeyID] == nil {
+            guard let version = entry.recoveryKeyVersion, let wrapped = entry.wrappedKey else { continue }
             let recoveryKey: X25519.PrivateKey
             do {
                 recoveryKey = try privateKey(version)
             } catch let error as KeyFileError where error.code == .unknownVersion {
-                unavailable[id] = version
+                unavailable[entry.dataKeyID] = version
                 continue
             }
-            guard let key = try? DataKeyWrap.unwrap(try row.bytes("wrapped_key"), dataKeyID: id, recoveryVersion: version, with: recoveryKey) else {
+            guard let key = try? DataKeyWrap.unwrap(wrapped, dataKeyID: entry.dataKeyID, recoveryVersion: version, with: recoveryKey) else {
                 continue
             }
-            ciphers[id] = (try AESGCM(key: key), version)
+            ciphers[entry.dataKeyID] = (try AESGCM(key: key), version)
         }
     }
 }

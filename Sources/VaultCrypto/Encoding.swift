@@ -37,6 +37,26 @@ public enum Hex {
     }
 }
 
+/// Where encoders and decoders put their bytes: an array, or wiped memory.
+protocol ByteSink {
+    mutating func append(_ byte: UInt8)
+}
+
+extension Array: ByteSink where Element == UInt8 {}
+
+extension SecureBuffer: ByteSink {}
+
+/// Writes into a fixed-size buffer (decoding a secret straight into `SecureBytes`).
+private struct FixedSink: ByteSink {
+    let buffer: UnsafeMutableRawBufferPointer
+    var count = 0
+
+    mutating func append(_ byte: UInt8) {
+        buffer[count] = byte
+        count += 1
+    }
+}
+
 /// Base64 (RFC 4648 §4, padded) and base64url (§5, unpadded), strict on decode.
 public enum Base64 {
     private static let standardAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
@@ -55,12 +75,40 @@ public enum Base64 {
         appendEncoded(bytes, alphabet: urlAlphabet, pad: false, to: &output)
     }
 
+    /// Appends the padded base64 form of a secret to wiped memory.
+    static func appendEncoded(_ bytes: UnsafeRawBufferPointer, to output: SecureBuffer) {
+        var sink = output
+        appendEncoded(bytes, alphabet: standardAlphabet, pad: true, to: &sink)
+    }
+
     public static func decode(_ text: some StringProtocol) -> [UInt8]? {
-        decodeBytes(Array(text.utf8), url: false)
+        let text = Array(text.utf8)
+        return text.withUnsafeBytes { text in
+            var out: [UInt8] = []
+            out.reserveCapacity(text.count * 3 / 4)
+            return decode(text, url: false, into: &out) ? out : nil
+        }
     }
 
     public static func decodeURL(_ text: some StringProtocol) -> [UInt8]? {
-        decodeBytes(Array(text.utf8), url: true)
+        let text = Array(text.utf8)
+        return text.withUnsafeBytes { text in
+            var out: [UInt8] = []
+            out.reserveCapacity(text.count * 3 / 4)
+            return decode(text, url: true, into: &out) ? out : nil
+        }
+    }
+
+    /// Decodes padded base64 straight into wiped memory (key files).
+    static func decodeSecret(_ text: UnsafeRawBufferPointer) -> SecureBytes? {
+        guard text.count % 4 == 0 else { return nil }
+        var padding = 0
+        while padding < 2, padding < text.count, text[text.count - 1 - padding] == UInt8(ascii: "=") { padding += 1 }
+        let length = text.count / 4 * 3 - padding
+        return try? SecureBytes(count: length) { buffer in
+            var sink = FixedSink(buffer: buffer)
+            guard decode(text, url: false, into: &sink), sink.count == length else { throw CryptoError(.invalidInput, "not base64") }
+        }
     }
 
     private static func encodeBytes(_ bytes: some Collection<UInt8>, alphabet: [UInt8], pad: Bool) -> [UInt8] {
@@ -70,7 +118,7 @@ public enum Base64 {
         return out
     }
 
-    private static func appendEncoded(_ bytes: UnsafeRawBufferPointer, alphabet: [UInt8], pad: Bool, to out: inout [UInt8]) {
+    private static func appendEncoded(_ bytes: UnsafeRawBufferPointer, alphabet: [UInt8], pad: Bool, to out: inout some ByteSink) {
         var index = 0
         while index + 3 <= bytes.count {
             let chunk = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2])
@@ -86,24 +134,24 @@ public enum Base64 {
         out.append(alphabet[Int(chunk >> 18 & 63)])
         out.append(alphabet[Int(chunk >> 12 & 63)])
         if remaining == 2 { out.append(alphabet[Int(chunk >> 6 & 63)]) }
-        if pad { out.append(contentsOf: Array(repeating: UInt8(ascii: "="), count: 3 - remaining)) }
+        if pad { for _ in remaining..<3 { out.append(UInt8(ascii: "=")) } }
     }
 
-    private static func decodeBytes(_ text: [UInt8], url: Bool) -> [UInt8]? {
-        var body = text[...]
+    /// Strict decoding: padding exactly as RFC 4648 writes it (none for
+    /// base64url), and the leftover bits zero, so every byte string has one encoding.
+    private static func decode(_ text: UnsafeRawBufferPointer, url: Bool, into out: inout some ByteSink) -> Bool {
+        var bodyCount = text.count
         if !url {
-            guard text.count % 4 == 0 else { return nil }
-            while body.last == UInt8(ascii: "=") { body = body.dropLast() }
-            guard text.count - body.count <= 2 else { return nil }
+            guard text.count % 4 == 0 else { return false }
+            while bodyCount > 0, text[bodyCount - 1] == UInt8(ascii: "=") { bodyCount -= 1 }
+            guard text.count - bodyCount <= 2 else { return false }
         } else if text.count % 4 == 1 {
-            return nil
+            return false
         }
-        var out: [UInt8] = []
-        out.reserveCapacity(body.count * 3 / 4)
         var accumulator: UInt32 = 0
         var bits = 0
-        for character in body {
-            guard let value = sextet(character, url: url) else { return nil }
+        for index in 0..<bodyCount {
+            guard let value = sextet(text[index], url: url) else { return false }
             accumulator = accumulator << 6 | UInt32(value)
             bits += 6
             if bits >= 8 {
@@ -111,9 +159,7 @@ public enum Base64 {
                 out.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
             }
         }
-        // Leftover bits must be zero, so that every byte string has one encoding.
-        guard accumulator & ((1 << UInt32(bits)) - 1) == 0 else { return nil }
-        return out
+        return accumulator & ((1 << UInt32(bits)) - 1) == 0
     }
 
     private static func sextet(_ character: UInt8, url: Bool) -> UInt8? {

@@ -112,6 +112,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: ArgumentHelp("SQS wire protocol: json, query or auto ($SQS_PROTOCOL, default auto).", valueName: "protocol"))
     var sqsProtocol: String?
 
+    @Flag(help: "Allow an http:// SQS endpoint on a host other than this machine ($INGEST_ALLOW_INSECURE_ENDPOINT=1): for emulators on a trusted network only.")
+    var allowInsecureEndpoint = false
+
     @Option(help: "Seconds between checks of the key files for a rotation ($INGEST_KEY_RELOAD_SECONDS, default 10; SIGHUP checks at once).")
     var keyReloadSeconds: Double?
 
@@ -151,7 +154,9 @@ struct Run: AsyncParsableCommand {
             }; wire = known
             }
             do {
-                source = .sqs(try SQSConfiguration.fromEnvironment(queueURL: queue, wireProtocol: wire))
+                source = .sqs(try SQSConfiguration.fromEnvironment(
+                    queueURL: queue, wireProtocol: wire,
+                    allowInsecureEndpoint: EnvironmentFallback.flag(allowInsecureEndpoint, "INGEST_ALLOW_INSECURE_ENDPOINT")))
             } catch let error as SQSError {
                 throw OperatorError(error.description, exitCode: ExitStatus.configuration)
             }

@@ -26,7 +26,7 @@ struct IngestHarness {
 
     static func make(queueAttributes: [String: String] = [:]) async throws -> IngestHarness {
         let keys = try TestKeys.create()
-        return IngestHarness(databaseURL: try await TestDatabase.create(), keys: keys, ingestKeys: try keys.ingestKeysDirectory(),
+        return IngestHarness(databaseURL: try await TestDatabase.create(keys: keys), keys: keys, ingestKeys: try keys.ingestKeysDirectory(),
                              queueURL: try await AWSCLI.createQueue("ingest", attributes: queueAttributes))
     }
 
@@ -58,9 +58,11 @@ struct IngestHarness {
         return Int(value ?? "") ?? -1
     }
 
-    func reader() async throws -> VaultReader {
-        let keys = self.keys
-        return VaultReader(connection: try await connect(), privateKey: { try keys.privateKey(version: $0) })
+    /// The original behind `token`, opened as the database owner (no audit).
+    func recover(_ token: String) async throws -> RecoveredValue {
+        let connection = try await connect()
+        defer { Task { await connection.close() } }
+        return try await keys.recoverAsOwner([token], on: connection)[0].get()
     }
 }
 

@@ -42,14 +42,13 @@ struct IngestIntegrationTests {
 
         // Every token decrypts, with the recovery private key, to the original.
         // (Counted, not compared in #expect, so a failure never prints an original.)
-        let reader = try await harness.reader()
         var checked = 0, mismatches = 0
         for body in bodies {
             guard let user = userID(in: body), let ip = field("ip", in: body), let device = field("device_id", in: body) else { continue }
             let row = try #require(try await connection.query(
                 "SELECT masked_ip, masked_device_id FROM user_logins WHERE user_id = $1", [.text(user)]).first)
-            if try await reader.recover(try row.string("masked_ip")).value != ip { mismatches += 1 }
-            if try await reader.recover(try row.string("masked_device_id")).value != device { mismatches += 1 }
+            if try await harness.recover(try row.string("masked_ip")).value != ip { mismatches += 1 }
+            if try await harness.recover(try row.string("masked_device_id")).value != device { mismatches += 1 }
             checked += 2
         }
         #expect(checked == 198)

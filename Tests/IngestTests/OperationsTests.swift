@@ -21,6 +21,7 @@ struct OperationsTests {
         try await Schema.migrate(migration, logger: TestEnvironment.logger)
         await migration.close()
         let keys = try TestKeys.create()
+        try await keys.register(in: postgres.url)
         let queue = try await AWSCLI.createQueue("metrics")
         let port = try await freePort()
         let base = "http://127.0.0.1:\(port)"

@@ -107,6 +107,8 @@ struct ProcessLevelTests {
         (["run", "--keys-dir", "/nonexistent"], Int32(64), "no source"),
         (["run", "--queue-url", "not a url", "--keys-dir", "/nonexistent"], Int32(78), "not an http(s) SQS queue URL"),
         (["run", "--from-file", "/dev/null", "--pollers", "0"], Int32(64), "out of range"),
+        (["run", "--queue-url", "http://sqs.example.com/1/q", "--keys-dir", "/nonexistent"], Int32(78),
+         "plain http to a host that is not this machine"),
     ])
     func configurationErrors(arguments: [String], status: Int32, message: String) async throws {
         let result = try await runProgram(try TestEnvironment.executable("ingest"), arguments)

@@ -110,3 +110,27 @@ struct MiniXMLTests {
         #expect(SQSError.classify(code: "InvalidParameterValue", status: 400, message: "").kind == .invalidRequest)
     }
 }
+
+@Suite("SQS endpoint configuration")
+struct EndpointConfigurationTests {
+    let credentials = ["AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"]
+
+    @Test("http:// only to this machine, unless allowed explicitly; https anywhere")
+    func insecureEndpoint() throws {
+        #expect {
+            try SQSConfiguration.fromEnvironment(queueURL: "http://sqs.example.com/1/q", wireProtocol: nil, environment: credentials)
+        } throws: { "\($0)".contains("--allow-insecure-endpoint") }
+        #expect {
+            try SQSConfiguration.fromEnvironment(
+                queueURL: "https://sqs.us-east-1.amazonaws.com/1/q", wireProtocol: nil,
+                environment: credentials.merging(["AWS_ENDPOINT_URL": "http://10.1.2.3:4566"]) { $1 })
+        } throws: { "\($0)".contains("http://10.1.2.3:4566") }
+        for url in ["http://127.0.0.1:4566/1/q", "http://localhost:4566/1/q", "https://sqs.us-east-1.amazonaws.com/1/q"] {
+            #expect(throws: Never.self) { try SQSConfiguration.fromEnvironment(queueURL: url, wireProtocol: nil, environment: credentials) }
+        }
+        #expect(throws: Never.self) {
+            try SQSConfiguration.fromEnvironment(queueURL: "http://localstack:4566/1/q", wireProtocol: nil, allowInsecureEndpoint: true,
+                                                 environment: credentials)
+        }
+    }
+}

@@ -1,6 +1,7 @@
 public import Foundation
 public import Logging
 public import Postgres
+public import VaultAdmin
 public import VaultCrypto
 import Storage
 import Synchronization
@@ -45,12 +46,14 @@ public enum TestDatabase {
         return "postgresql://\(try TestEnvironment.variable("PGUSER"))@\(try TestEnvironment.variable("PGHOST")):\(try TestEnvironment.variable("PGPORT"))/\(name)"
     }
 
-    /// The URL of a new database with the schema migrated.
-    public static func create(_ prefix: String = "t") async throws -> String {
+    /// The URL of a new database with the schema migrated and, when given,
+    /// `keys` registered (as `vault keys init` does).
+    public static func create(_ prefix: String = "t", keys: TestKeys? = nil) async throws -> String {
         let url = try await createEmpty(prefix)
         let connection = try await connect(url)
         try await Schema.migrate(connection, logger: TestEnvironment.logger)
         await connection.close()
+        if let keys { try await keys.register(in: url) }
         return url
     }
 
@@ -107,6 +110,28 @@ public struct TestKeys: Sendable {
 
     public func privateKey(version: Int) throws -> X25519.PrivateKey {
         try store.recoveryPrivateKeys().unlock(version: version, passphrase: passphrase, path: store.recoveryPrivatePath)
+    }
+
+    /// Registers every key version's fingerprint in the database at `url`.
+    public func register(in url: String) async throws {
+        let connection = try await TestDatabase.connect(url)
+        let keys = try KeyRegistry.fileKeys(tokenization: try store.tokenizationKeyring(), recovery: try store.recoveryPublicKeys(), store: store)
+        try await connection.transaction { connection in try KeyRegistry.register(keys, on: connection) }
+        await connection.close()
+    }
+
+    /// Opens vault entries as the database owner, without audit rows: for
+    /// checking what ingest wrote. (Compliance logins cannot do this.)
+    public func recoverAsOwner(_ tokens: [String], on connection: PostgresConnection) async throws -> [Result<RecoveredValue, RecoveryError>] {
+        var entries: [String: SealedEntry] = [:]
+        for row in try await connection.query("""
+            SELECT \(SealedEntry.columns) FROM vault_entries v LEFT JOIN data_keys d ON d.id = v.data_key_id WHERE v.token = ANY($1::text[])
+            """, [.textArray(tokens)]) {
+            let entry = try SealedEntry(row)
+            entries[entry.token] = entry
+        }
+        let reader = VaultReader(tokenization: try store.tokenizationKeyring(), privateKey: { try self.privateKey(version: $0) })
+        return try reader.open(tokens, entries: entries)
     }
 }
 

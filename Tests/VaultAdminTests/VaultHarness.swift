@@ -18,7 +18,7 @@ struct VaultHarness {
     /// Ingests `bodies` and returns the harness.
     static func make(bodies: [String]) async throws -> VaultHarness {
         let keys = try TestKeys.create()
-        let databaseURL = try await TestDatabase.create("vault")
+        let databaseURL = try await TestDatabase.create("vault", keys: keys)
         let file = NSTemporaryDirectory() + "vault-\(UUID().uuidString).jsonl"
         try (bodies.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
         var configuration = IngestConfiguration(source: .file(path: file, sentTimestamp: 1_767_225_600_000), conninfo: databaseURL,
@@ -57,16 +57,24 @@ struct VaultHarness {
     }
 
     /// Runs the `vault` binary with the test keys and database.
-    func vault(_ arguments: [String], user: String? = nil, input: String? = nil) async throws -> ProcessResult {
+    func vault(_ arguments: [String], user: String? = nil, input: String? = nil, environment: [String: String] = [:]) async throws -> ProcessResult {
         try await runProgram(try TestEnvironment.executable("vault"), arguments,
                        environment: ["KEYS_DIR": keys.store.directory, "VAULT_PASSPHRASE_FILE": keys.passphraseFile,
-                                     "DATABASE_URL": try url(as: user)],
+                                     "DATABASE_URL": try url(as: user)].merging(environment) { $1 },
                        input: input)
     }
 
-    func reader(_ connection: PostgresConnection) -> VaultReader {
-        let keys = self.keys
-        return VaultReader(connection: connection, privateKey: { try keys.privateKey(version: $0) })
+    /// Runs the `ingest` binary against the harness database with the ingest key directory.
+    func ingest(_ arguments: [String], keysDirectory: String? = nil) async throws -> ProcessResult {
+        try await runProgram(try TestEnvironment.executable("ingest"), arguments,
+                             environment: ["KEYS_DIR": try keysDirectory ?? keys.ingestKeysDirectory(), "DATABASE_URL": databaseURL])
+    }
+
+    /// Opens entries as the database owner (no audit): for checking results.
+    func recoverAsOwner(_ tokens: [String]) async throws -> [Result<RecoveredValue, RecoveryError>] {
+        let connection = try await connect()
+        defer { Task { await connection.close() } }
+        return try await keys.recoverAsOwner(tokens, on: connection)
     }
 }
 

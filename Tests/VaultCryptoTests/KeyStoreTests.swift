@@ -112,7 +112,7 @@ struct KeyStoreTests {
         let store = KeyStore(directory: try temporaryDirectory())
         try store.initialize(passphrase: passphrase, parameters: fastKDF)
         var json = try String(contentsOfFile: store.recoveryPrivatePath, encoding: .utf8)
-        json = json.replacingOccurrences(of: "\"version\" : 1", with: "\"version\" : 2")
+        json = json.replacingOccurrences(of: "\"version\": 1", with: "\"version\": 2")
         try json.write(toFile: store.recoveryPrivatePath, atomically: true, encoding: .utf8)
         chmod(store.recoveryPrivatePath, 0o600)
         #expect(throws: KeyFileError(.wrongPassphrase, "")) {

@@ -1,8 +1,8 @@
 public import Foundation
 
 /// Where a key version stands in its life.
-public enum KeyState: String, Codable, Sendable, CustomStringConvertible {
-    /// Used for new work (new tokens, new data-key wraps).
+public enum KeyState: String, Sendable, CustomStringConvertible {
+    /// Used for new work (new tokens, new data-key wraps, new audit rows).
     case active
     /// Kept so existing data stays usable; no new work uses it.
     case decryptOnly = "decrypt-only"
@@ -10,83 +10,105 @@ public enum KeyState: String, Codable, Sendable, CustomStringConvertible {
     public var description: String { rawValue }
 }
 
-/// One tokenization (HMAC) key version.
-public struct TokenizationKey: Sendable {
+/// One version of a 32-byte secret key: a tokenization (HMAC) key or an audit (MAC) key.
+public struct SecretKeyVersion: Sendable {
     public let version: Int
     public let state: KeyState
     public let createdAt: String
     public let secret: SecureBytes
 }
 
-/// `tokenization.json`: the HMAC keys, one active. Secret (mode 0600).
-public struct TokenizationKeyring: Sendable {
+public typealias TokenizationKey = SecretKeyVersion
+
+/// What distinguishes the files that hold versions of secret keys.
+public protocol SecretKeyFileKind: Sendable {
+    /// The `format` field of the file.
+    static var format: String { get }
+    /// How messages name one key ("tokenization key").
+    static var keyName: String { get }
+}
+
+public enum TokenizationKeys: SecretKeyFileKind {
     public static let format = "pseudonymizer.tokenization-keys"
-    public let keys: [TokenizationKey]
+    public static let keyName = "tokenization key"
+}
 
-    public var active: TokenizationKey { keys.first { $0.state == .active }! }
+public enum AuditKeys: SecretKeyFileKind {
+    public static let format = "pseudonymizer.audit-keys"
+    public static let keyName = "audit key"
+}
 
-    public func key(version: Int) -> TokenizationKey? { keys.first { $0.version == version } }
+/// `tokenization.json`: the HMAC keys behind tokens.
+public typealias TokenizationKeyring = SecretKeyring<TokenizationKeys>
+/// `audit-key.json`: the keys that authenticate audit rows. The database never
+/// has them, so database rights alone cannot rewrite the audit log.
+public typealias AuditKeyring = SecretKeyring<AuditKeys>
 
-    init(keys: [TokenizationKey]) throws {
+/// Versions of a secret key, exactly one active. Secret (mode 0600).
+public struct SecretKeyring<Kind: SecretKeyFileKind>: Sendable {
+    public let keys: [SecretKeyVersion]
+
+    public var active: SecretKeyVersion { keys.first { $0.state == .active }! }
+
+    public func key(version: Int) -> SecretKeyVersion? { keys.first { $0.version == version } }
+
+    init(keys: [SecretKeyVersion]) throws {
         self.keys = keys.sorted { $0.version < $1.version }
-        try validateVersions(keys.map { ($0.version, $0.state) }, what: "tokenization key")
+        try validateVersions(keys.map { ($0.version, $0.state) }, what: Kind.keyName)
     }
 
-    public static func generate(now: Date) throws -> TokenizationKeyring {
-        try TokenizationKeyring(keys: [TokenizationKey(version: 1, state: .active, createdAt: timestamp(now), secret: .random(count: 32))])
+    public static func generate(now: Date) throws -> SecretKeyring {
+        try SecretKeyring(keys: [SecretKeyVersion(version: 1, state: .active, createdAt: timestamp(now), secret: .random(count: 32))])
     }
 
     /// A new active version; the previous active one becomes decrypt-only.
-    public func rotated(now: Date) throws -> TokenizationKeyring {
+    public func rotated(now: Date) throws -> SecretKeyring {
         let next = (keys.map(\.version).max() ?? 0) + 1
-        let demoted = keys.map { TokenizationKey(version: $0.version, state: .decryptOnly, createdAt: $0.createdAt, secret: $0.secret) }
-        return try TokenizationKeyring(
-            keys: demoted + [TokenizationKey(version: next, state: .active, createdAt: timestamp(now), secret: .random(count: 32))])
+        let demoted = keys.map { SecretKeyVersion(version: $0.version, state: .decryptOnly, createdAt: $0.createdAt, secret: $0.secret) }
+        return try SecretKeyring(
+            keys: demoted + [SecretKeyVersion(version: next, state: .active, createdAt: timestamp(now), secret: .random(count: 32))])
     }
 
     /// Without `version` (its secret is gone with the returned keyring's file).
-    public func removing(version: Int) throws -> TokenizationKeyring {
-        guard let key = key(version: version) else { throw KeyFileError(.unknownVersion, "there is no tokenization key v\(version)") }
+    public func removing(version: Int) throws -> SecretKeyring {
+        guard let key = key(version: version) else { throw KeyFileError(.unknownVersion, "there is no \(Kind.keyName) v\(version)") }
         guard key.state != .active else {
-            throw KeyFileError(.refused, "tokenization key v\(version) is the active one; rotate first (`vault keys rotate --tokenization`)")
+            throw KeyFileError(.refused, "\(Kind.keyName) v\(version) is the active one; rotate first")
         }
-        return try TokenizationKeyring(keys: keys.filter { $0.version != version })
+        return try SecretKeyring(keys: keys.filter { $0.version != version })
     }
 
-    private struct File: Codable {
-        struct Key: Codable {
-            let version: Int
-            let state: KeyState
-            let created_at: String
-            let key: String
-        }
-        let format: String
-        let format_version: Int
-        let keys: [Key]
-    }
-
-    static func decode(_ bytes: [UInt8], path: String) throws -> TokenizationKeyring {
-        let file = try decodeJSON(File.self, bytes, path: path, format: format)
-        let keys = try file.keys.map { entry -> TokenizationKey in
-            guard let secret = Base64.decode(entry.key), secret.count == 32 else {
-                throw KeyFileError(.malformed, "\(path): tokenization key v\(entry.version) is not 32 bytes of base64")
+    static func decode(_ bytes: SecureBytes, path: String) throws -> SecretKeyring {
+        try parseKeyFile(bytes, path: path, format: Kind.format) { file in
+            let keys = try file.objects("keys").map { entry in
+                SecretKeyVersion(version: try entry.integer("version"), state: try keyState(entry), createdAt: try entry.string("created_at"),
+                                 secret: try entry.secret("key", byteCount: 32))
             }
-            return TokenizationKey(version: entry.version, state: entry.state, createdAt: entry.created_at, secret: SecureBytes(secret))
-        }
-        do { return try TokenizationKeyring(keys: keys) } catch let error as KeyFileError {
-            throw KeyFileError(.malformed, "\(path): \(error.message)")
+            do { return try SecretKeyring(keys: keys) } catch let error as KeyFileError {
+                throw KeyFileError(.malformed, "\(path): \(error.message)")
+            }
         }
     }
 
-    func encoded() throws -> [UInt8] {
-        try encodeJSON(File(
-            format: Self.format, format_version: 1,
-            keys: keys.map { key in
-                File.Key(version: key.version, state: key.state, created_at: key.createdAt,
-                         key: key.secret.withUnsafeBytes { Base64.encode($0) })
-            }))
+    func encoded() -> SecureBytes {
+        keyFile(format: Kind.format, keys: keys.map { key in
+            [("version", .integer(Int64(key.version))), ("state", .string(key.state.rawValue)), ("created_at", .string(key.createdAt)),
+             ("key", .secret(key.secret))]
+        })
     }
 }
+
+extension SecretKeyVersion {
+    /// What the database registers for a tokenization key version: a MAC of a
+    /// fixed label under the key (a key check value), so a key file swapped for
+    /// another is noticed without the database ever holding the key.
+    /// `HMAC-SHA256(key, "pseudonymizer.key-fingerprint.v1" ‖ 0 ‖ "tokenization" ‖ 0 ‖ decimal version)`.
+    public func tokenizationFingerprint() throws -> [UInt8] {
+        try HMACSHA256(key: secret).authenticationCode(for: Array("\(keyFingerprintDomain)\u{0}tokenization\u{0}\(version)".utf8))
+    }
+}
+
+let keyFingerprintDomain = "pseudonymizer.key-fingerprint.v1"
 
 /// One recovery public key version.
 public struct RecoveryPublicKey: Sendable {
@@ -94,9 +116,18 @@ public struct RecoveryPublicKey: Sendable {
     public let state: KeyState
     public let createdAt: String
     public let publicKey: X25519.PublicKey
+
+    /// What the database registers for a recovery key version:
+    /// `SHA-256("pseudonymizer.key-fingerprint.v1" ‖ 0 ‖ "recovery" ‖ 0 ‖ decimal version ‖ 0 ‖ public key)`.
+    public var fingerprint: [UInt8] {
+        get throws {
+            try SHA256.hash(Array("\(keyFingerprintDomain)\u{0}recovery\u{0}\(version)\u{0}".utf8) + publicKey.rawRepresentation)
+        }
+    }
 }
 
-/// `recovery-public.json`: what `ingest` wraps data keys to. Public (mode 0644).
+/// `recovery-public.json`: what `ingest` wraps data keys to. Public, but not
+/// writable by anyone else (mode 0644 at most).
 public struct RecoveryPublicKeys: Sendable {
     public static let format = "pseudonymizer.recovery-public-keys"
     public static let algorithm = "HPKE-base DHKEM(X25519,HKDF-SHA256) HKDF-SHA256 AES-256-GCM"
@@ -126,42 +157,28 @@ public struct RecoveryPublicKeys: Sendable {
         return try RecoveryPublicKeys(keys: keys.filter { $0.version != version })
     }
 
-    private struct File: Codable {
-        struct Key: Codable {
-            let version: Int
-            let state: KeyState
-            let created_at: String
-            let algorithm: String
-            let public_key: String
-        }
-        let format: String
-        let format_version: Int
-        let keys: [Key]
-    }
-
-    static func decode(_ bytes: [UInt8], path: String) throws -> RecoveryPublicKeys {
-        let file = try decodeJSON(File.self, bytes, path: path, format: format)
-        let keys = try file.keys.map { entry -> RecoveryPublicKey in
-            guard entry.algorithm == algorithm else {
-                throw KeyFileError(.malformed, "\(path): recovery key v\(entry.version) uses \(entry.algorithm), expected \(algorithm)")
+    static func decode(_ bytes: SecureBytes, path: String) throws -> RecoveryPublicKeys {
+        try parseKeyFile(bytes, path: path, format: format) { file in
+            let keys = try file.objects("keys").map { entry -> RecoveryPublicKey in
+                let version: Int = try entry.integer("version")
+                let algorithm = try entry.string("algorithm")
+                guard algorithm == Self.algorithm else {
+                    throw KeyFileError(.malformed, "\(path): recovery key v\(version) uses \(algorithm), expected \(Self.algorithm)")
+                }
+                return RecoveryPublicKey(version: version, state: try keyState(entry), createdAt: try entry.string("created_at"),
+                                         publicKey: try X25519.PublicKey(rawRepresentation: try entry.bytes("public_key", byteCount: 32)))
             }
-            guard let raw = Base64.decode(entry.public_key), let publicKey = try? X25519.PublicKey(rawRepresentation: raw) else {
-                throw KeyFileError(.malformed, "\(path): recovery key v\(entry.version) is not a 32-byte X25519 public key")
+            do { return try RecoveryPublicKeys(keys: keys) } catch let error as KeyFileError {
+                throw KeyFileError(.malformed, "\(path): \(error.message)")
             }
-            return RecoveryPublicKey(version: entry.version, state: entry.state, createdAt: entry.created_at, publicKey: publicKey)
-        }
-        do { return try RecoveryPublicKeys(keys: keys) } catch let error as KeyFileError {
-            throw KeyFileError(.malformed, "\(path): \(error.message)")
         }
     }
 
-    func encoded() throws -> [UInt8] {
-        try encodeJSON(File(
-            format: Self.format, format_version: 1,
-            keys: keys.map { key in
-                File.Key(version: key.version, state: key.state, created_at: key.createdAt, algorithm: Self.algorithm,
-                         public_key: Base64.encode(key.publicKey.rawRepresentation))
-            }))
+    func encoded() -> SecureBytes {
+        keyFile(format: Self.format, keys: keys.map { key in
+            [("version", .integer(Int64(key.version))), ("state", .string(key.state.rawValue)), ("created_at", .string(key.createdAt)),
+             ("algorithm", .string(Self.algorithm)), ("public_key", .bytes(key.publicKey.rawRepresentation))]
+        })
     }
 }
 
@@ -170,21 +187,15 @@ public struct RecoveryPublicKeys: Sendable {
 public struct RecoveryPrivateKeys: Sendable {
     public static let format = "pseudonymizer.recovery-private-keys"
 
-    public struct Sealed: Codable, Sendable {
-        public struct KDF: Codable, Sendable {
-            let algorithm: String
-            let n: UInt64
-            let r: UInt32
-            let p: UInt32
-            let salt: String
-        }
+    /// One sealed private key. Nothing in it is secret without the passphrase.
+    public struct Sealed: Sendable {
         public let version: Int
-        public let created_at: String
-        public let public_key: String
-        let kdf: KDF
-        let cipher: String
-        let nonce: String
-        let sealed_private_key: String
+        public let createdAt: String
+        public let publicKey: [UInt8]
+        let scrypt: Scrypt.Parameters
+        let salt: [UInt8]
+        let nonce: [UInt8]
+        let sealedPrivateKey: [UInt8]
     }
 
     public let keys: [Sealed]
@@ -198,14 +209,12 @@ public struct RecoveryPrivateKeys: Sendable {
         try parameters.validate()
         let salt = try SystemRandom.bytes(16)
         let nonce = try SystemRandom.bytes(AESGCM.nonceByteCount)
-        let publicKey = Base64.encode(privateKey.publicKey.rawRepresentation)
+        let publicKey = privateKey.publicKey.rawRepresentation
         let key = try Scrypt.deriveKey(password: passphrase, salt: salt, parameters: parameters, byteCount: 32)
         let sealed = try AESGCM(key: key).seal(
             privateKey.rawRepresentation, nonce: nonce, aad: associatedData(version: version, publicKey: publicKey))
-        return Sealed(
-            version: version, created_at: createdAt, public_key: publicKey,
-            kdf: .init(algorithm: "scrypt", n: parameters.n, r: parameters.r, p: parameters.p, salt: Base64.encode(salt)),
-            cipher: "AES-256-GCM", nonce: Base64.encode(nonce), sealed_private_key: Base64.encode(sealed))
+        return Sealed(version: version, createdAt: createdAt, publicKey: publicKey, scrypt: parameters, salt: salt, nonce: nonce,
+                      sealedPrivateKey: sealed)
     }
 
     /// Opens recovery key `version` with `passphrase`.
@@ -214,25 +223,20 @@ public struct RecoveryPrivateKeys: Sendable {
             throw KeyFileError(.unknownVersion,
                 "\(path) has no recovery private key v\(version) (it has \(versions.map { "v\($0)" }.joined(separator: ", "))); it may have been retired")
         }
-        guard entry.kdf.algorithm == "scrypt", entry.cipher == "AES-256-GCM",
-              let salt = Base64.decode(entry.kdf.salt), let nonce = Base64.decode(entry.nonce),
-              let sealed = Base64.decode(entry.sealed_private_key) else {
-            throw KeyFileError(.malformed, "\(path): recovery key v\(version) is not in the expected scrypt/AES-256-GCM form")
-        }
-        let parameters = Scrypt.Parameters(n: entry.kdf.n, r: entry.kdf.r, p: entry.kdf.p)
-        do { try parameters.validate() } catch let error as CryptoError {
+        do { try entry.scrypt.validate() } catch let error as CryptoError {
             throw KeyFileError(.malformed, "\(path): recovery key v\(version): \(error.message)")
         }
-        let key = try Scrypt.deriveKey(password: passphrase, salt: salt, parameters: parameters, byteCount: 32)
+        let key = try Scrypt.deriveKey(password: passphrase, salt: entry.salt, parameters: entry.scrypt, byteCount: 32)
         let raw: SecureBytes
         do {
-            raw = try AESGCM(key: key).openSecret(sealed, nonce: nonce, aad: Self.associatedData(version: version, publicKey: entry.public_key))
+            raw = try AESGCM(key: key).openSecret(entry.sealedPrivateKey, nonce: entry.nonce,
+                                                  aad: Self.associatedData(version: version, publicKey: entry.publicKey))
         } catch let error as CryptoError where error.code == .authenticationFailed {
             throw KeyFileError(.wrongPassphrase,
                 "the passphrase does not unlock recovery key v\(version) in \(path) (wrong passphrase, or the file was altered)")
         }
         let privateKey = try X25519.PrivateKey(rawRepresentation: raw)
-        guard Base64.encode(privateKey.publicKey.rawRepresentation) == entry.public_key else {
+        guard privateKey.publicKey.rawRepresentation == entry.publicKey else {
             throw KeyFileError(.malformed, "\(path): recovery key v\(version) does not match its recorded public key")
         }
         return privateKey
@@ -243,73 +247,82 @@ public struct RecoveryPrivateKeys: Sendable {
     public func removing(version: Int) -> RecoveryPrivateKeys { RecoveryPrivateKeys(keys: keys.filter { $0.version != version }) }
 
     /// Binds the sealed key to its version and public key: a sealed blob moved to
-    /// another entry does not open.
-    private static func associatedData(version: Int, publicKey: String) -> [UInt8] {
-        Array("\(format)|v\(version)|\(publicKey)".utf8)
+    /// another entry does not open. `format "|v" version "|" base64(public key)`.
+    static func associatedData(version: Int, publicKey: [UInt8]) -> [UInt8] {
+        Array("\(format)|v\(version)|\(Base64.encode(publicKey))".utf8)
     }
 
-    private struct File: Codable {
-        let format: String
-        let format_version: Int
-        let keys: [Sealed]
-    }
-
-    static func decode(_ bytes: [UInt8], path: String) throws -> RecoveryPrivateKeys {
-        let file = try decodeJSON(File.self, bytes, path: path, format: format)
-        guard Set(file.keys.map(\.version)).count == file.keys.count else {
-            throw KeyFileError(.malformed, "\(path): a recovery key version appears twice")
+    static func decode(_ bytes: SecureBytes, path: String) throws -> RecoveryPrivateKeys {
+        try parseKeyFile(bytes, path: path, format: format) { file in
+            let keys = try file.objects("keys").map { entry -> Sealed in
+                let version: Int = try entry.integer("version")
+                let kdf = try entry.object("kdf")
+                guard try kdf.string("algorithm") == "scrypt", try entry.string("cipher") == "AES-256-GCM" else {
+                    throw KeyFileError(.malformed, "\(path): recovery key v\(version) is not in the expected scrypt/AES-256-GCM form")
+                }
+                return Sealed(
+                    version: version, createdAt: try entry.string("created_at"), publicKey: try entry.bytes("public_key", byteCount: 32),
+                    scrypt: Scrypt.Parameters(n: try kdf.integer("n", as: UInt64.self), r: try kdf.integer("r", as: UInt32.self),
+                                              p: try kdf.integer("p", as: UInt32.self)),
+                    salt: try kdf.bytes("salt"), nonce: try entry.bytes("nonce", byteCount: AESGCM.nonceByteCount),
+                    sealedPrivateKey: try entry.bytes("sealed_private_key", byteCount: X25519.keyByteCount + AESGCM.tagByteCount))
+            }
+            guard Set(keys.map(\.version)).count == keys.count else {
+                throw KeyFileError(.malformed, "\(path): a recovery key version appears twice")
+            }
+            return RecoveryPrivateKeys(keys: keys)
         }
-        return RecoveryPrivateKeys(keys: file.keys)
     }
 
-    func encoded() throws -> [UInt8] {
-        try encodeJSON(File(format: Self.format, format_version: 1, keys: keys))
+    func encoded() -> SecureBytes {
+        keyFile(format: Self.format, keys: keys.map { key in
+            [("version", .integer(Int64(key.version))), ("created_at", .string(key.createdAt)), ("public_key", .bytes(key.publicKey)),
+             ("kdf", .object([("algorithm", .string("scrypt")), ("n", .integer(Int64(key.scrypt.n))), ("r", .integer(Int64(key.scrypt.r))),
+                              ("p", .integer(Int64(key.scrypt.p))), ("salt", .bytes(key.salt))])),
+             ("cipher", .string("AES-256-GCM")), ("nonce", .bytes(key.nonce)), ("sealed_private_key", .bytes(key.sealedPrivateKey))]
+        })
     }
 }
 
 // MARK: Shared helpers
 
-private struct FormatHeader: Decodable {
-    let format: String
-    let format_version: Int
-}
-
-private func decodeJSON<T: Decodable>(_ type: T.Type, _ bytes: [UInt8], path: String, format: String) throws -> T {
-    let data = Data(bytes)
-    guard let header = try? JSONDecoder().decode(FormatHeader.self, from: data) else {
-        throw KeyFileError(.malformed, "\(path) is not a key file (expected JSON with \"format\": \"\(format)\")")
-    }
-    guard header.format == format else {
-        throw KeyFileError(.malformed, "\(path) holds \"\(header.format)\", expected \"\(format)\"; is it the right file?")
-    }
-    guard header.format_version == 1 else {
-        throw KeyFileError(.malformed, "\(path) is format version \(header.format_version); this build reads version 1 (upgrade the tools)")
-    }
-    do {
-        return try JSONDecoder().decode(T.self, from: data)
-    } catch {
-        throw KeyFileError(.malformed, "\(path) is damaged: \(describe(error))")
-    }
-}
-
-/// A decoding error in words, naming the field but never its value.
-private func describe(_ error: any Error) -> String {
-    guard let error = error as? DecodingError else { return "unreadable JSON" }
-    func path(_ context: DecodingError.Context) -> String {
-        context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
-    }
-    switch error {
-    case .keyNotFound(let key, let context): return "field \(path(context)).\(key.stringValue) is missing"
-    case .typeMismatch(_, let context), .valueNotFound(_, let context): return "field \(path(context)) has the wrong type"
-    case .dataCorrupted(let context): return "field \(path(context)) is invalid"
-    @unknown default: return "unreadable JSON"
+/// Parses a key file's JSON inside its wiped buffer and checks its header.
+private func parseKeyFile<T>(_ bytes: SecureBytes, path: String, format: String, _ body: (KeyFileObject) throws -> T) throws -> T {
+    try bytes.withUnsafeBytes { buffer in
+        let root: KeyFileJSON.Node
+        do throws(KeyFileJSON.SyntaxError) {
+            root = try KeyFileJSON.parse(buffer)
+        } catch {
+            throw KeyFileError(.malformed, "\(path) is not a key file (invalid JSON at byte \(error.offset): \(error.problem))")
+        }
+        guard case .object(let members) = root else {
+            throw KeyFileError(.malformed, "\(path) is not a key file (expected a JSON object with \"format\": \"\(format)\")")
+        }
+        let file = KeyFileObject(fields: members, bytes: buffer, path: path, location: "")
+        guard let found = try? file.string("format") else {
+            throw KeyFileError(.malformed, "\(path) is not a key file (expected JSON with \"format\": \"\(format)\")")
+        }
+        guard found == format else {
+            throw KeyFileError(.malformed, "\(path) holds \"\(found)\", expected \"\(format)\"; is it the right file?")
+        }
+        let version: Int = try file.integer("format_version")
+        guard version == 1 else {
+            throw KeyFileError(.malformed, "\(path) is format version \(version); this build reads version 1 (upgrade the tools)")
+        }
+        return try body(file)
     }
 }
 
-private func encodeJSON(_ value: some Encodable) throws -> [UInt8] {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    return try [UInt8](encoder.encode(value)) + [UInt8(ascii: "\n")]
+private func keyFile(format: String, keys: [[(String, KeyFileValue)]]) -> SecureBytes {
+    KeyFileValue.object([("format", .string(format)), ("format_version", .integer(1)), ("keys", .array(keys.map { .object($0) }))]).encoded()
+}
+
+private func keyState(_ entry: KeyFileObject) throws -> KeyState {
+    let text = try entry.string("state")
+    guard let state = KeyState(rawValue: text) else {
+        throw KeyFileError(.malformed, "\(entry.path) is damaged: field \(entry.location).state is neither active nor decrypt-only")
+    }
+    return state
 }
 
 private func validateVersions(_ versions: [(Int, KeyState)], what: String) throws {

@@ -7,6 +7,7 @@ public import Foundation
 /// | `tokenization.json`     | HMAC keys (secret, 0600)                 | ingest, vault           |
 /// | `recovery-public.json`  | recovery public keys (0644)              | ingest, vault           |
 /// | `recovery-private.json` | recovery private keys, passphrase-sealed | vault on compliance hosts only |
+/// | `audit-key.json`        | audit MAC keys (secret, 0600)            | vault only              |
 public struct KeyStore: Sendable {
     public let directory: String
 
@@ -17,13 +18,14 @@ public struct KeyStore: Sendable {
     public var tokenizationPath: String { "\(directory)/tokenization.json" }
     public var recoveryPublicPath: String { "\(directory)/recovery-public.json" }
     public var recoveryPrivatePath: String { "\(directory)/recovery-private.json" }
+    public var auditKeyPath: String { "\(directory)/audit-key.json" }
 
     public var hasRecoveryPrivateKeys: Bool { FileManager.default.fileExists(atPath: recoveryPrivatePath) }
 
-    /// Creates a fresh key set: tokenization v1 and recovery keypair v1.
+    /// Creates a fresh key set: tokenization v1, recovery keypair v1 and audit key v1.
     /// Refuses if any key file already exists.
     public func initialize(passphrase: SecureBytes, parameters: Scrypt.Parameters = .default, now: Date = Date()) throws {
-        for path in [tokenizationPath, recoveryPublicPath, recoveryPrivatePath] where FileManager.default.fileExists(atPath: path) {
+        for path in [tokenizationPath, recoveryPublicPath, recoveryPrivatePath, auditKeyPath] where FileManager.default.fileExists(atPath: path) {
             throw KeyFileError(.alreadyExists,
                 "\(path) already exists; refusing to overwrite keys (data protected by them would become unrecoverable). Use another --keys-dir, or rotate with `vault keys rotate`")
         }
@@ -41,6 +43,7 @@ public struct KeyStore: Sendable {
         try SecureFile.write(privateKeys.encoded(), to: recoveryPrivatePath, visibility: .secret, replace: false)
         try SecureFile.write(publicKeys.encoded(), to: recoveryPublicPath, visibility: .public, replace: false)
         try SecureFile.write(tokenization.encoded(), to: tokenizationPath, visibility: .secret, replace: false)
+        try SecureFile.write(AuditKeyring.generate(now: now).encoded(), to: auditKeyPath, visibility: .secret, replace: false)
     }
 
     public func tokenizationKeyring() throws -> TokenizationKeyring {
@@ -48,7 +51,7 @@ public struct KeyStore: Sendable {
     }
 
     public func recoveryPublicKeys() throws -> RecoveryPublicKeys {
-        try RecoveryPublicKeys.decode(SecureFile.read(recoveryPublicPath), path: recoveryPublicPath)
+        try RecoveryPublicKeys.decode(SecureFile.readPublic(recoveryPublicPath), path: recoveryPublicPath)
     }
 
     public func recoveryPrivateKeys() throws -> RecoveryPrivateKeys {
@@ -57,6 +60,20 @@ public struct KeyStore: Sendable {
                 "\(recoveryPrivatePath) does not exist: this machine holds no recovery private key (by design, only compliance machines do); run this command where the recovery key is installed")
         }
         return try RecoveryPrivateKeys.decode(SecureFile.readSecret(recoveryPrivatePath), path: recoveryPrivatePath)
+    }
+
+    public var hasAuditKeys: Bool { FileManager.default.fileExists(atPath: auditKeyPath) }
+
+    public func auditKeyring() throws -> AuditKeyring {
+        guard hasAuditKeys else {
+            throw KeyFileError(.missing,
+                "\(auditKeyPath) does not exist: audit rows cannot be authenticated without it. It comes with the vault key set (`vault keys init`); on a key set made before it existed, create it with `vault keys rotate --audit`")
+        }
+        return try AuditKeyring.decode(SecureFile.readSecret(auditKeyPath), path: auditKeyPath)
+    }
+
+    public func save(_ keyring: AuditKeyring) throws {
+        try SecureFile.write(keyring.encoded(), to: auditKeyPath, visibility: .secret, replace: true)
     }
 
     public func save(_ keyring: TokenizationKeyring) throws {

@@ -1,29 +1,56 @@
 import Foundation
 
 /// Reading and writing key files with the care SSH takes with its keys.
+///
+/// Every key file, public ones included, must belong to the running user or
+/// root and must not be writable by group or others: whoever can replace
+/// `recovery-public.json` could otherwise redirect every new data key to a key
+/// of their own. Secret files must not be readable by others either.
 public enum SecureFile {
-    /// Reads a file that holds secrets, refusing it when group or others may
-    /// read or write it.
-    static func readSecret(_ path: String) throws -> [UInt8] {
-        try checkPrivateFile(path)
-        return try read(path)
+    /// Files larger than this are not key files.
+    static let maximumByteCount = 1 << 20
+
+    /// Reads a file that holds secrets into wiped memory, refusing it when
+    /// others may read it or anyone else may change it.
+    public static func readSecret(_ path: String) throws -> SecureBytes {
+        try read(path, secret: true)
     }
 
-    static func read(_ path: String) throws -> [UInt8] {
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw KeyFileError(.missing, "\(path) does not exist; create a key set with `vault keys init` or mount the key directory")
-        }
-        guard let data = FileManager.default.contents(atPath: path) else {
+    /// Reads a public key file, refusing it when anyone else may change it.
+    static func readPublic(_ path: String) throws -> SecureBytes {
+        try read(path, secret: false)
+    }
+
+    private static func read(_ path: String, secret: Bool) throws -> SecureBytes {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            if errno == ENOENT {
+                throw KeyFileError(.missing, "\(path) does not exist; create a key set with `vault keys init` or mount the key directory")
+            }
             throw KeyFileError(.io, "\(path) cannot be read (\(String(cString: strerror(errno)))); check its owner and mode")
         }
-        return [UInt8](data)
+        defer { close(descriptor) }
+        // The checks look at the file that was opened, not at whatever the path names a moment later.
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else { throw KeyFileError(.io, "\(path) cannot be examined (\(String(cString: strerror(errno))))") }
+        try check(info, path: path, secret: secret)
+        try checkDirectory(of: path)
+        guard (info.st_mode & S_IFMT) == S_IFREG, Int(info.st_size) <= maximumByteCount else {
+            throw KeyFileError(.malformed, "\(path) is not a key file (not a regular file of at most 1 MiB)")
+        }
+        let size = Int(info.st_size)
+        return try SecureBytes(count: size) { buffer in
+            var offset = 0
+            while offset < size {
+                let count = Foundation.read(descriptor, buffer.baseAddress! + offset, size - offset)
+                if count < 0, errno == EINTR { continue }
+                guard count > 0 else { throw KeyFileError(.io, "\(path) changed or could not be read while it was being read; try again") }
+                offset += count
+            }
+        }
     }
 
-    /// Refuses a secret file that others may access, or that its group may
-    /// access, as SSH does. One exception, PostgreSQL's rule for its TLS key:
-    /// a file owned by root may be readable by its group (0640 or less). That
-    /// is how orchestrators hand secrets to an unprivileged user: a Kubernetes
-    /// Secret volume with `fsGroup` is root-owned and mode 0440.
+    /// Refuses a passphrase or other secret file by the rules for secret key files.
     public static func checkPrivateFile(_ path: String) throws {
         var info = stat()
         guard stat(path, &info) == 0 else {
@@ -32,13 +59,49 @@ public enum SecureFile {
             }
             throw KeyFileError(.io, "\(path) cannot be examined (\(String(cString: strerror(errno))))")
         }
+        try check(info, path: path, secret: true)
+    }
+
+    /// The rules, as SSH and PostgreSQL apply them:
+    /// - the owner is the running user or root (root-owned is how orchestrators
+    ///   hand files to an unprivileged user);
+    /// - nobody but the owner may write it;
+    /// - a secret file is not readable by others, nor by its group unless root
+    ///   owns it (PostgreSQL's rule for its TLS key: a Kubernetes Secret volume
+    ///   with `fsGroup` is root-owned and mode 0440).
+    static func check(_ info: stat, path: String, secret: Bool) throws {
         let mode = info.st_mode & 0o777
+        let octal = "0" + String(mode, radix: 8)
+        guard info.st_uid == geteuid() || info.st_uid == 0 else {
+            throw KeyFileError(.insecurePermissions,
+                "\(path) belongs to uid \(info.st_uid), not to this user (uid \(geteuid())) or root; whoever owns a key file can swap the key: run `chown \(geteuid()) \(path)` if the file is genuine")
+        }
+        guard mode & 0o022 == 0 else {
+            throw KeyFileError(.insecurePermissions,
+                "\(path) is writable by group or others (mode \(octal)); anyone who can change it can swap the key: run `chmod \(secret ? "600" : "644") \(path)`")
+        }
+        guard secret else { return }
         let forbidden: mode_t = info.st_uid == 0 ? 0o037 : 0o077
         guard mode & forbidden == 0 else {
-            let octal = String(mode, radix: 8)
-            throw KeyFileError(
-                .insecurePermissions,
-                "\(path) is accessible to group or others (mode 0\(octal)); it holds secrets: run `chmod 600 \(path)`")
+            throw KeyFileError(.insecurePermissions,
+                "\(path) is accessible to group or others (mode \(octal)); it holds secrets: run `chmod 600 \(path)`")
+        }
+    }
+
+    /// A directory that others may write lets them replace the files in it.
+    /// The sticky bit (as on Kubernetes' tmpfs volumes, 1777) stops that for files they do not own.
+    static func checkDirectory(of path: String) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        var info = stat()
+        guard stat(directory.isEmpty ? "." : directory, &info) == 0 else { return }
+        let mode = info.st_mode & 0o7777
+        guard info.st_uid == geteuid() || info.st_uid == 0 else {
+            throw KeyFileError(.insecurePermissions,
+                "the key directory \(directory) belongs to uid \(info.st_uid), not to this user or root; its owner can swap the key files")
+        }
+        guard mode & 0o022 == 0 || mode & S_ISVTX != 0 else {
+            throw KeyFileError(.insecurePermissions,
+                "the key directory \(directory) is writable by group or others (mode 0\(String(mode, radix: 8))); they could swap the key files: run `chmod 700 \(directory)`")
         }
     }
 
@@ -54,7 +117,7 @@ public enum SecureFile {
     /// Writes `bytes` atomically: a temporary file in the same directory, fsync,
     /// then rename (or, with `replace: false`, a hard link that fails if the
     /// target exists, so two concurrent inits cannot both win).
-    static func write(_ bytes: [UInt8], to path: String, visibility: Visibility, replace: Bool) throws {
+    static func write(_ bytes: some ReadableBytes, to path: String, visibility: Visibility, replace: Bool) throws {
         let directory = (path as NSString).deletingLastPathComponent
         let temporary = "\(directory)/.\((path as NSString).lastPathComponent).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, visibility.mode)
@@ -64,10 +127,10 @@ public enum SecureFile {
         defer { unlink(temporary) }
         // The umask may have narrowed the mode; set it exactly.
         fchmod(descriptor, visibility.mode)
-        let written = bytes.withUnsafeBytes { Foundation.write(descriptor, $0.baseAddress, $0.count) }
+        let (written, count) = bytes.withUnsafeBytes { (Foundation.write(descriptor, $0.baseAddress, $0.count), $0.count) }
         let synced = fsync(descriptor) == 0
         close(descriptor)
-        guard written == bytes.count, synced else {
+        guard written == count, synced else {
             throw KeyFileError(.io, "writing \(path) failed (\(String(cString: strerror(errno)))); no key file was changed")
         }
         if replace {

@@ -1,0 +1,117 @@
+import ArgumentParser
+import CLISupport
+import Foundation
+import VaultAdmin
+import VaultCrypto
+
+struct Audit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Read and verify the audit log (hash-chained, every row authenticated with the audit key).",
+        subcommands: [Log.self, Verify.self, Anchor.self])
+
+    struct Log: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print audit rows in order (control and invisible characters escaped as \\u{…}).")
+
+        @Option(help: ArgumentHelp("Only rows at or after this time (ISO 8601).", valueName: "time"))
+        var since: String?
+
+        @Option(help: "At most this many rows.")
+        var limit: Int = 1000
+
+        @Flag(help: "Print JSON lines.")
+        var json = false
+
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            var sinceDate: Date? = nil
+            if let since {
+                guard let date = ISO8601DateFormatter().date(from: since) else {
+                    throw ValidationError("--since \(since) is not an ISO 8601 time such as 2026-11-29T00:00:00Z")
+                }
+                sinceDate = date
+            }
+            do {
+                let connection = try await connectDatabase(database)
+                for entry in try await AuditLog.entries(since: sinceDate, limit: limit, on: connection) {
+                    if json {
+                        print(jsonLine(["seq": entry.sequence, "at": entry.at, "os_user": entry.osUser, "db_role": entry.databaseRole,
+                                        "action": entry.action, "subject": entry.subject, "reason": entry.reason,
+                                        "outcome": entry.outcome, "hash": Hex.encode(entry.hash)]))
+                    } else {
+                        print([String(entry.sequence), entry.at, "\(entry.osUser)/\(entry.databaseRole)", entry.action, entry.outcome,
+                               entry.subject, entry.reason].map(SafeText.escaped).joined(separator: "\t"))
+                    }
+                }
+            } catch {
+                throw report(error, tool: "vault")
+            }
+        }
+    }
+
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check every row's hash and MAC; exit 0 and print the head (SEQ:HASH) when intact, 65 naming the first bad row.",
+            discussion: """
+                Rows cut off the end leave a log that is intact in itself: keep the printed head somewhere the \
+                database's owners cannot change (e.g. object storage with a retention lock) and pass it back with --head.
+                """)
+
+        @Option(help: ArgumentHelp("A head printed by an earlier verify: the log must still contain that row, unchanged.",
+                                   valueName: "seq:hash"))
+        var head: String?
+
+        @OptionGroup var keys: KeyOptions
+        @OptionGroup var database: DatabaseOptions
+
+        func validate() throws {
+            if let head, Self.parseHead(head) == nil {
+                throw ValidationError("--head \(head) is not SEQ:HASH (a row number, a colon and 64 hex digits), as verify prints it")
+            }
+        }
+
+        static func parseHead(_ text: String) -> (sequence: Int64, hash: [UInt8])? {
+            let parts = text.split(separator: ":")
+            guard parts.count == 2, let sequence = Int64(parts[0]), sequence > 0, let hash = Hex.decode(parts[1]), hash.count == 32 else {
+                return nil
+            }
+            return (sequence, hash)
+        }
+
+        func run() async throws {
+            do {
+                let keyring = try KeyStore(directory: keys.resolvedKeysDirectory).auditKeyring()
+                let connection = try await connectDatabase(database)
+                switch try await AuditLog.verify(keys: keyring, recordedHead: head.flatMap(Self.parseHead), on: connection) {
+                case .intact(let rows, let authenticated, let sequence, let hash):
+                    let unauthenticated = rows - authenticated
+                    print("audit log intact: \(rows) rows\(unauthenticated > 0 ? " (\(unauthenticated) before migration 4, vouched for by the anchor)" : ""), head \(sequence):\(Hex.encode(hash))")
+                case .broken(let sequence, let problem):
+                    throw OperatorError("audit log broken at sequence \(sequence): \(problem)", exitCode: ExitStatus.integrity)
+                }
+            } catch {
+                throw report(error, tool: "vault")
+            }
+        }
+    }
+
+    struct Anchor: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Vouch once for audit rows written before migration 4 (they have no MAC), after checking them.")
+
+        @OptionGroup var reason: ReasonOption
+        @OptionGroup var keys: KeyOptions
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            do {
+                let session = try await AuditedSession.open(keys, database)
+                let (rows, sequence) = try await AuditLog.anchor(reason: reason.text, actor: session.actor, on: session.connection)
+                print("anchored rows 1…\(rows) with authenticated row \(sequence)")
+            } catch {
+                throw report(error, tool: "vault")
+            }
+        }
+    }
+}

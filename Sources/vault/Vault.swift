@@ -1,0 +1,18 @@
+import ArgumentParser
+import CLISupport
+
+@main
+struct Vault: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vault",
+        abstract: "The privileged tool: recovery of pseudonymized values with an audit trail, erasure, key management.",
+        discussion: ExitStatus.helpText,
+        subcommands: [Recover.self, Lookup.self, Forget.self, Audit.self, Keys.self, Rewrap.self, Retokenize.self]
+    )
+
+    /// Hardens the process before anything is parsed or any key is read.
+    static func main() async {
+        ProcessHardening.disableCoreDumps()
+        await main(nil)
+    }
+}
