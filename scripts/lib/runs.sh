@@ -49,16 +49,17 @@ runs_init() { # EMULATOR PRODUCT…
     bin=$(swift build -c release --show-bin-path)
     umask 077
     printf 'benchmark passphrase, not secret\n' >"$work/passphrase"
-    "$bin/vault" keys init --keys-dir "$work/vault-keys" --passphrase-file "$work/passphrase" \
+    "$bin/vault" keys init --offline --keys-dir "$work/vault-keys" --passphrase-file "$work/passphrase" \
         --scrypt-log-n "${SCRYPT_LOG_N:-14}" >/dev/null
     mkdir "$work/keys"
     cp "$work/vault-keys/tokenization.json" "$work/vault-keys/recovery-public.json" "$work/keys/"
 }
 
-fresh_db() { # NAME → URL of a new, migrated database
+fresh_db() { # NAME → URL of a new, migrated database with the run's keys registered
     psql -qAt -d postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
     local url="postgresql://$PGUSER@$PGHOST:$PGPORT/$1"
     "$bin/ingest" migrate --database-url "$url" >/dev/null 2>&1
+    "$bin/vault" keys register --keys-dir "$work/vault-keys" --database-url "$url" --reason "benchmark set-up" >/dev/null
     echo "$url"
 }
 
