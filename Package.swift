@@ -29,6 +29,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        // Tests only: an independent HPKE (RFC 9180) to check the data-key wraps against.
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
@@ -42,8 +45,8 @@ let package = Package(
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"]), .brew(["libpq"])]
         ),
-        // setrlimit/prctl before secrets are loaded (prctl is variadic: C).
-        .target(name: "CHardening"),
+        // Process settings Swift cannot reach: prctl (variadic), mallopt's M_MMAP_THRESHOLD (a malloc.h macro).
+        .target(name: "CProcess"),
         .target(name: "VaultCrypto", dependencies: ["CLibCrypto"]),
         .target(
             name: "Postgres",
@@ -66,7 +69,7 @@ let package = Package(
         .target(
             name: "Ingest",
             dependencies: [
-                "VaultCrypto", "Postgres", "Pseudonymization", "SQS", "Storage",
+                "CProcess", "VaultCrypto", "Postgres", "Pseudonymization", "SQS", "Storage",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -76,12 +79,13 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
         .target(
             name: "CLISupport",
             dependencies: [
-                "CHardening", "VaultCrypto", "Postgres", "SQS", "Storage",
+                "CProcess", "VaultCrypto", "Postgres", "SQS", "Storage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -130,7 +134,10 @@ let package = Package(
         ),
         .testTarget(
             name: "VaultAdminTests",
-            dependencies: ["VaultAdmin", "Ingest", "Pseudonymization", "Storage", "Postgres", "VaultCrypto", "TestSupport"]
+            dependencies: [
+                "VaultAdmin", "Ingest", "Pseudonymization", "Storage", "Postgres", "VaultCrypto", "TestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
         .testTarget(
             name: "IngestTests",
@@ -141,6 +148,6 @@ let package = Package(
     ]
 )
 
-for target in package.targets where target.type != .system && target.name != "CHardening" {
+for target in package.targets where target.type != .system && target.name != "CProcess" {
     target.swiftSettings = (target.swiftSettings ?? []) + swiftSettings
 }

@@ -1,4 +1,4 @@
-import CHardening
+import CProcess
 import Foundation
 
 /// Text that reaches a terminal or the audit log from people: reasons, and
@@ -45,7 +45,7 @@ public enum ProcessHardening {
     /// No core dumps, and on Linux not dumpable (no ptrace or /proc/PID/mem by
     /// other processes of the same user), before any secret is loaded.
     public static func disableCoreDumps() {
-        if ph_disable_core_dumps() != 0 {
+        if pp_disable_core_dumps() != 0 {
             FileHandle.standardError.write(Data("warning: could not disable core dumps (\(String(cString: strerror(errno))))\n".utf8))
         }
     }

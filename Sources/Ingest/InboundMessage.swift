@@ -18,15 +18,23 @@ public struct InboundMessage: Sendable {
     /// When the login was published (Unix milliseconds): `create_date` comes from it.
     public let sentTimestamp: Int64
     public let receiveCount: Int
+    /// The body's real length: more than `body.count` when a file line was
+    /// cut at the largest message size.
+    public let byteCount: Int
 
-    public init(origin: Origin, messageID: String, receiptID: [UInt8], body: [UInt8], sentTimestamp: Int64, receiveCount: Int) {
+    public init(origin: Origin, messageID: String, receiptID: [UInt8], body: [UInt8], sentTimestamp: Int64, receiveCount: Int,
+                byteCount: Int? = nil) {
         self.origin = origin
         self.messageID = messageID
         self.receiptID = receiptID
         self.body = body
         self.sentTimestamp = sentTimestamp
         self.receiveCount = receiveCount
+        self.byteCount = byteCount ?? body.count
     }
+
+    /// True when only the start of the body was kept.
+    public var isCut: Bool { byteCount > body.count }
 
     public var sourceName: String {
         switch origin {

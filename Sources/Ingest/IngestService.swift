@@ -25,6 +25,9 @@ public struct IngestConfiguration: Sendable {
     public var pollers = 4
     public var writers = 2
     public var batchSize = 1000
+    /// Bytes of message bodies in flight at most (received or reserved for a
+    /// receive, queued, or held by writers): what bounds memory with large bodies.
+    public var maximumInflightBytes = 16 << 20
     public var flushInterval: Duration = .milliseconds(250)
     public var waitSeconds = 20
     public var visibilityTimeout = 60
@@ -91,7 +94,8 @@ public final class IngestService: Service {
                            metadata: ["file": "\(keys.store.recoveryPrivatePath)"])
         }
 
-        let queue = MessageQueue(capacity: configuration.batchSize * configuration.writers * 2)
+        let queue = MessageQueue(capacity: configuration.batchSize * configuration.writers * 2,
+                                 byteBudget: configuration.maximumInflightBytes)
         let statistics = self.statistics
         let dataKeys = DataKeyManager(
             recoveryKey: recoveryKeys.active, policy: configuration.dataKeyPolicy, createdBy: ProcessInfo.processInfo.hostName,
@@ -107,8 +111,11 @@ public final class IngestService: Service {
             let client = SQSClient(configuration: sqsConfiguration, httpConfiguration: Self.httpConfiguration(pollers: configuration.pollers),
                                    logger: logger)
             sqsClient = client
+            let bytesPerMessage: Int
             do {
-                health.queueReachable(try await Self.checkQueue(client, logger: logger))
+                let (reachable, maximumMessageSize) = try await Self.checkQueue(client, logger: logger)
+                health.queueReachable(reachable)
+                bytesPerMessage = maximumMessageSize
             } catch {
                 await client.shutdown()
                 throw error
@@ -119,7 +126,8 @@ public final class IngestService: Service {
             let pollers = (0..<configuration.pollers).map { index in
                 SQSPoller(name: "poller-\(index)", client: client, queue: queue, budget: budget,
                           options: .init(waitSeconds: configuration.untilEmpty ? min(configuration.waitSeconds, 2) : configuration.waitSeconds,
-                                         visibilityTimeout: configuration.visibilityTimeout, stopWhenEmpty: configuration.untilEmpty),
+                                         visibilityTimeout: configuration.visibilityTimeout, stopWhenEmpty: configuration.untilEmpty,
+                                         bytesPerMessage: bytesPerMessage),
                           statistics: statistics, health: health, logger: logger)
             }
             produce = {
@@ -142,7 +150,10 @@ public final class IngestService: Service {
             writers.append(Writer(
                 name: "writer-\(index)", queue: queue, processor: processor, dataKeys: dataKeys, keys: keys, knownTokens: knownTokens,
                 acknowledger: acknowledger,
-                options: .init(batchSize: configuration.batchSize, flushInterval: configuration.flushInterval,
+                // Half the budget for the writers' batches, half for what is being received.
+                options: .init(batchSize: configuration.batchSize,
+                               batchBytes: max(1, configuration.maximumInflightBytes / (2 * configuration.writers)),
+                               flushInterval: configuration.flushInterval,
                                leaseExtensionInterval: .seconds(configuration.visibilityTimeout / 2)),
                 statistics: statistics, health: health, logger: logger, connect: connect))
         }
@@ -274,16 +285,21 @@ public final class IngestService: Service {
         return configuration
     }
 
+    /// SQS's largest message (1 MiB): what a receive reserves per message
+    /// when the queue does not say otherwise.
+    static let largestMessageBytes = 1 << 20
+
     /// Fails fast when the queue cannot work at all; an outage is only logged
     /// (the pollers retry until SQS answers).
-    /// Returns whether the queue answered.
-    static func checkQueue(_ client: SQSClient, logger: Logger) async throws -> Bool {
+    /// Returns whether the queue answered, and its largest message size.
+    static func checkQueue(_ client: SQSClient, logger: Logger) async throws -> (reachable: Bool, maximumMessageSize: Int) {
         do {
-            _ = try await client.queueAttributes(["VisibilityTimeout"])
-            return true
+            let attributes = try await client.queueAttributes(["VisibilityTimeout", "MaximumMessageSize"])
+            let size = attributes["MaximumMessageSize"].flatMap(Int.init).map { min(max($0, 1024), largestMessageBytes) }
+            return (true, size ?? largestMessageBytes)
         } catch let error as SQSError where error.isTransient {
             logger.warning("SQS is not reachable yet; polling will retry", metadata: ["error": "\(error)"])
-            return false
+            return (false, largestMessageBytes)
         }
     }
 }

@@ -44,6 +44,12 @@ final class MessageProcessor {
         var pending = Set<String>()  // tokens sealed by this batch already
         var unknownFields = 0
         for message in messages {
+            if message.isCut {
+                steps.append(.rejected(Rejection(.bodyTooLarge,
+                    "the line has \(message.byteCount) bytes, more than the \(message.body.count) a message may have; its first \(message.body.count) bytes are sealed here")))
+                sealsNeeded += 1
+                continue
+            }
             if message.receiveCount > maximumReceiveCount {
                 steps.append(.rejected(Rejection(.tooManyDeliveries,
                     "delivered \(message.receiveCount) times, more than the \(maximumReceiveCount) allowed")))
@@ -102,7 +108,7 @@ final class MessageProcessor {
     private func quarantine(_ message: InboundMessage, _ rejection: Rejection, sealer: VaultSealer) throws -> BatchItem {
         let (nonce, sealedBody) = try sealer.seal(message.body, aad: VaultAAD.quarantine(receiptID: message.receiptID, dataKeyID: sealer.dataKeyID))
         let row = QuarantineRow(source: message.sourceName, messageID: message.messageID, rejection: rejection,
-                                bodyByteCount: message.body.count, dataKeyID: sealer.dataKeyID, nonce: nonce, sealedBody: sealedBody)
+                                bodyByteCount: message.byteCount, dataKeyID: sealer.dataKeyID, nonce: nonce, sealedBody: sealedBody)
         return BatchItem(receiptID: message.receiptID, payload: .quarantine(row))
     }
 

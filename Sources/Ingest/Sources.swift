@@ -34,6 +34,9 @@ struct SQSPoller {
         var visibilityTimeout: Int
         /// Stop after the first empty receive (`--until-empty`).
         var stopWhenEmpty: Bool
+        /// The most one message can take (the queue's `MaximumMessageSize`):
+        /// what a receive reserves per message in the byte budget.
+        var bytesPerMessage: Int
     }
 
     let name: String
@@ -53,9 +56,13 @@ struct SQSPoller {
         while !Task.isCancelled {
             let wanted = budget.reserve(10)
             guard wanted > 0 else { return }
+            // Only as many messages as the byte budget has room for, at their largest.
+            let (count, reserved) = await queue.reserveReceive(maximum: wanted, bytesPerMessage: options.bytesPerMessage)
+            budget.refund(wanted - count)
+            guard count > 0 else { return }
             let messages: [SQSMessage]
             do {
-                messages = try await client.receive(maximum: wanted, waitSeconds: options.waitSeconds,
+                messages = try await client.receive(maximum: count, waitSeconds: options.waitSeconds,
                                                     visibilityTimeout: options.visibilityTimeout)
                 if attempt > 0 {
                     logger.info("SQS reachable again", metadata: ["poller": "\(name)", "attempts": "\(attempt + 1)"])
@@ -63,7 +70,8 @@ struct SQSPoller {
                 }
                 health.queueReachable(true)
             } catch let error as SQSError where error.isTransient {
-                budget.refund(wanted)
+                budget.refund(count)
+                await queue.cancel(reserved: reserved)
                 if Task.isCancelled { return }
                 health.queueReachable(false)
                 if attempt == 0 || attempt % 10 == 0 {
@@ -75,11 +83,13 @@ struct SQSPoller {
                 attempt += 1
                 continue
             } catch {
-                budget.refund(wanted)
+                budget.refund(count)
+                await queue.cancel(reserved: reserved)
                 throw error
             }
-            budget.refund(wanted - messages.count)
+            budget.refund(count - messages.count)
             if messages.isEmpty {
+                await queue.cancel(reserved: reserved)
                 if options.stopWhenEmpty { return }
                 continue
             }
@@ -92,15 +102,20 @@ struct SQSPoller {
                     receiveCount: message.receiveCount)
             }
             // Suspends while the writers lag: polling stops until they catch up.
-            guard await queue.push(inbound) else { return }
+            guard await queue.push(inbound, reserved: reserved) else { return }
         }
     }
 }
 
 /// Feeds the queue from a file of message bodies, one per line (JSONL), reading
 /// it as a stream so a file of any size runs in constant memory. Blank lines are
-/// not messages and are skipped.
+/// not messages and are skipped. A line longer than SQS's largest message is
+/// cut there (it is quarantined as too large, with its full length recorded):
+/// nothing a queue could deliver is lost, and no line can exhaust memory.
 struct FileSource {
+    /// SQS's maximum message size: no line is held beyond it.
+    static let maximumLineBytes = 1 << 20
+
     let path: String
     let sentTimestamp: Int64
     let queue: MessageQueue
@@ -108,38 +123,84 @@ struct FileSource {
     let statistics: IngestStatistics
 
     func run() async throws {
-        guard let file = fopen(path, "r") else {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else {
             throw IngestError("cannot open \(path) (\(String(cString: strerror(errno)))); check the path and its permissions")
         }
-        defer { fclose(file) }
-        var line: UnsafeMutablePointer<CChar>? = nil
-        var capacity = 0
-        defer { free(line) }
+        defer { close(descriptor) }
+        var reader = LineReader(descriptor: descriptor, limit: Self.maximumLineBytes)
         var lineNumber = 0
         var chunk: [InboundMessage] = []
+        var chunkBytes = 0
         chunk.reserveCapacity(256)
-        while true {
-            let length = getline(&line, &capacity, file)
-            if length < 0 { break }
+        while let line = try reader.next() {
             lineNumber += 1
-            var count = length
-            if count > 0 && line![count - 1] == 0x0a { count -= 1 }
-            if count > 0 && line![count - 1] == 0x0d { count -= 1 }
-            if count == 0 { continue }
+            if line.length == 0 { continue }
             guard budget.reserve(1) == 1 else { break }
-            let body = Array(UnsafeRawBufferPointer(start: line!, count: count))
             chunk.append(InboundMessage(
-                origin: .file, messageID: "line \(lineNumber)", receiptID: try ReceiptID.file(line: lineNumber, body: body),
-                body: body, sentTimestamp: sentTimestamp, receiveCount: 1))
-            if chunk.count == 256 {
+                origin: .file, messageID: "line \(lineNumber)", receiptID: try ReceiptID.file(line: lineNumber, body: line.bytes),
+                body: line.bytes, sentTimestamp: sentTimestamp, receiveCount: 1, byteCount: line.length))
+            chunkBytes += line.bytes.count
+            // Pushed in chunks for speed, but never more than a megabyte at once.
+            if chunk.count == 256 || chunkBytes >= 1 << 20 {
                 statistics.received(chunk.count)
                 guard await queue.push(chunk) else { return }
                 chunk.removeAll(keepingCapacity: true)
+                chunkBytes = 0
             }
         }
-        if ferror(file) != 0 { throw IngestError("reading \(path) failed at line \(lineNumber + 1)") }
         statistics.received(chunk.count)
         await queue.push(chunk)
+    }
+}
+
+/// Lines of a file descriptor, each cut at `limit` bytes (the rest of a long
+/// line is read and counted, not kept). Handles any byte, NUL included.
+struct LineReader {
+    let descriptor: Int32
+    let limit: Int
+    private var buffer = [UInt8](repeating: 0, count: 1 << 16)
+    private var start = 0
+    private var end = 0
+    private var atEnd = false
+
+    init(descriptor: Int32, limit: Int) {
+        self.descriptor = descriptor
+        self.limit = limit
+    }
+
+    /// The next line without its newline (and a CR before it): the bytes kept
+    /// and the line's whole length. Nil at the end of the file.
+    mutating func next() throws -> (bytes: [UInt8], length: Int)? {
+        var bytes: [UInt8] = []
+        var length = 0
+        var consumed = false
+        while true {
+            if start == end {
+                if atEnd { return consumed ? Self.trimmed(bytes, length) : nil }
+                let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    throw IngestError("reading the input file failed (\(String(cString: strerror(errno))))")
+                }
+                if count == 0 { atEnd = true; continue }
+                start = 0
+                end = count
+            }
+            consumed = true
+            let newline = buffer[start..<end].firstIndex(of: 0x0a)
+            let stop = newline ?? end
+            let keep = min(stop - start, max(limit - bytes.count, 0))
+            bytes.append(contentsOf: buffer[start..<(start + keep)])
+            length += stop - start
+            start = newline.map { $0 + 1 } ?? end
+            if newline != nil { return Self.trimmed(bytes, length) }
+        }
+    }
+
+    private static func trimmed(_ bytes: [UInt8], _ length: Int) -> (bytes: [UInt8], length: Int) {
+        guard bytes.count == length, bytes.last == 0x0d else { return (bytes, length) }
+        return (Array(bytes.dropLast()), length - 1)
     }
 }
 

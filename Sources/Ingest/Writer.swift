@@ -14,6 +14,8 @@ import VaultCrypto
 final class Writer {
     struct Options {
         var batchSize: Int
+        /// Body bytes per batch (at least one message): the writers' share of the byte budget.
+        var batchBytes: Int
         var flushInterval: Duration
         var leaseExtensionInterval: Duration
     }
@@ -54,15 +56,24 @@ final class Writer {
     /// Runs until the queue is closed and drained.
     func run() async throws {
         while true {
-            var batch = await queue.take(maximum: options.batchSize)
+            var batch = await queue.take(maximum: options.batchSize, maximumBytes: options.batchBytes)
             if batch.isEmpty { return }
+            var bytes = batch.reduce(0) { $0 + $1.body.count }
             let deadline = ContinuousClock.now + options.flushInterval
-            while batch.count < options.batchSize {
-                let more = await queue.take(maximum: options.batchSize - batch.count, deadline: deadline)
+            while batch.count < options.batchSize && bytes < options.batchBytes {
+                let more = await queue.take(maximum: options.batchSize - batch.count, maximumBytes: options.batchBytes - bytes,
+                                            deadline: deadline)
                 if more.isEmpty { break }
                 batch += more
+                bytes += more.reduce(0) { $0 + $1.body.count }
             }
-            try await handle(batch)
+            do {
+                try await handle(batch)
+            } catch {
+                await queue.release(batch)
+                throw error
+            }
+            await queue.release(batch)
         }
     }
 

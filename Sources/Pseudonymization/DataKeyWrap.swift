@@ -16,8 +16,13 @@ public enum DataKeyWrap {
     }
 
     public static func wrap(_ key: SecureBytes, dataKeyID: String, to recipient: RecoveryPublicKey) throws -> [UInt8] {
+        try wrap(key, dataKeyID: dataKeyID, to: recipient, ephemeral: X25519.PrivateKey())
+    }
+
+    /// With a given ephemeral key (FORMATS.md's worked example); real wraps draw it at random.
+    static func wrap(_ key: SecureBytes, dataKeyID: String, to recipient: RecoveryPublicKey, ephemeral: X25519.PrivateKey) throws -> [UInt8] {
         let sealed = try HPKE.seal(key, to: recipient.publicKey, info: info,
-                                   aad: aad(dataKeyID: dataKeyID, recoveryVersion: recipient.version))
+                                   aad: aad(dataKeyID: dataKeyID, recoveryVersion: recipient.version), ephemeral: ephemeral)
         return sealed.encapsulatedKey + sealed.ciphertext
     }
 

@@ -249,6 +249,9 @@ public actor SQSClient {
         }
     }
 
+    /// Ten messages of SQS's largest size (1 MiB), escaped as XML entities at worst.
+    static let maximumResponseBytes = 64 << 20
+
     /// Long-polls for up to `maximum` (≤ 10) messages, asking for `SentTimestamp`
     /// and `ApproximateReceiveCount`.
     public func receive(maximum: Int, waitSeconds: Int, visibilityTimeout: Int?) async throws -> [SQSMessage] {
@@ -386,7 +389,7 @@ public actor SQSClient {
         let bytes: [UInt8]
         do {
             response = try await http.execute(request, timeout: timeout, logger: logger)
-            bytes = Array(buffer: try await response.body.collect(upTo: 16 << 20))
+            bytes = Array(buffer: try await response.body.collect(upTo: Self.maximumResponseBytes))
             failingSince = nil
         } catch is CancellationError {
             throw CancellationError()

@@ -55,8 +55,9 @@ public enum HPKE {
         let exporterSecret: SecureBytes
     }
 
-    static func seal(
-        _ plaintext: some ReadableBytes, to recipient: X25519.PublicKey, info: [UInt8], aad: [UInt8], aead: AEAD,
+    /// With a given ephemeral key: for published vectors and worked examples only.
+    public static func seal(
+        _ plaintext: some ReadableBytes, to recipient: X25519.PublicKey, info: [UInt8], aad: [UInt8], aead: AEAD = .aes256GCM,
         ephemeral: X25519.PrivateKey
     ) throws -> Sealed {
         let (sharedSecret, encapsulated) = try encapsulate(to: recipient, ephemeral: ephemeral)

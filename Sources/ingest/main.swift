@@ -94,6 +94,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Messages per transaction ($INGEST_BATCH_SIZE, default 1000).")
     var batchSize: Int?
 
+    @Option(help: ArgumentHelp("Bytes of message bodies in flight at most, received, queued or being written ($INGEST_MAX_INFLIGHT_BYTES, default 16777216): bounds memory with large bodies.", valueName: "bytes"))
+    var maxInflightBytes: Int?
+
     @Option(help: "Stop after this many messages ($INGEST_MAX_MESSAGES).")
     var maxMessages: Int?
 
@@ -167,6 +170,7 @@ struct Run: AsyncParsableCommand {
         configuration.pollers = try EnvironmentFallback.value(pollers, "INGEST_POLLERS", default: 4)
         configuration.writers = try EnvironmentFallback.value(writers, "INGEST_WRITERS", default: 2)
         configuration.batchSize = try EnvironmentFallback.value(batchSize, "INGEST_BATCH_SIZE", default: 1000)
+        configuration.maximumInflightBytes = try EnvironmentFallback.value(maxInflightBytes, "INGEST_MAX_INFLIGHT_BYTES", default: 16 << 20)
         configuration.visibilityTimeout = try EnvironmentFallback.value(visibilityTimeout, "INGEST_VISIBILITY_TIMEOUT", default: 60)
         configuration.waitSeconds = try EnvironmentFallback.value(waitSeconds, "INGEST_WAIT_SECONDS", default: 20)
         configuration.maximumReceiveCount = try EnvironmentFallback.value(maxReceiveCount, "INGEST_MAX_RECEIVE_COUNT", default: 10)
@@ -182,15 +186,17 @@ struct Run: AsyncParsableCommand {
         configuration.dataKeyPolicy.maximumAge = .seconds(hours * 3600)
         guard (1...64).contains(configuration.pollers), (1...32).contains(configuration.writers),
               (1...10_000).contains(configuration.batchSize), (1...43_200).contains(configuration.visibilityTimeout),
+              (1 << 20...1 << 34).contains(configuration.maximumInflightBytes),
               (0...20).contains(configuration.waitSeconds),
               configuration.maximumReceiveCount >= 1, configuration.dataKeyPolicy.maximumEncryptions >= 1, hours > 0 else {
-            throw ValidationError("out of range: pollers 1…64, writers 1…32, batch size 1…10000, visibility timeout 1…43200 s, wait 0…20 s, "
+            throw ValidationError("out of range: pollers 1…64, writers 1…32, batch size 1…10000, visibility timeout 1…43200 s, wait 0…20 s, in-flight bytes 1 MiB…16 GiB, "
                                   + "max receive count ≥ 1, data key limits > 0")
         }
         return configuration
     }
 
     func run() async throws {
+        MemoryTuning.apply()
         let logger = makeLogger()
         do {
             let registry = PrometheusCollectorRegistry()

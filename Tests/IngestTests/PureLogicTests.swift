@@ -57,6 +57,58 @@ struct MessageQueueTests {
         #expect(await queue.count == 4)
     }
 
+    func bodies(_ sizes: [Int]) -> [InboundMessage] {
+        sizes.enumerated().map { index, size in
+            InboundMessage(origin: .file, messageID: "line \(index)", receiptID: [UInt8(index)], body: Array(repeating: 0x61, count: size),
+                           sentTimestamp: 0, receiveCount: 1)
+        }
+    }
+
+    @Test("bytes in flight stay within the budget: pushers wait until writers release what they took")
+    func byteBudget() async throws {
+        let queue = MessageQueue(capacity: 1000, byteBudget: 1000)
+        await queue.push(bodies([400, 400]))
+        let pushed = Task { await queue.push(self.bodies([400])) }
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(await queue.count == 2)
+        let taken = await queue.take(maximum: 10)
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(await queue.count == 0)  // taken, but not released: still in flight
+        await queue.release(taken)
+        #expect(await pushed.value)
+        #expect(await queue.bytesInFlight == 400)
+    }
+
+    @Test("one message larger than the budget still passes when nothing else is in flight")
+    func oversizedMessage() async {
+        let queue = MessageQueue(capacity: 10, byteBudget: 100)
+        #expect(await queue.push(bodies([5000])))
+        #expect(await queue.take(maximum: 10).count == 1)
+    }
+
+    @Test("take stops at the byte limit but always takes one message")
+    func takeByBytes() async {
+        let queue = MessageQueue(capacity: 100)
+        await queue.push(bodies([300, 300, 300, 300]))
+        #expect(await queue.take(maximum: 10, maximumBytes: 700).count == 2)
+        #expect(await queue.take(maximum: 10, maximumBytes: 100).count == 1)
+    }
+
+    @Test("a receive reserves the worst case for as many messages as fit, and waits when none does")
+    func receiveReservations() async throws {
+        let queue = MessageQueue(capacity: 100, byteBudget: 10_000)
+        let first = await queue.reserveReceive(maximum: 10, bytesPerMessage: 3000)
+        #expect(first.count == 3 && first.reserved == 9000)
+        let second = Task { await queue.reserveReceive(maximum: 10, bytesPerMessage: 3000) }
+        try await Task.sleep(for: .milliseconds(50))
+        await queue.push(bodies([200]), reserved: first.reserved)  // the receive brought less than reserved
+        let granted = await second.value
+        #expect(granted.count == 3)
+        #expect(await queue.bytesInFlight == 200 + 9000)
+        await queue.cancel(reserved: granted.reserved)
+        #expect(await queue.bytesInFlight == 200)
+    }
+
     @Test("take with a deadline returns empty when nothing comes")
     func deadline() async {
         let queue = MessageQueue(capacity: 4)
@@ -118,5 +170,35 @@ struct KnownTokenCacheTests {
         #expect(KnownTokenCache.Fingerprint(token: "ip_t1_" + mac) == KnownTokenCache.Fingerprint(token: "dev_t2_" + mac),
                 "the fingerprint reads only the MAC, which already differs per field and version")
         #expect(KnownTokenCache.Fingerprint(token: "ip_t1_" + mac) != KnownTokenCache.Fingerprint(token: "ip_t1_R" + mac.dropFirst()))
+    }
+}
+
+@Suite("File lines")
+struct LineReaderTests {
+    func lines(_ text: [UInt8], limit: Int = 1 << 20) throws -> [(bytes: [UInt8], length: Int)] {
+        let path = NSTemporaryDirectory() + "lines-\(UUID().uuidString)"
+        FileManager.default.createFile(atPath: path, contents: Data(text))
+        let descriptor = open(path, O_RDONLY)
+        defer { close(descriptor) }
+        var reader = LineReader(descriptor: descriptor, limit: limit)
+        var result: [(bytes: [UInt8], length: Int)] = []
+        while let line = try reader.next() { result.append(line) }
+        return result
+    }
+
+    @Test("newlines, CRLF, NUL bytes, a last line without newline, blank lines")
+    func splitting() throws {
+        let read = try lines(Array("a\r\nb\u{0}c\n\nlast".utf8))
+        #expect(read.map(\.bytes) == [Array("a".utf8), [0x62, 0, 0x63], [], Array("last".utf8)])
+        #expect(read.map(\.length) == [1, 3, 0, 4])
+    }
+
+    @Test("a line longer than the limit is cut, its length counted, and the next line read whole")
+    func longLine() throws {
+        let long = [UInt8](repeating: 0x78, count: 200_000)
+        let read = try lines(long + [0x0a] + Array("next\n".utf8), limit: 1000)
+        #expect(read.count == 2)
+        #expect(read[0].bytes.count == 1000 && read[0].length == 200_000)
+        #expect(read[1].bytes == Array("next".utf8))
     }
 }

@@ -56,7 +56,7 @@ runs_init() { # EMULATOR PRODUCT…
 }
 
 fresh_db() { # NAME → URL of a new, migrated database with the run's keys registered
-    psql -qAt -d postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
+    PGOPTIONS="-c client_min_messages=warning" psql -qAt -d postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
     local url="postgresql://$PGUSER@$PGHOST:$PGPORT/$1"
     "$bin/ingest" migrate --database-url "$url" >/dev/null 2>&1
     "$bin/vault" keys register --keys-dir "$work/vault-keys" --database-url "$url" --reason "benchmark set-up" >/dev/null

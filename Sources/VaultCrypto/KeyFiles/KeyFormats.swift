@@ -206,9 +206,16 @@ public struct RecoveryPrivateKeys: Sendable {
     public static func seal(
         _ privateKey: X25519.PrivateKey, version: Int, createdAt: String, passphrase: SecureBytes, parameters: Scrypt.Parameters
     ) throws -> Sealed {
+        try seal(privateKey, version: version, createdAt: createdAt, passphrase: passphrase, parameters: parameters,
+                 salt: try SystemRandom.bytes(16), nonce: try SystemRandom.bytes(AESGCM.nonceByteCount))
+    }
+
+    /// With a given salt and nonce (FORMATS.md's worked example); real seals draw them at random.
+    static func seal(
+        _ privateKey: X25519.PrivateKey, version: Int, createdAt: String, passphrase: SecureBytes, parameters: Scrypt.Parameters,
+        salt: [UInt8], nonce: [UInt8]
+    ) throws -> Sealed {
         try parameters.validate()
-        let salt = try SystemRandom.bytes(16)
-        let nonce = try SystemRandom.bytes(AESGCM.nonceByteCount)
         let publicKey = privateKey.publicKey.rawRepresentation
         let key = try Scrypt.deriveKey(password: passphrase, salt: salt, parameters: parameters, byteCount: 32)
         let sealed = try AESGCM(key: key).seal(
