@@ -123,11 +123,11 @@ public final class IngestService: Service {
             acknowledger = SQSAcknowledger(client: client, visibilityTimeout: configuration.visibilityTimeout,
                                            redeliverInsteadOfDelete: configuration.redeliverInsteadOfDelete,
                                            statistics: statistics, logger: logger)
+            let sizes = MessageSizeEstimate(ceiling: bytesPerMessage)
             let pollers = (0..<configuration.pollers).map { index in
-                SQSPoller(name: "poller-\(index)", client: client, queue: queue, budget: budget,
+                SQSPoller(name: "poller-\(index)", client: client, queue: queue, sizes: sizes, budget: budget,
                           options: .init(waitSeconds: configuration.untilEmpty ? min(configuration.waitSeconds, 2) : configuration.waitSeconds,
-                                         visibilityTimeout: configuration.visibilityTimeout, stopWhenEmpty: configuration.untilEmpty,
-                                         bytesPerMessage: bytesPerMessage),
+                                         visibilityTimeout: configuration.visibilityTimeout, stopWhenEmpty: configuration.untilEmpty),
                           statistics: statistics, health: health, logger: logger)
             }
             produce = {

@@ -34,14 +34,13 @@ struct SQSPoller {
         var visibilityTimeout: Int
         /// Stop after the first empty receive (`--until-empty`).
         var stopWhenEmpty: Bool
-        /// The most one message can take (the queue's `MaximumMessageSize`):
-        /// what a receive reserves per message in the byte budget.
-        var bytesPerMessage: Int
     }
 
     let name: String
     let client: SQSClient
     let queue: MessageQueue
+    /// What a receive reserves per message in the byte budget (shared by the pollers).
+    let sizes: MessageSizeEstimate
     let budget: MessageBudget
     let options: Options
     let statistics: IngestStatistics
@@ -57,7 +56,7 @@ struct SQSPoller {
             let wanted = budget.reserve(10)
             guard wanted > 0 else { return }
             // Only as many messages as the byte budget has room for, at their largest.
-            let (count, reserved) = await queue.reserveReceive(maximum: wanted, bytesPerMessage: options.bytesPerMessage)
+            let (count, reserved) = await queue.reserveReceive(maximum: wanted, bytesPerMessage: sizes.current)
             budget.refund(wanted - count)
             guard count > 0 else { return }
             let messages: [SQSMessage]
@@ -93,6 +92,7 @@ struct SQSPoller {
                 if options.stopWhenEmpty { return }
                 continue
             }
+            sizes.observe(largest: messages.map(\.body.utf8.count).max() ?? 0)
             statistics.received(messages.count)
             let inbound = try messages.map { message in
                 InboundMessage(
@@ -103,6 +103,33 @@ struct SQSPoller {
             }
             // Suspends while the writers lag: polling stops until they catch up.
             guard await queue.push(inbound, reserved: reserved) else { return }
+        }
+    }
+}
+
+/// What one message of the next receive may take, for its reservation in the
+/// byte budget: the largest body seen lately. It starts at the queue's maximum
+/// message size (nothing is known yet), jumps up at once when a larger body
+/// arrives, and decays toward `floor` by a quarter of the gap per receive while
+/// bodies stay small, so small messages poll at full concurrency. A sudden
+/// switch to large bodies can overshoot the budget once, by at most what the
+/// receives already in the air bring (pollers × 10 × the maximum size).
+final class MessageSizeEstimate: Sendable {
+    private let estimate: Mutex<Int>
+    let floor: Int
+    let ceiling: Int
+
+    init(ceiling: Int, floor: Int = 64 << 10) {
+        self.ceiling = max(ceiling, 1)
+        self.floor = min(floor, self.ceiling)
+        estimate = Mutex(self.ceiling)
+    }
+
+    var current: Int { estimate.withLock { $0 } }
+
+    func observe(largest: Int) {
+        estimate.withLock { value in
+            value = min(ceiling, max(largest, value - (value - floor) / 4, floor))
         }
     }
 }

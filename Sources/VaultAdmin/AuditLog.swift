@@ -125,6 +125,15 @@ public enum AuditLog {
         return entries.map(\.sequence)
     }
 
+    /// Refuses to go on unless `entry` is the chain's row at its sequence now
+    /// (checked inside the transaction that appended it).
+    static func requireStored(_ entry: AuditEntry, on connection: isolated PostgresConnection) throws {
+        let stored = try connection.query("SELECT hash FROM audit_log WHERE seq = $1", [.int(entry.sequence)], prepared: true)
+        guard let hash = try stored.first?.bytes("hash"), hash == entry.hash else {
+            throw AuditError("the database did not store the audit row the reveal should have appended (sequence \(entry.sequence)): its audit functions were changed; nothing is shown. Tell whoever audits the database owners")
+        }
+    }
+
     /// Appends in a transaction of its own and commits.
     @discardableResult
     public static func appendCommitted(_ records: [AuditRecord], actor: AuditActor, on connection: PostgresConnection) async throws -> [Int64] {

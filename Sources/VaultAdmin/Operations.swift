@@ -55,6 +55,9 @@ enum AuditedReveal {
                 let entry = try SealedEntry(row)
                 released[entry.token] = entry
             }
+            // The rows must really be there: a replaced vault_reveal that hands out
+            // values without appending them is caught here, before anything is opened.
+            try AuditLog.requireStored(entries.last!, on: connection)
             return Released(sequences: entries.map(\.sequence), entries: released)
         }
     }
@@ -190,6 +193,7 @@ public enum Forget {
                 .text(entry.osUser), .int(entry.macKeyVersion ?? 0), .text(token), .text(reason), .text(outcome.rawValue), .bytes(entry.hash),
                 .bytes(entry.mac ?? []),
             ])
+            try AuditLog.requireStored(entry, on: connection)
             return (outcome, entry.sequence)
         }
     }

@@ -52,7 +52,7 @@ struct Recover: AsyncParsableCommand {
             if timing {
                 let total = ContinuousClock.now - started
                 FileHandle.standardError.write(Data(
-                    "vault: timing: \(tokens.count) tokens; passphrase KDF \(keyring.unlockDuration / .milliseconds(1)) ms; everything else \((total - keyring.unlockDuration) / .milliseconds(1)) ms\n".utf8))
+                    "vault: timing: \(tokens.count) tokens; passphrase KDF \(Int(keyring.unlockDuration / .milliseconds(1))) ms; everything else \(Int((total - keyring.unlockDuration) / .milliseconds(1))) ms\n".utf8))
             }
             let failures = outcomes.compactMap { outcome -> RecoveryError? in
                 if case .failure(let error) = outcome.result { return error }

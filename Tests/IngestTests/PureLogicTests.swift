@@ -202,3 +202,19 @@ struct LineReaderTests {
         #expect(read[1].bytes == Array("next".utf8))
     }
 }
+
+@Suite("Message size estimate")
+struct MessageSizeEstimateTests {
+    @Test("starts at the queue's maximum, decays toward the floor while bodies are small, jumps back at once")
+    func adapts() {
+        let estimate = MessageSizeEstimate(ceiling: 1 << 20, floor: 64 << 10)
+        #expect(estimate.current == 1 << 20)
+        for _ in 0..<40 { estimate.observe(largest: 200) }
+        #expect(estimate.current < (64 << 10) + 1024)
+        #expect(estimate.current >= 64 << 10)
+        estimate.observe(largest: 900_000)
+        #expect(estimate.current == 900_000)
+        estimate.observe(largest: 5 << 20)
+        #expect(estimate.current == 1 << 20)
+    }
+}

@@ -344,3 +344,28 @@ struct TransportTests {
         #expect(try await verified.query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0].bool("ssl"))
     }
 }
+
+@Suite("a database owner who replaces the audited functions")
+struct ReplacedFunctionTests {
+    @Test("vault_reveal replaced by one that appends no audit row: vault notices and shows nothing")
+    func unauditedReveal() async throws {
+        let harness = try await VaultHarness.make(bodies: mixedBodies(count: 2))
+        let owner = try await harness.connect()
+        try await owner.executeScript("""
+            CREATE OR REPLACE FUNCTION vault_reveal(p_os_user text, p_mac_key_version integer, p_action text, p_subjects text[],
+                                                    p_reasons text[], p_outcomes text[], p_hashes bytea[], p_macs bytea[])
+                RETURNS TABLE (token text, field text, token_key_version integer, data_key_id text, nonce bytea, ciphertext bytea,
+                               recovery_key_version integer, wrapped_key bytea)
+                LANGUAGE sql SECURITY DEFINER AS $$
+                SELECT v.token, v.field, v.token_key_version, v.data_key_id::text, v.nonce, v.ciphertext, d.recovery_key_version, d.wrapped_key
+                FROM vault_entries v LEFT JOIN data_keys d ON d.id = v.data_key_id WHERE v.token = ANY(p_subjects)
+            $$;
+            """)
+        let token = harness.originals.keys.sorted()[0]
+        let result = try await harness.vault(["recover", "--token", token, "--reason", "UNAUDITED"])
+        #expect(result.status != 0)
+        #expect(result.output.isEmpty)
+        #expect(result.errors.contains("did not store the audit row"))
+        #expect(!result.errors.contains(harness.originals[token]!))
+    }
+}

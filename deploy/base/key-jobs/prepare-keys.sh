@@ -4,7 +4,7 @@
 set -eu
 umask 077
 mkdir -p "$KEYS_DIR"
-for file in tokenization.json recovery-public.json recovery-private.json; do
+for file in tokenization.json recovery-public.json recovery-private.json audit-key.json; do
     cat "/secrets/vault-keys/$file" >"$KEYS_DIR/$file"
 done
 chmod 644 "$KEYS_DIR/recovery-public.json"

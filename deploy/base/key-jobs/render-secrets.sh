@@ -1,6 +1,6 @@
 #!/bin/sh
 # Writes the rotated key files as Secret manifests for the publish step
-# (kubectl apply): vault-keys gets all three files, ingest-keys only the two
+# (kubectl apply): vault-keys gets all four files, ingest-keys only the two
 # that ingest may have. The kubelet then refreshes the files in every ingest
 # pod and ingest reloads them without a restart.
 set -eu
@@ -14,7 +14,7 @@ secret() {
     done
 }
 {
-    secret vault-keys tokenization.json recovery-public.json recovery-private.json
+    secret vault-keys tokenization.json recovery-public.json recovery-private.json audit-key.json
     echo ---
     secret ingest-keys tokenization.json recovery-public.json
 } >"$KEYS_DIR/../secrets.yaml"
