@@ -175,6 +175,8 @@ public final class VaultReader {
 
     /// Unwraps the data keys not unwrapped yet. A key that will not unwrap is
     /// left out: its entries then fail, each naming its token.
+    /// (An entry may carry its data key's wrapped key or leave it to another
+    /// entry under the same key.)
     private func loadDataKeys(_ entries: [SealedEntry]) throws {
         for entry in entries where ciphers[entry.dataKeyID] == nil && unavailable[entry.dataKeyID] == nil {
             guard let version = entry.recoveryKeyVersion, let wrapped = entry.wrappedKey else { continue }
