@@ -88,6 +88,8 @@ let package = Package(
                 "CProcess", "VaultCrypto", "Postgres", "SQS", "Storage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
         .target(name: "VaultAdmin", dependencies: ["VaultCrypto", "Postgres", "Pseudonymization", "Storage"]),

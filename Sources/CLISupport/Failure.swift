@@ -1,4 +1,4 @@
-public import ArgumentParser
+import ArgumentParser
 import Foundation
 import Postgres
 import SQS
@@ -16,19 +16,28 @@ public enum ExitStatus {
     public static let integrity: Int32 = 65
     /// Access refused: wrong passphrase, insecure key file, no private key here.
     public static let permission: Int32 = 77
+    /// Not finished (interrupted, or work left over): run it again; it resumes.
+    public static let tempfail: Int32 = 75
     /// Configuration is missing or invalid: no keys, a bad URL or option value.
     public static let configuration: Int32 = 78
 
     public static let helpText = """
         Exit codes: 0 success; 1 runtime failure (database or queue unreachable, operation failed); \
-        64 usage error; 65 integrity failure (tampered data or audit chain); \
+        64 usage error; 65 integrity failure (tampered data, audit chain or key files); \
+        75 not finished (interrupted, or work left over): run it again, it resumes; \
         77 access refused (wrong passphrase, insecure key file, no private key here); \
         78 configuration error (missing keys, bad URL or option).
         """
 }
 
+/// An error that says what to do and which exit code it ends the tool with;
+/// errors of the modules below the tools conform where the tool is built.
+public protocol ReportableError: Error, CustomStringConvertible {
+    var exitCode: Int32 { get }
+}
+
 /// An error the operator can act on, with the exit code it maps to.
-public struct OperatorError: Error, CustomStringConvertible {
+public struct OperatorError: ReportableError {
     public let message: String
     public let exitCode: Int32
 
@@ -40,19 +49,10 @@ public struct OperatorError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// Prints `error` as one line on stderr, prefixed with the tool's name, and
-/// returns the exit code to end with. Messages come from our own error types,
-/// which never carry an original value.
-public func report(_ error: any Error, tool: String) -> ExitCode {
-    let (message, code) = classify(error)
-    FileHandle.standardError.write(Data("\(tool): error: \(message)\n".utf8))
-    return ExitCode(code)
-}
-
-private func classify(_ error: any Error) -> (String, Int32) {
+/// An error's message for a person and the exit code it maps to. Messages
+/// come from our own error types, which never carry an original value.
+func classify(_ error: any Error) -> (String, Int32) {
     switch error {
-    case let error as OperatorError:
-        return (error.message, error.exitCode)
     case let error as KeyFileError:
         switch error.code {
         case .wrongPassphrase, .insecurePermissions: return (error.message, ExitStatus.permission)
@@ -66,6 +66,8 @@ private func classify(_ error: any Error) -> (String, Int32) {
         return (error.message, ExitStatus.usage)
     case let error as CryptoError where error.code == .authenticationFailed:
         return ("integrity check failed: \(error.message)", ExitStatus.integrity)
+    case let error as any ReportableError:
+        return (error.description, error.exitCode)
     case let error as SQSError:
         return (error.description, error.isTransient ? ExitStatus.failure : ExitStatus.configuration)
     case let error as PostgresError where error.code == .insecureTransport:

@@ -6,9 +6,14 @@ public import Logging
 /// line (for log collectors). Metadata carries tokens, ids and counts, never
 /// an original value.
 public enum ToolLogging {
+    /// `LOG_FORMAT=json`: logs, and the fatal error, as JSON lines.
+    public static func isJSON(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        environment["LOG_FORMAT"]?.lowercased() == "json"
+    }
+
     public static func bootstrap(label: String, environment: [String: String] = ProcessInfo.processInfo.environment) -> Logger {
         let level = environment["LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0.lowercased()) } ?? .info
-        let json = environment["LOG_FORMAT"]?.lowercased() == "json"
+        let json = isJSON(environment)
         LoggingSystem.bootstrap { label in
             if json {
                 var handler = JSONLogHandler(label: label)
@@ -39,16 +44,24 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var object: [String: Any] = [:]
-        for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }) { object[key] = Self.plain(value) }
+        var fields: [String: Any] = [:]
+        for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }) { fields[key] = Self.plain(value) }
+        fields["source"] = event.source
+        FileHandle.standardError.write(Self.line(level: event.level.rawValue, logger: label, message: "\(event.message)", fields: fields))
+    }
+
+    /// One log line: `time`, `level`, `logger`, `message`, then `fields`.
+    public static func line(level: String, logger: String, message: String, fields: [String: Any] = [:]) -> Data {
+        var object = fields
         object["time"] = ISO8601DateFormatter().string(from: Date())
-        object["level"] = event.level.rawValue
-        object["logger"] = label
-        object["message"] = "\(event.message)"
-        object["source"] = event.source
-        guard var line = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
+        object["level"] = level
+        object["logger"] = logger
+        object["message"] = message
+        guard var line = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else {
+            return Data()
+        }
         line.append(0x0a)
-        FileHandle.standardError.write(line)
+        return line
     }
 
     private static func plain(_ value: Logger.Metadata.Value) -> Any {

@@ -37,6 +37,9 @@ public struct IngestConfiguration: Sendable {
     public var dataKeyPolicy = DataKeyPolicy()
     /// How often the key files are checked for a rotation (SIGHUP checks at once).
     public var keyReloadInterval: Duration = .seconds(10)
+    /// How long to wait, unready, at start for PostgreSQL, the schema and the
+    /// key registry; nil: as long as it takes.
+    public var startupTimeout: Duration?
     /// How often readiness pings the database.
     public var healthProbeInterval: Duration = .seconds(2)
     /// Tests only: after commit, make messages visible again instead of deleting
@@ -78,14 +81,19 @@ public final class IngestService: Service {
             defer { Task { await connection.close() } }
             return try await KeyRegistry.registered(on: connection)
         }, logger: logger)
-        let probe = try await connect()
-        let version = try await Schema.currentVersion(probe)
-        guard version >= Schema.latestVersion else {
-            throw IngestError("the database schema is at version \(version), this build needs \(Schema.latestVersion): run `ingest migrate` first")
+        let prober = Task { await Self.probe(health: health, keys: keys, connect: connect, every: configuration.healthProbeInterval) }
+        defer { prober.cancel() }
+        // A database that is not there yet (or not migrated, or without the key
+        // fingerprints yet) is waited for, unready: no crash loop while the rest
+        // of a deployment comes up. SIGTERM ends the wait.
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await Self.waitUntilUsable(keys: keys, connect: connect, health: health, timeout: configuration.startupTimeout,
+                                               logger: logger)
+            }
+        } catch is CancellationError {
+            return
         }
-        await probe.close()
-        health.databaseReachable(true)
-        try await keys.verifyRegistered()
         let keyring = keys.current.keyring
         let recoveryKeys = keys.current.recovery
         health.keysLoaded()
@@ -168,8 +176,6 @@ public final class IngestService: Service {
         let producers = Task { try await produce() }
         let reloader = Task { await Self.reloadKeys(keys, dataKeys: dataKeys, every: configuration.keyReloadInterval) }
         defer { reloader.cancel() }
-        let prober = Task { await Self.probe(health: health, keys: keys, connect: connect, every: configuration.healthProbeInterval) }
-        defer { prober.cancel() }
         let outcome: Result<Void, any Error>
         do {
             let producerError = try await withTaskCancellationHandler {
@@ -198,6 +204,48 @@ public final class IngestService: Service {
             "received": "\(stats.received)", "written": "\(stats.written)", "quarantined": "\(stats.quarantinedTotal)",
             "duplicates_skipped": "\(stats.duplicates)", "unknown_fields": "\(stats.unknownFields)",
             "seconds": "\(String(format: "%.2f", elapsed.seconds))", "messages_per_second": "\(Int(rate))"])
+    }
+
+    /// Returns once PostgreSQL answers, the schema is current and the key files
+    /// are the registered ones; until then readiness says what is missing.
+    /// A swapped key file or a database refusing TLS ends the service at once.
+    static func waitUntilUsable(
+        keys: IngestKeys, connect: @Sendable () async throws -> PostgresConnection, health: HealthState, timeout: Duration?, logger: Logger
+    ) async throws {
+        let started = ContinuousClock.now
+        let backoff = Backoff(base: .milliseconds(500), cap: .seconds(15))
+        var attempt = 0
+        while true {
+            let problem: String
+            do {
+                let connection = try await connect()
+                defer { Task { await connection.close() } }
+                health.databaseReachable(true)
+                let version = try await Schema.currentVersion(connection)
+                if version < Schema.latestVersion {
+                    problem = "the database schema is at version \(version), this build needs \(Schema.latestVersion): run `ingest migrate`"
+                } else {
+                    try await keys.verifyRegistered()
+                    health.waitingFor(nil)
+                    if attempt > 0 { logger.info("the database is ready; starting", metadata: ["attempts": "\(attempt + 1)"]) }
+                    return
+                }
+            } catch let error as PostgresError where error.code == .connectionFailed {
+                health.databaseReachable(false)
+                problem = "\(error)"
+            } catch let error as KeyRegistryError where error.code == .unregistered {
+                problem = error.message
+            }
+            health.waitingFor(problem)
+            if let timeout, ContinuousClock.now - started >= timeout {
+                throw IngestError("gave up waiting after \(timeout.seconds) s (--startup-timeout): \(problem)", exitCode: 75)
+            }
+            if attempt % 10 == 0 {
+                logger.warning("waiting for the database before starting; not ready", metadata: ["attempt": "\(attempt + 1)", "problem": "\(problem)"])
+            }
+            try await Task.sleep(for: backoff.delay(attempt: min(attempt, 10)))
+            attempt += 1
+        }
     }
 
     /// Keeps readiness and the gauges current: pings the database every

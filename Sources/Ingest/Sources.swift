@@ -231,10 +231,16 @@ struct LineReader {
     }
 }
 
-/// A failure of the service as a whole, worded for the operator.
+/// A failure of the service as a whole, worded for the operator, with the
+/// exit code it ends the process with.
 public struct IngestError: Error, CustomStringConvertible {
     public let description: String
-    public init(_ description: String) { self.description = description }
+    public let exitCode: Int32
+
+    public init(_ description: String, exitCode: Int32 = 1) {
+        self.description = description
+        self.exitCode = exitCode
+    }
 }
 
 /// What `/health/ready` reports: whether the database and the queue answer
@@ -249,6 +255,8 @@ public final class HealthState: Sendable {
         /// (read-only, disk full, a revoked grant) or went away mid-batch.
         var writesFailing = false
         var shuttingDown = false
+        /// What start-up is still waiting for (schema, key registry).
+        var waitingFor: String?
     }
 
     private let state = Mutex(State())
@@ -266,6 +274,7 @@ public final class HealthState: Sendable {
             if !state.queue { problems.append("queue unreachable") }
             if !state.keysLoaded { problems.append("keys not loaded") }
             if state.writesFailing { problems.append("database refuses writes") }
+            if let waiting = state.waitingFor { problems.append("starting: \(waiting)") }
             if state.shuttingDown { problems.append("shutting down") }
             return (problems.isEmpty, problems)
         }
@@ -276,4 +285,5 @@ public final class HealthState: Sendable {
     func keysLoaded() { state.withLock { $0.keysLoaded = true } }
     func writesFailing(_ value: Bool) { state.withLock { $0.writesFailing = value } }
     func shuttingDown() { state.withLock { $0.shuttingDown = true } }
+    func waitingFor(_ problem: String?) { state.withLock { $0.waitingFor = problem } }
 }

@@ -299,28 +299,31 @@ public enum Schema {
                     WHERE r.outcome = 'revealed';
             END $$;
 
-            -- Crypto-shredding with its audit row, in one transaction.
-            CREATE FUNCTION vault_forget(p_os_user text, p_mac_key_version integer, p_token text, p_reason text, p_outcome text,
-                                         p_hash bytea, p_mac bytea) RETURNS bigint
+            -- Crypto-shredding with its audit rows, in one transaction: one row per
+            -- token, its outcome ('erased', 'already-erased', 'unknown') checked
+            -- against the vault under row locks; returns the first row's sequence.
+            CREATE FUNCTION vault_forget(p_os_user text, p_mac_key_version integer, p_tokens text[], p_reasons text[],
+                                         p_outcomes text[], p_hashes bytea[], p_macs bytea[]) RETURNS bigint
                 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
             DECLARE
-                state text;
-                sequence bigint;
+                first bigint;
             BEGIN
-                SELECT CASE WHEN v.erased_at IS NULL THEN 'erased' ELSE 'already-erased' END INTO state
-                FROM vault_entries v WHERE v.token = p_token FOR UPDATE;
-                state := coalesce(state, 'unknown');
-                IF state IS DISTINCT FROM p_outcome THEN
-                    RAISE EXCEPTION 'the vault changed while the audit row was prepared; retry' USING ERRCODE = 'serialization_failure';
+                PERFORM 1
+                FROM unnest(p_tokens, p_outcomes) AS r(token, outcome)
+                LEFT JOIN (SELECT v.token, v.erased_at FROM vault_entries v WHERE v.token = ANY(p_tokens) FOR UPDATE) e
+                       ON e.token = r.token
+                WHERE r.outcome IS DISTINCT FROM CASE WHEN e.token IS NULL THEN 'unknown'
+                                                      WHEN e.erased_at IS NOT NULL THEN 'already-erased' ELSE 'erased' END;
+                IF FOUND THEN
+                    RAISE EXCEPTION 'the vault changed while the audit rows were prepared; retry' USING ERRCODE = 'serialization_failure';
                 END IF;
-                sequence := audit_insert(p_os_user, p_mac_key_version, ARRAY['forget'], ARRAY[p_token], ARRAY[p_reason],
-                                         ARRAY[p_outcome], ARRAY[p_hash], ARRAY[p_mac]);
-                IF state = 'erased' THEN
-                    UPDATE vault_entries SET nonce = NULL, ciphertext = NULL, erased_at = now(),
-                                             erased_by = p_os_user || ' as ' || session_user, erasure_audit_seq = sequence
-                    WHERE token = p_token;
-                END IF;
-                RETURN sequence;
+                first := audit_insert(p_os_user, p_mac_key_version, array_fill('forget'::text, ARRAY[cardinality(p_tokens)]), p_tokens,
+                                      p_reasons, p_outcomes, p_hashes, p_macs);
+                UPDATE vault_entries v SET nonce = NULL, ciphertext = NULL, erased_at = now(),
+                                           erased_by = p_os_user || ' as ' || session_user, erasure_audit_seq = first + r.i - 1
+                FROM unnest(p_tokens, p_outcomes) WITH ORDINALITY AS r(token, outcome, i)
+                WHERE v.token = r.token AND r.outcome = 'erased';
+                RETURN first;
             END $$;
 
             -- Records a key version's fingerprint once; a different one for the
@@ -346,7 +349,7 @@ public enum Schema {
             REVOKE ALL ON FUNCTION audit_insert(text, integer, text[], text[], text[], text[], bytea[], bytea[]),
                 audit_head(), audit_append(text, integer, text[], text[], text[], text[], bytea[], bytea[]),
                 vault_reveal(text, integer, text, text[], text[], text[], bytea[], bytea[]),
-                vault_forget(text, integer, text, text, text, bytea, bytea),
+                vault_forget(text, integer, text[], text[], text[], bytea[], bytea[]),
                 register_key(text, integer, text, bytea) FROM PUBLIC;
 
             -- Roles. Compliance logins (pseudonymizer_vault) reveal only through
@@ -377,7 +380,7 @@ public enum Schema {
             GRANT EXECUTE ON FUNCTION audit_head(),
                 audit_append(text, integer, text[], text[], text[], text[], bytea[], bytea[]),
                 vault_reveal(text, integer, text, text[], text[], text[], bytea[], bytea[]),
-                vault_forget(text, integer, text, text, text, bytea, bytea) TO pseudonymizer_vault;
+                vault_forget(text, integer, text[], text[], text[], bytea[], bytea[]) TO pseudonymizer_vault;
 
             GRANT SELECT ON user_logins, app_versions, vault_entries, data_keys, quarantine, audit_log, key_versions, token_lineage
                 TO pseudonymizer_rotation;

@@ -271,8 +271,9 @@ public enum KeyAdministration {
 
     // MARK: Retirement
 
+    /// With `dryRun`, every check runs and nothing is removed.
     public static func retireTokenization(
-        version: Int, store: KeyStore, reason: String, actor: AuditActor, connection: PostgresConnection
+        version: Int, store: KeyStore, dryRun: Bool = false, reason: String, actor: AuditActor, connection: PostgresConnection
     ) async throws {
         let keyring = try store.tokenizationKeyring()
         guard keyring.key(version: version) != nil else { throw KeyFileError(.unknownVersion, "there is no tokenization key v\(version) in \(store.tokenizationPath)") }
@@ -286,6 +287,7 @@ public enum KeyAdministration {
                 \(entry.ipRows) ip and \(entry.deviceRows) device_id rows of user_logins; run `vault retokenize` first
                 """)
         }
+        guard !dryRun else { return }
         try store.save(try keyring.removing(version: version))
         try await connection.transaction { connection in
             try KeyRegistry.record(.tokenization, versions: [], retired: [version], on: connection)
@@ -299,7 +301,8 @@ public enum KeyAdministration {
     /// private key of the version that wraps it (a public key added by someone
     /// else, and data keys rewrapped to it, would otherwise lose everything).
     public static func retireRecovery(
-        version: Int, store: KeyStore, keyring: RecoveryKeyring, reason: String, actor: AuditActor, connection: PostgresConnection
+        version: Int, store: KeyStore, keyring: RecoveryKeyring, dryRun: Bool = false, reason: String, actor: AuditActor,
+        connection: PostgresConnection
     ) async throws {
         let publicKeys = try store.recoveryPublicKeys()
         guard publicKeys.key(version: version) != nil else { throw KeyFileError(.unknownVersion, "there is no recovery key v\(version) in \(store.recoveryPublicPath)") }
@@ -321,6 +324,7 @@ public enum KeyAdministration {
                 or does not match. Nothing was retired: find out who changed the recovery keys
                 """)
         }
+        guard !dryRun else { return }
         if store.hasRecoveryPrivateKeys {
             try store.save(try store.recoveryPrivateKeys().removing(version: version))
         }

@@ -130,18 +130,7 @@ public enum Lookup {
         _ value: String, field: PIIField, reason: String, keyring: TokenizationKeyring, reader: VaultReader, actor: AuditActor,
         connection: PostgresConnection
     ) async throws -> (matches: [Match], auditSequence: Int64) {
-        let canonical: String
-        switch field {
-        case .ip:
-            guard let ip = CanonicalIP.canonicalize(value) else {
-                throw LookupError("the value given is not a valid IPv4 or IPv6 address")
-            }
-            canonical = ip
-        case .deviceID:
-            guard !value.isEmpty else { throw LookupError("the device id given is empty") }
-            canonical = value
-        }
-        let tokens = try keyring.keys.map { try Tokenizer(key: $0).token(for: canonical, field: field) }
+        let tokens = try ValueTokens.tokens(of: value, field: field, keyring: keyring).map(\.token)
         let column = field == .ip ? "masked_ip" : "masked_device_id"
         var rows: [String: Int] = [:]
         for row in try await connection.query(
@@ -169,9 +158,9 @@ public struct LookupError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// `vault forget`: crypto-shredding. The sealed original is erased in place
+/// `vault forget`: crypto-shredding. The sealed originals are erased in place
 /// (a tombstone records when and by whom) by the database's `vault_forget`, in
-/// the same transaction as its audit row; the token stays in `user_logins`.
+/// the same transaction as their audit rows; the tokens stay in `user_logins`.
 public enum Forget {
     public enum Outcome: String, Sendable {
         case erased
@@ -179,22 +168,67 @@ public enum Forget {
         case unknown
     }
 
+    public struct Erasure: Sendable {
+        public let token: String
+        public let outcome: Outcome
+        /// Nil for a dry run (nothing is audited: nothing is revealed or changed).
+        public let auditSequence: Int64?
+    }
+
+    /// Erases every token in `tokens` (each once), or with `dryRun` says what
+    /// it would do. Throws for input that is not a token before anything happens.
     public static func forget(
-        _ token: String, reason: String, actor: AuditActor, connection: PostgresConnection
-    ) async throws -> (outcome: Outcome, auditSequence: Int64) {
-        guard Token.parse(token) != nil else { throw RecoveryError.malformed(token) }
+        _ tokens: [String], reason: String, dryRun: Bool = false, actor: AuditActor, connection: PostgresConnection
+    ) async throws -> [Erasure] {
+        if let malformed = tokens.first(where: { Token.parse($0) == nil }) { throw RecoveryError.malformed(malformed) }
+        var seen = Set<String>()
+        let unique = tokens.filter { seen.insert($0).inserted }
+        guard !unique.isEmpty else { return [] }
+        if dryRun {
+            let states = try await states(of: unique, on: connection)
+            return unique.map { Erasure(token: $0, outcome: states[$0] ?? .unknown, auditSequence: nil) }
+        }
         return try await AuditLog.retryingChanges(on: connection) { connection in
             let head = try AuditLog.head(on: connection)
-            let state = try connection.query("SELECT erased_at IS NOT NULL AS erased FROM vault_entries WHERE token = $1", [.text(token)])
-            let outcome: Outcome = try state.first.map { try $0.bool("erased") ? .alreadyErased : .erased } ?? .unknown
-            let entry = try AuditLog.prepare([AuditRecord(action: "forget", subject: token, reason: reason, outcome: outcome.rawValue)],
-                                             after: head, actor: actor)[0]
-            try connection.query("SELECT vault_forget($1, $2, $3, $4, $5, $6, $7)", [
-                .text(entry.osUser), .int(entry.macKeyVersion ?? 0), .text(token), .text(reason), .text(outcome.rawValue), .bytes(entry.hash),
-                .bytes(entry.mac ?? []),
-            ])
-            try AuditLog.requireStored(entry, on: connection)
-            return (outcome, entry.sequence)
+            let states = try states(of: unique, on: connection)
+            let outcomes = unique.map { states[$0] ?? .unknown }
+            let entries = try AuditLog.prepare(zip(unique, outcomes).map {
+                AuditRecord(action: "forget", subject: $0, reason: reason, outcome: $1.rawValue)
+            }, after: head, actor: actor)
+            // The rows' subjects are the tokens: the parameters are vault_forget's as they are.
+            try connection.query("SELECT vault_forget($1, $2, $3, $4, $5, $6, $7)", AuditLog.rowParameters(entries, actions: false),
+                                 prepared: true)
+            try AuditLog.requireStored(entries.last!, on: connection)
+            return zip(unique, zip(outcomes, entries)).map { Erasure(token: $0, outcome: $1.0, auditSequence: $1.1.sequence) }
         }
+    }
+
+    private static func states(of tokens: [String], on connection: isolated PostgresConnection) throws -> [String: Outcome] {
+        var states: [String: Outcome] = [:]
+        for row in try connection.query("SELECT token, erased_at IS NOT NULL AS erased FROM vault_entries WHERE token = ANY($1::text[])",
+                                         [.textArray(tokens)], prepared: true) {
+            states[try row.string("token")] = try row.bool("erased") ? .alreadyErased : .erased
+        }
+        return states
+    }
+
+    private static func states(of tokens: [String], on connection: PostgresConnection) async throws -> [String: Outcome] {
+        try await connection.transaction { connection in try states(of: tokens, on: connection) }
+    }
+}
+
+/// The tokens a value has under every version of a tokenization keyring.
+public enum ValueTokens {
+    public static func tokens(of value: String, field: PIIField, keyring: TokenizationKeyring) throws -> [(version: Int, token: String)] {
+        let canonical: String
+        switch field {
+        case .ip:
+            guard let ip = CanonicalIP.canonicalize(value) else { throw LookupError("the value given is not a valid IPv4 or IPv6 address") }
+            canonical = ip
+        case .deviceID:
+            guard !value.isEmpty else { throw LookupError("the device id given is empty") }
+            canonical = value
+        }
+        return try keyring.keys.map { ($0.version, try Tokenizer(key: $0).token(for: canonical, field: field)) }
     }
 }

@@ -99,83 +99,100 @@ public enum Retokenize {
                 try connection.execute("SELECT pg_advisory_xact_lock($1)", [.int(KeyRegistry.writerLock(tokenizationVersion: version))])
             }
         }
-        while summary.passes < options.maximumPasses {
-            summary.passes += 1
-            var phaseStarted = ContinuousClock.now
-            func phaseDone(_ phase: String, _ count: Int) {
-                logger.info("retokenize phase done", metadata: [
-                    "phase": "\(phase)", "count": "\(count)", "pass": "\(summary.passes)",
-                    "seconds": "\(String(format: "%.2f", (ContinuousClock.now - phaseStarted) / .seconds(1)))"])
-                phaseStarted = .now
-            }
-            // Step 2: entries not moved yet.
-            for oldVersion in try await pendingEntries(except: target.version, on: connection).keys.sorted() {
-                // Resume after the last token a previous (killed) run moved.
-                var after = try await connection.query("""
-                    SELECT coalesce(max(old_token), '') AS last FROM token_lineage WHERE old_version = $1 AND new_version = $2
-                    """, [.int(oldVersion), .int(target.version)])[0].string("last")
-                let batch = options.entryBatch
-                let fetch = { @Sendable (after: String) async throws -> [SealedEntry] in
-                    // Each data key's wrapped key once per batch (on its first entry):
-                    // decoding it for every entry was a tenth of the job's time.
-                    try await connection.query("""
-                        SELECT e.*, d.recovery_key_version,
-                               CASE WHEN row_number() OVER (PARTITION BY e.data_key_id) = 1 THEN d.wrapped_key END AS wrapped_key
-                        FROM (SELECT v.token, v.field, v.token_key_version, v.data_key_id::text AS data_key_id, v.nonce, v.ciphertext,
-                                     to_char(v.erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS erased_at, v.erased_by
-                              FROM vault_entries v WHERE v.token > $2 AND v.token_key_version = $1 ORDER BY v.token LIMIT $3) e
-                        LEFT JOIN data_keys d ON d.id = e.data_key_id::uuid
-                        ORDER BY e.token
-                        """, [.int(oldVersion), .text(after), .int(batch)], prepared: true).map(SealedEntry.init)
+        // Steps 2–4, repeated while rows written meanwhile still carry old tokens.
+        func passes(_ summary: inout Summary) async throws {
+            while summary.passes < options.maximumPasses {
+                summary.passes += 1
+                var phaseStarted = ContinuousClock.now
+                func phaseDone(_ phase: String, _ count: Int) {
+                    logger.info("retokenize phase done", metadata: [
+                        "phase": "\(phase)", "count": "\(count)", "pass": "\(summary.passes)",
+                        "seconds": "\(String(format: "%.2f", (ContinuousClock.now - phaseStarted) / .seconds(1)))"])
+                    phaseStarted = .now
                 }
-                // Four stages at once: batch N's lineage commits, N + 1's
-                // entries commit, N + 2 is prepared (this task), N + 3 is read.
-                var entriesCommitted: Task<Void, any Error>? = nil
-                var lineageCommitted: Task<Void, any Error>? = nil
-                var rows = try await fetch(after)
-                while let last = rows.last {
-                    after = last.token
-                    let next = Task { [after] in try await fetch(after) }
-                    var byToken: [String: SealedEntry] = [:]
-                    for row in rows { byToken[row.token] = row }
-                    let oldTokens = rows.map(\.token)
-                    let lease = try await dataKeys.lease(encryptions: oldTokens.count)
-                    if sealer?.dataKeyID != lease.id { sealer = try VaultSealer(dataKeyID: lease.id, key: lease.key) }
-                    let moves = try await prepareMoves(oldTokens, rows: byToken, reader: reader, tokenizer: tokenizer,
-                                                       sealer: sealer!, oldVersion: oldVersion)
-                    try await entriesCommitted?.value
-                    let entries = Task { try await commitEntries(moves, on: entryWriter) }
-                    entriesCommitted = entries
-                    try await lineageCommitted?.value
-                    lineageCommitted = Task {
-                        try await entries.value
-                        try await commitLineage(moves, on: lineageWriter)
+                // Step 2: entries not moved yet.
+                for oldVersion in try await pendingEntries(except: target.version, on: connection).keys.sorted() {
+                    // Resume after the last token a previous (killed) run moved.
+                    var after = try await connection.query("""
+                        SELECT coalesce(max(old_token), '') AS last FROM token_lineage WHERE old_version = $1 AND new_version = $2
+                        """, [.int(oldVersion), .int(target.version)])[0].string("last")
+                    let batch = options.entryBatch
+                    let fetch = { @Sendable (after: String) async throws -> [SealedEntry] in
+                        // Each data key's wrapped key once per batch (on its first entry):
+                        // decoding it for every entry was a tenth of the job's time.
+                        try await connection.query("""
+                            SELECT e.*, d.recovery_key_version,
+                                   CASE WHEN row_number() OVER (PARTITION BY e.data_key_id) = 1 THEN d.wrapped_key END AS wrapped_key
+                            FROM (SELECT v.token, v.field, v.token_key_version, v.data_key_id::text AS data_key_id, v.nonce, v.ciphertext,
+                                         to_char(v.erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS erased_at, v.erased_by
+                                  FROM vault_entries v WHERE v.token > $2 AND v.token_key_version = $1 ORDER BY v.token LIMIT $3) e
+                            LEFT JOIN data_keys d ON d.id = e.data_key_id::uuid
+                            ORDER BY e.token
+                            """, [.int(oldVersion), .text(after), .int(batch)], prepared: true).map(SealedEntry.init)
                     }
-                    summary.movedEntries += moves.filter { !$0.isErasure }.count
-                    summary.carriedErasures += moves.filter(\.isErasure).count
-                    progress.advance(by: rows.count)
-                    rows = try await next.value
+                    // Four stages at once: batch N's lineage commits, N + 1's
+                    // entries commit, N + 2 is prepared (this task), N + 3 is read.
+                    var entriesCommitted: Task<Void, any Error>? = nil
+                    var lineageCommitted: Task<Void, any Error>? = nil
+                    var rows = try await fetch(after)
+                    while let last = rows.last, !Task.isCancelled {
+                        after = last.token
+                        let next = Task { [after] in try await fetch(after) }
+                        var byToken: [String: SealedEntry] = [:]
+                        for row in rows { byToken[row.token] = row }
+                        let oldTokens = rows.map(\.token)
+                        let lease = try await dataKeys.lease(encryptions: oldTokens.count)
+                        if sealer?.dataKeyID != lease.id { sealer = try VaultSealer(dataKeyID: lease.id, key: lease.key) }
+                        let moves = try await prepareMoves(oldTokens, rows: byToken, reader: reader, tokenizer: tokenizer,
+                                                           sealer: sealer!, oldVersion: oldVersion)
+                        try await entriesCommitted?.value
+                        let entries = Task { try await commitEntries(moves, on: entryWriter) }
+                        entriesCommitted = entries
+                        try await lineageCommitted?.value
+                        lineageCommitted = Task {
+                            try await entries.value
+                            try await commitLineage(moves, on: lineageWriter)
+                        }
+                        summary.movedEntries += moves.filter { !$0.isErasure }.count
+                        summary.carriedErasures += moves.filter(\.isErasure).count
+                        progress.advance(by: rows.count)
+                        rows = try await next.value
+                    }
+                    // Stopping or not, what was prepared commits in order first.
+                    try await lineageCommitted?.value
+                    try Task.checkCancellation()
                 }
-                try await lineageCommitted?.value
-            }
-            phaseDone("move entries", summary.movedEntries + summary.carriedErasures)
-            // Step 3: rows.
-            summary.rewrittenRows += try await rewriteRows(target: target.version, pages: options.pagesPerStatement,
-                                                           on: [connection, entryWriter])
-            phaseDone("rewrite rows", summary.rewrittenRows)
-            // Step 4: old entries, once nothing refers to them.
-            guard try await rowsWithOldTokens(target: target.version, on: connection) == 0 else {
-                logger.warning("rows with old tokens remain after the sweep; another pass", metadata: ["pass": "\(summary.passes)"])
-                continue
-            }
-            for version in try await pendingEntries(except: target.version, on: connection).keys.sorted() {
-                summary.droppedEntries += try await connection.transaction { connection in
-                    try connection.execute("SELECT pg_advisory_xact_lock($1)", [.int(KeyRegistry.writerLock(tokenizationVersion: version))])
-                    return try connection.execute("DELETE FROM vault_entries WHERE token_key_version = $1", [.int(version)])
+                phaseDone("move entries", summary.movedEntries + summary.carriedErasures)
+                // Step 3: rows.
+                summary.rewrittenRows += try await rewriteRows(target: target.version, pages: options.pagesPerStatement,
+                                                               on: [connection, entryWriter])
+                phaseDone("rewrite rows", summary.rewrittenRows)
+                try Task.checkCancellation()
+                // Step 4: old entries, once nothing refers to them.
+                guard try await rowsWithOldTokens(target: target.version, on: connection) == 0 else {
+                    logger.warning("rows with old tokens remain after the sweep; another pass", metadata: ["pass": "\(summary.passes)"])
+                    continue
                 }
+                for version in try await pendingEntries(except: target.version, on: connection).keys.sorted() {
+                    summary.droppedEntries += try await connection.transaction { connection in
+                        try connection.execute("SELECT pg_advisory_xact_lock($1)", [.int(KeyRegistry.writerLock(tokenizationVersion: version))])
+                        return try connection.execute("DELETE FROM vault_entries WHERE token_key_version = $1", [.int(version)])
+                    }
+                }
+                phaseDone("drop old entries", summary.droppedEntries)
+                if try await pendingEntries(except: target.version, on: connection).isEmpty { break }
             }
-            phaseDone("drop old entries", summary.droppedEntries)
-            if try await pendingEntries(except: target.version, on: connection).isEmpty { break }
+        }
+        do {
+            try await passes(&summary)
+        } catch is CancellationError {
+            // Stopped (SIGTERM): what committed stays, the next run resumes after it.
+            summary = try await finish(summary, connection: connection)
+            try await AuditLog.appendCommitted([AuditRecord(
+                action: "retokenize", subject: subject, reason: reason,
+                outcome: "interrupted: moved \(summary.movedEntries) entries, rewrote \(summary.rewrittenRows) rows; left: \(summary.remainingEntries) entries, \(summary.remainingRows) rows")],
+                actor: actor, on: connection)
+            throw CancellationError()
         }
         progress.finish()
         summary = try await finish(summary, connection: connection)
@@ -266,6 +283,7 @@ public enum Retokenize {
                 group.addTask {
                     var rewritten = 0
                     for page in stride(from: index * pages, through: total, by: connections.count * pages) {
+                        try Task.checkCancellation()
                         rewritten += try await connection.execute("""
                             UPDATE user_logins u SET
                                 masked_ip = coalesce((SELECT l.new_token FROM token_lineage l WHERE l.old_token = u.masked_ip), u.masked_ip),

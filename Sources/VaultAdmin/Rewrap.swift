@@ -43,6 +43,12 @@ public enum Rewrap {
         var rewrapped = 0
         var after = "00000000-0000-0000-0000-000000000000"
         while true {
+            if Task.isCancelled {
+                // Stopped (SIGTERM): each batch committed on its own; the next run goes on.
+                try await AuditLog.appendCommitted([AuditRecord(action: "rewrap", subject: subject, reason: reason,
+                                                                outcome: "interrupted: \(rewrapped) data keys")], actor: actor, on: connection)
+                throw CancellationError()
+            }
             let rows = try await connection.query("""
                 SELECT id::text AS id, recovery_key_version, wrapped_key FROM data_keys
                 WHERE recovery_key_version <> $1 AND id > $2::uuid ORDER BY id LIMIT 200

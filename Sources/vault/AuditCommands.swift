@@ -9,14 +9,14 @@ struct Audit: AsyncParsableCommand {
         abstract: "Read and verify the audit log (hash-chained, every row authenticated with the audit key).",
         subcommands: [Log.self, Verify.self, Anchor.self])
 
-    struct Log: AsyncParsableCommand {
+    struct Log: ToolCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print audit rows in order (control and invisible characters escaped as \\u{…}).")
 
-        @Option(help: ArgumentHelp("Only rows at or after this time (ISO 8601).", valueName: "time"))
+        @Option(help: ArgumentHelp("Only rows at or after this time: \(PointInTime.help).", valueName: "time"))
         var since: String?
 
-        @Option(help: "At most this many rows.")
+        @Option(help: ArgumentHelp("At most this many rows.", valueName: "rows"))
         var limit: Int = 1000
 
         @Flag(help: "Print JSON lines.")
@@ -24,33 +24,29 @@ struct Audit: AsyncParsableCommand {
 
         @OptionGroup var database: DatabaseOptions
 
-        func run() async throws {
-            var sinceDate: Date? = nil
-            if let since {
-                guard let date = ISO8601DateFormatter().date(from: since) else {
-                    throw ValidationError("--since \(since) is not an ISO 8601 time such as 2026-11-29T00:00:00Z")
-                }
-                sinceDate = date
+        func validate() throws {
+            if let since, PointInTime.parse(since) == nil {
+                throw ValidationError("--since \(since) is not \(PointInTime.help)")
             }
-            do {
-                let connection = try await connectDatabase(database)
-                for entry in try await AuditLog.entries(since: sinceDate, limit: limit, on: connection) {
-                    if json {
-                        print(jsonLine(["seq": entry.sequence, "at": entry.at, "os_user": entry.osUser, "db_role": entry.databaseRole,
-                                        "action": entry.action, "subject": entry.subject, "reason": entry.reason,
-                                        "outcome": entry.outcome, "hash": Hex.encode(entry.hash)]))
-                    } else {
-                        print([String(entry.sequence), entry.at, "\(entry.osUser)/\(entry.databaseRole)", entry.action, entry.outcome,
-                               entry.subject, entry.reason].map(SafeText.escaped).joined(separator: "\t"))
-                    }
+            guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
+        }
+
+        func execute() async throws {
+            let connection = try await connectDatabase(database)
+            for entry in try await AuditLog.entries(since: since.flatMap { PointInTime.parse($0) }, limit: limit, on: connection) {
+                if json {
+                    print(jsonLine(["seq": entry.sequence, "at": entry.at, "os_user": entry.osUser, "db_role": entry.databaseRole,
+                                    "action": entry.action, "subject": entry.subject, "reason": entry.reason,
+                                    "outcome": entry.outcome, "hash": Hex.encode(entry.hash)]))
+                } else {
+                    print([String(entry.sequence), entry.at, "\(entry.osUser)/\(entry.databaseRole)", entry.action, entry.outcome,
+                           entry.subject, entry.reason].map(SafeText.escaped).joined(separator: "\t"))
                 }
-            } catch {
-                throw report(error, tool: "vault")
             }
         }
     }
 
-    struct Verify: AsyncParsableCommand {
+    struct Verify: ToolCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check every row's hash and MAC; exit 0 and print the head (SEQ:HASH) when intact, 65 naming the first bad row.",
             discussion: """
@@ -62,6 +58,7 @@ struct Audit: AsyncParsableCommand {
                                    valueName: "seq:hash"))
         var head: String?
 
+        @OptionGroup var output: JSONOption
         @OptionGroup var keys: KeyOptions
         @OptionGroup var database: DatabaseOptions
 
@@ -79,24 +76,24 @@ struct Audit: AsyncParsableCommand {
             return (sequence, hash)
         }
 
-        func run() async throws {
-            do {
-                let keyring = try KeyStore(directory: keys.resolvedKeysDirectory).auditKeyring()
-                let connection = try await connectDatabase(database)
-                switch try await AuditLog.verify(keys: keyring, recordedHead: head.flatMap(Self.parseHead), on: connection) {
-                case .intact(let rows, let authenticated, let sequence, let hash):
-                    let unauthenticated = rows - authenticated
-                    print("audit log intact: \(rows) rows\(unauthenticated > 0 ? " (\(unauthenticated) before migration 4, vouched for by the anchor)" : ""), head \(sequence):\(Hex.encode(hash))")
-                case .broken(let sequence, let problem):
-                    throw OperatorError("audit log broken at sequence \(sequence): \(problem)", exitCode: ExitStatus.integrity)
-                }
-            } catch {
-                throw report(error, tool: "vault")
+        func execute() async throws {
+            let keyring = try KeyStore(directory: keys.resolvedKeysDirectory).auditKeyring()
+            let connection = try await connectDatabase(database)
+            switch try await AuditLog.verify(keys: keyring, recordedHead: head.flatMap(Self.parseHead), on: connection) {
+            case .intact(let rows, let authenticated, let sequence, let hash):
+                let unauthenticated = rows - authenticated
+                printSummary(json: output.json, [
+                    "intact": true, "rows": rows, "authenticated": authenticated, "head": "\(sequence):\(Hex.encode(hash))",
+                    "checked_head": head ?? NSNull(),
+                ], text: "audit log intact: \(rows) rows\(unauthenticated > 0 ? " (\(unauthenticated) before migration 4, vouched for by the anchor)" : ""), head \(sequence):\(Hex.encode(hash))")
+            case .broken(let sequence, let problem):
+                if output.json { printSummary(json: true, ["intact": false, "broken_at": sequence, "problem": problem], text: "") }
+                throw OperatorError("audit log broken at sequence \(sequence): \(problem)", exitCode: ExitStatus.integrity)
             }
         }
     }
 
-    struct Anchor: AsyncParsableCommand {
+    struct Anchor: ToolCommand {
         static let configuration = CommandConfiguration(
             abstract: "Vouch once for audit rows written before migration 4 (they have no MAC), after checking them.")
 
@@ -104,14 +101,10 @@ struct Audit: AsyncParsableCommand {
         @OptionGroup var keys: KeyOptions
         @OptionGroup var database: DatabaseOptions
 
-        func run() async throws {
-            do {
-                let session = try await AuditedSession.open(keys, database)
-                let (rows, sequence) = try await AuditLog.anchor(reason: reason.text, actor: session.actor, on: session.connection)
-                print("anchored rows 1…\(rows) with authenticated row \(sequence)")
-            } catch {
-                throw report(error, tool: "vault")
-            }
+        func execute() async throws {
+            let session = try await AuditedSession.open(keys, database)
+            let (rows, sequence) = try await AuditLog.anchor(reason: reason.text, actor: session.actor, on: session.connection)
+            print("anchored rows 1…\(rows) with authenticated row \(sequence)")
         }
     }
 }

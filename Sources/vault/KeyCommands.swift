@@ -27,7 +27,7 @@ struct Keys: AsyncParsableCommand {
         subcommands: [Init.self, Register.self, Status.self, Rotate.self, Retire.self]
     )
 
-    struct Init: AsyncParsableCommand {
+    struct Init: ToolCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create a fresh key set (tokenization key, recovery keypair, audit key: v1 each) and register it in the database.",
             discussion: """
@@ -43,65 +43,64 @@ struct Keys: AsyncParsableCommand {
         @OptionGroup var passphrase: PassphraseOptions
         @OptionGroup var database: DatabaseOptions
 
-        @Option(help: ArgumentHelp("scrypt cost as log2(N), 14…22 (default 17: 128 MiB, about half a second).", valueName: "n"))
+        @Option(help: ArgumentHelp("scrypt cost as log2(N), 14…22 (17: 128 MiB, about half a second).", valueName: "n"))
         var scryptLogN: Int = 17
 
         @Flag(help: "Create the files only; register them later with `vault keys register`.")
         var offline = false
 
+        @OptionGroup var output: JSONOption
+
         func validate() throws {
             guard (14...22).contains(scryptLogN) else { throw ValidationError("--scrypt-log-n must be between 14 and 22") }
         }
 
-        func run() async throws {
-            do {
-                let store = KeyStore(directory: keys.resolvedKeysDirectory)
-                let connection = offline ? nil : try await connectDatabase(database)
-                let secret = try PassphraseSource(file: passphrase.passphraseFile)
-                    .read(prompt: "Passphrase for the recovery private key: ", confirm: true)
-                try store.initialize(passphrase: secret, parameters: .init(n: 1 << UInt64(scryptLogN), r: 8, p: 1))
-                print("""
-                    Created a key set in \(store.directory):
-                      \(store.tokenizationPath)     tokenization key v1 (secret: ingest and vault)
-                      \(store.recoveryPublicPath)   recovery public key v1 (ingest and vault)
-                      \(store.recoveryPrivatePath)  recovery private key v1, passphrase-sealed (compliance machines only)
-                      \(store.auditKeyPath)        audit key v1 (secret: vault only)
-                    """)
-                if let connection {
-                    let registered = try await KeyAdministration.register(
-                        store: store, reason: "vault keys init", actor: try AuditActor.current(store: store), connection: connection)
-                    print("registered in the database: \(registered.joined(separator: ", "))")
-                } else {
-                    print("not registered (--offline): run `vault keys register --reason …` where the database is reachable")
-                }
-            } catch {
-                throw report(error, tool: "vault")
+        func execute() async throws {
+            let store = KeyStore(directory: keys.resolvedKeysDirectory)
+            let connection = offline ? nil : try await connectDatabase(database)
+            let secret = try PassphraseSource(file: passphrase.passphraseFile)
+                .read(prompt: "Passphrase for the recovery private key: ", confirm: true)
+            try store.initialize(passphrase: secret, parameters: .init(n: 1 << UInt64(scryptLogN), r: 8, p: 1))
+            var registered: [String] = []
+            if let connection {
+                registered = try await KeyAdministration.register(
+                    store: store, reason: "vault keys init", actor: try AuditActor.current(store: store), connection: connection)
             }
+            printSummary(json: output.json, [
+                "directory": store.directory, "registered": registered,
+                "files": [store.tokenizationPath, store.recoveryPublicPath, store.recoveryPrivatePath, store.auditKeyPath],
+            ], text: """
+                Created a key set in \(store.directory):
+                  \(store.tokenizationPath)     tokenization key v1 (secret: ingest and vault)
+                  \(store.recoveryPublicPath)   recovery public key v1 (ingest and vault)
+                  \(store.recoveryPrivatePath)  recovery private key v1, passphrase-sealed (compliance machines only)
+                  \(store.auditKeyPath)        audit key v1 (secret: vault only)
+                \(offline ? "not registered (--offline): run `vault keys register --reason …` where the database is reachable"
+                           : "registered in the database: \(registered.joined(separator: ", "))")
+                """)
         }
     }
 
-    struct Register: AsyncParsableCommand {
+    struct Register: ToolCommand {
         static let configuration = CommandConfiguration(
             abstract: "Register the fingerprints of key versions the database does not know yet (key sets made with --offline).",
             discussion: "A version registered with another key is refused: that key file was swapped, or belongs to another installation.")
 
         @OptionGroup var reason: ReasonOption
+        @OptionGroup var output: JSONOption
         @OptionGroup var keys: KeyOptions
         @OptionGroup var database: DatabaseOptions
 
-        func run() async throws {
-            do {
-                let session = try await AuditedSession.open(keys, database)
-                let added = try await KeyAdministration.register(store: session.store, reason: reason.text, actor: session.actor,
-                                                                 connection: session.connection)
-                print(added.isEmpty ? "every key version was already registered" : "registered \(added.joined(separator: ", "))")
-            } catch {
-                throw report(error, tool: "vault")
-            }
+        func execute() async throws {
+            let session = try await AuditedSession.open(keys, database)
+            let added = try await KeyAdministration.register(store: session.store, reason: reason.text, actor: session.actor,
+                                                             connection: session.connection)
+            printSummary(json: output.json, ["registered": added],
+                         text: added.isEmpty ? "every key version was already registered" : "registered \(added.joined(separator: ", "))")
         }
     }
 
-    struct Status: AsyncParsableCommand {
+    struct Status: ToolCommand {
         static let configuration = CommandConfiguration(
             abstract: "Every key version, its state, whether it is the registered one, and exactly what it still protects.")
 
@@ -110,57 +109,53 @@ struct Keys: AsyncParsableCommand {
         @OptionGroup var keys: KeyOptions
         @OptionGroup var database: DatabaseOptions
 
-        func run() async throws {
-            do {
-                let connection = try await connectDatabase(database)
-                let inventory = try await KeyAdministration.inventory(store: KeyStore(directory: keys.resolvedKeysDirectory), connection: connection)
-                if json {
-                    print(jsonLine([
-                        "tokenization": inventory.tokenization.map {
-                            ["version": $0.version, "state": $0.state, "created_at": $0.createdAt ?? NSNull(), "vault_entries": $0.vaultEntries,
-                             "erased_entries": $0.erasedEntries, "ip_rows": $0.ipRows, "device_rows": $0.deviceRows,
-                             "registration": $0.registration.rawValue] as [String: Any]
-                        },
-                        "recovery": inventory.recovery.map {
-                            ["version": $0.version, "state": $0.state, "created_at": $0.createdAt ?? NSNull(),
-                             "private_key_present": $0.privateKeyPresent, "data_keys": $0.dataKeys, "data_keys_in_use": $0.dataKeysInUse,
-                             "vault_entries": $0.vaultEntries, "quarantined": $0.quarantined,
-                             "registration": $0.registration.rawValue] as [String: Any]
-                        },
-                        "data_keys": ["total": inventory.dataKeys, "in_use": inventory.dataKeysInUse],
-                        "entries_without_data_key": inventory.entriesWithoutDataKey,
-                    ]))
-                    return
-                }
-                print("tokenization keys")
-                for key in inventory.tokenization {
-                    print("  v\(key.version)  \(key.state.padding(toLength: 12, withPad: " ", startingAt: 0))  created \(key.createdAt ?? "?")  "
-                          + "\(key.registration.rawValue)  vault entries \(key.vaultEntries) (+\(key.erasedEntries) erased), "
-                          + "rows: ip \(key.ipRows), device_id \(key.deviceRows)")
-                }
-                print("recovery keys")
-                for key in inventory.recovery {
-                    print("  v\(key.version)  \(key.state.padding(toLength: 12, withPad: " ", startingAt: 0))  created \(key.createdAt ?? "?")  "
-                          + "\(key.registration.rawValue)  private key \(key.privateKeyPresent ? "here" : "not here"), "
-                          + "data keys \(key.dataKeys) (\(key.dataKeysInUse) in use), "
-                          + "protecting \(key.vaultEntries) vault entries and \(key.quarantined) quarantined messages")
-                }
-                print("data keys: \(inventory.dataKeys) (\(inventory.dataKeysInUse) in use by ingest)")
-                if inventory.entriesWithoutDataKey > 0 {
-                    print("WARNING: \(inventory.entriesWithoutDataKey) vault entries have no data key row: they cannot be recovered")
-                }
-                let mismatched = inventory.tokenization.filter { $0.registration == .mismatch }.map { "tokenization v\($0.version)" }
-                    + inventory.recovery.filter { $0.registration == .mismatch }.map { "recovery v\($0.version)" }
-                if !mismatched.isEmpty {
-                    print("WARNING: \(mismatched.joined(separator: ", ")) in the key files differ from the registered keys: a key file was swapped")
-                }
-            } catch {
-                throw report(error, tool: "vault")
+        func execute() async throws {
+            let connection = try await connectDatabase(database)
+            let inventory = try await KeyAdministration.inventory(store: KeyStore(directory: keys.resolvedKeysDirectory), connection: connection)
+            if json {
+                print(jsonLine([
+                    "tokenization": inventory.tokenization.map {
+                        ["version": $0.version, "state": $0.state, "created_at": $0.createdAt ?? NSNull(), "vault_entries": $0.vaultEntries,
+                         "erased_entries": $0.erasedEntries, "ip_rows": $0.ipRows, "device_rows": $0.deviceRows,
+                         "registration": $0.registration.rawValue] as [String: Any]
+                    },
+                    "recovery": inventory.recovery.map {
+                        ["version": $0.version, "state": $0.state, "created_at": $0.createdAt ?? NSNull(),
+                         "private_key_present": $0.privateKeyPresent, "data_keys": $0.dataKeys, "data_keys_in_use": $0.dataKeysInUse,
+                         "vault_entries": $0.vaultEntries, "quarantined": $0.quarantined,
+                         "registration": $0.registration.rawValue] as [String: Any]
+                    },
+                    "data_keys": ["total": inventory.dataKeys, "in_use": inventory.dataKeysInUse],
+                    "entries_without_data_key": inventory.entriesWithoutDataKey,
+                ]))
+                return
+            }
+            print("tokenization keys")
+            for key in inventory.tokenization {
+                print("  v\(key.version)  \(key.state.padding(toLength: 12, withPad: " ", startingAt: 0))  created \(key.createdAt ?? "?")  "
+                      + "\(key.registration.rawValue)  vault entries \(key.vaultEntries) (+\(key.erasedEntries) erased), "
+                      + "rows: ip \(key.ipRows), device_id \(key.deviceRows)")
+            }
+            print("recovery keys")
+            for key in inventory.recovery {
+                print("  v\(key.version)  \(key.state.padding(toLength: 12, withPad: " ", startingAt: 0))  created \(key.createdAt ?? "?")  "
+                      + "\(key.registration.rawValue)  private key \(key.privateKeyPresent ? "here" : "not here"), "
+                      + "data keys \(key.dataKeys) (\(key.dataKeysInUse) in use), "
+                      + "protecting \(key.vaultEntries) vault entries and \(key.quarantined) quarantined messages")
+            }
+            print("data keys: \(inventory.dataKeys) (\(inventory.dataKeysInUse) in use by ingest)")
+            if inventory.entriesWithoutDataKey > 0 {
+                print("WARNING: \(inventory.entriesWithoutDataKey) vault entries have no data key row: they cannot be recovered")
+            }
+            let mismatched = inventory.tokenization.filter { $0.registration == .mismatch }.map { "tokenization v\($0.version)" }
+                + inventory.recovery.filter { $0.registration == .mismatch }.map { "recovery v\($0.version)" }
+            if !mismatched.isEmpty {
+                print("WARNING: \(mismatched.joined(separator: ", ")) in the key files differ from the registered keys: a key file was swapped")
             }
         }
     }
 
-    struct Rotate: AsyncParsableCommand {
+    struct Rotate: ToolCommand {
         static let configuration = CommandConfiguration(
             abstract: "Add a new key version and make it the active one for new work.",
             discussion: """
@@ -174,6 +169,7 @@ struct Keys: AsyncParsableCommand {
         @OptionGroup var reason: ReasonOption
         @Option(help: ArgumentHelp("scrypt cost for the new private key as log2(N), 14…22.", valueName: "n"))
         var scryptLogN: Int = 17
+        @OptionGroup var output: JSONOption
         @OptionGroup var keys: KeyOptions
         @OptionGroup var database: DatabaseOptions
         @OptionGroup var passphrase: PassphraseOptions
@@ -182,38 +178,38 @@ struct Keys: AsyncParsableCommand {
             guard (14...22).contains(scryptLogN) else { throw ValidationError("--scrypt-log-n must be between 14 and 22") }
         }
 
-        func run() async throws {
-            do {
-                let store = KeyStore(directory: keys.resolvedKeysDirectory)
-                let connection = try await connectDatabase(database)
-                switch kind {
-                case .audit:
-                    let version = try await KeyAdministration.rotateAudit(store: store, reason: reason.text, connection: connection)
-                    print("audit key v\(version) is active; keep \(store.auditKeyPath) with the vault key set")
-                case .tokenization:
-                    let version = try await KeyAdministration.rotateTokenization(
-                        store: store, reason: reason.text, actor: try AuditActor.current(store: store), connection: connection)
-                    print("tokenization key v\(version) is active; distribute \(store.tokenizationPath) to ingest, then run `vault retokenize`")
-                case .recovery:
-                    let actor = try AuditActor.current(store: store)
-                    let secret = try PassphraseSource(file: passphrase.passphraseFile).read(prompt: "Passphrase for the recovery private keys: ")
-                    let version = try await KeyAdministration.rotateRecovery(
-                        store: store, passphrase: secret, parameters: .init(n: 1 << UInt64(scryptLogN), r: 8, p: 1), reason: reason.text,
-                        actor: actor, connection: connection)
-                    print("recovery key v\(version) is active; distribute \(store.recoveryPublicPath) to ingest, then run `vault rewrap`")
-                }
-            } catch {
-                throw report(error, tool: "vault")
+        func execute() async throws {
+            let store = KeyStore(directory: keys.resolvedKeysDirectory)
+            let connection = try await connectDatabase(database)
+            let version: Int
+            let next: String
+            switch kind {
+            case .audit:
+                version = try await KeyAdministration.rotateAudit(store: store, reason: reason.text, connection: connection)
+                next = "keep \(store.auditKeyPath) with the vault key set"
+            case .tokenization:
+                version = try await KeyAdministration.rotateTokenization(
+                    store: store, reason: reason.text, actor: try AuditActor.current(store: store), connection: connection)
+                next = "distribute \(store.tokenizationPath) to ingest, then run `vault retokenize`"
+            case .recovery:
+                let actor = try AuditActor.current(store: store)
+                let secret = try PassphraseSource(file: passphrase.passphraseFile).read(prompt: "Passphrase for the recovery private keys: ")
+                version = try await KeyAdministration.rotateRecovery(
+                    store: store, passphrase: secret, parameters: .init(n: 1 << UInt64(scryptLogN), r: 8, p: 1), reason: reason.text,
+                    actor: actor, connection: connection)
+                next = "distribute \(store.recoveryPublicPath) to ingest, then run `vault rewrap`"
             }
+            printSummary(json: output.json, ["kind": kind.rawValue, "active_version": version],
+                         text: "\(kind.rawValue) key v\(version) is active; \(next)")
         }
     }
 
-    struct Retire: AsyncParsableCommand {
+    struct Retire: ToolCommand {
         static let configuration = CommandConfiguration(
             abstract: "Remove a key version (and, for recovery keys, its private key) once nothing depends on it.",
             discussion: """
                 --recovery needs the passphrase: every data key must still open with a remaining private key, \
-                and each one is tried before anything is removed.
+                and each one is tried before anything is removed. Asks for confirmation on the terminal unless --yes.
                 """)
 
         @Option(help: ArgumentHelp("The tokenization key version to retire.", valueName: "version"))
@@ -221,6 +217,10 @@ struct Keys: AsyncParsableCommand {
         @Option(help: ArgumentHelp("The recovery key version to retire.", valueName: "version"))
         var recovery: Int?
         @OptionGroup var reason: ReasonOption
+        @Flag(help: "Run every check and say whether the version could go; remove nothing.")
+        var dryRun = false
+        @OptionGroup var confirmation: ConfirmationOptions
+        @OptionGroup var output: JSONOption
         @OptionGroup var keys: KeyOptions
         @OptionGroup var database: DatabaseOptions
         @OptionGroup var passphrase: PassphraseOptions
@@ -229,22 +229,23 @@ struct Keys: AsyncParsableCommand {
             guard (tokenization == nil) != (recovery == nil) else { throw ValidationError("give exactly one of --tokenization N or --recovery N") }
         }
 
-        func run() async throws {
-            do {
-                let session = try await AuditedSession.open(keys, database)
-                let store = session.store
-                if let version = tokenization {
-                    try await KeyAdministration.retireTokenization(version: version, store: store, reason: reason.text, actor: session.actor,
-                                                                   connection: session.connection)
-                    print("tokenization key v\(version) retired and removed from \(store.tokenizationPath)")
-                } else if let version = recovery {
-                    try await KeyAdministration.retireRecovery(version: version, store: store, keyring: passphrase.recoveryKeyring(keys),
-                                                               reason: reason.text, actor: session.actor, connection: session.connection)
-                    print("recovery key v\(version) retired; its private key is gone from \(store.recoveryPrivatePath)")
-                }
-            } catch {
-                throw report(error, tool: "vault")
+        func execute() async throws {
+            let session = try await AuditedSession.open(keys, database)
+            let store = session.store
+            let kind = tokenization != nil ? "tokenization" : "recovery"
+            let version = tokenization ?? recovery!
+            if !dryRun { try confirmation.confirm("This deletes \(kind) key v\(version)\(recovery != nil ? " and its private key" : "")") }
+            if tokenization != nil {
+                try await KeyAdministration.retireTokenization(version: version, store: store, dryRun: dryRun, reason: reason.text,
+                                                               actor: session.actor, connection: session.connection)
+            } else {
+                try await KeyAdministration.retireRecovery(version: version, store: store, keyring: passphrase.recoveryKeyring(keys),
+                                                           dryRun: dryRun, reason: reason.text, actor: session.actor,
+                                                           connection: session.connection)
             }
+            printSummary(json: output.json, ["kind": kind, "version": version, "dry_run": dryRun, "retired": !dryRun],
+                         text: dryRun ? "\(kind) key v\(version) can be retired: nothing depends on it"
+                                      : "\(kind) key v\(version) retired; its key material is gone from the key files")
         }
     }
 }

@@ -3,6 +3,7 @@ import CLISupport
 import Foundation
 import Logging
 import Postgres
+import Pseudonymization
 import VaultAdmin
 import VaultCrypto
 
@@ -36,6 +37,52 @@ struct ReasonOption: ParsableArguments {
     }
 
     var text: String { reason.trimmingCharacters(in: .whitespacesAndNewlines) }
+}
+
+/// Where the personal value for `lookup` or `forget` comes from.
+struct ValueOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("An IP address (visible to other users of this machine: prefer --ip-file).", valueName: "address"))
+    var ip: String?
+
+    @Option(help: ArgumentHelp("A device id (visible to other users of this machine: prefer --device-id-file).", valueName: "id"))
+    var deviceID: String?
+
+    @Option(help: ArgumentHelp("Read the IP address from this file, or - for standard input.", valueName: "file"), completion: .file())
+    var ipFile: String?
+
+    @Option(help: ArgumentHelp("Read the device id from this file, or - for standard input.", valueName: "file"), completion: .file())
+    var deviceIDFile: String?
+
+    var given: Bool { [ip, deviceID, ipFile, deviceIDFile].contains { $0 != nil } }
+    var count: Int { [ip, deviceID, ipFile, deviceIDFile].compactMap { $0 }.count }
+    var field: PIIField { ip != nil || ipFile != nil ? .ip : .deviceID }
+
+    /// The value: from the command line, a file, standard input, or a no-echo prompt.
+    func value() throws -> String {
+        if let value = ip ?? deviceID { return value }
+        let path = ipFile ?? deviceIDFile!
+        if path == "-", isatty(STDIN_FILENO) == 1 {
+            return try Terminal.readLine(prompt: field == .ip ? "IP address: " : "Device id: ")
+        }
+        guard let line = try readLines(path, what: field == .ip ? "IP address file" : "device id file").first else {
+            throw OperatorError("\(path == "-" ? "standard input" : path) holds no value", exitCode: ExitStatus.usage)
+        }
+        return line
+    }
+
+    static let argvWarning = """
+        A value given on the command line is visible to other users of the machine (ps, /proc) and stays in \
+        shell history: prefer --ip-file or --device-id-file, with - to read it from standard input (or to be \
+        asked for it on a terminal, without echo).
+        """
+}
+
+/// The non-empty lines of a file, or of standard input for "-".
+func readLines(_ path: String, what: String) throws -> [String] {
+    let data = path == "-" ? FileHandle.standardInput.readDataToEndOfFile() : FileManager.default.contents(atPath: path)
+    guard let data else { throw OperatorError("cannot read the \(what) \(path)", exitCode: ExitStatus.configuration) }
+    return String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline)
+        .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
 }
 
 func connectDatabase(_ options: DatabaseOptions) async throws -> PostgresConnection {

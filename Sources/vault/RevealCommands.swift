@@ -5,13 +5,14 @@ import Pseudonymization
 import VaultAdmin
 import VaultCrypto
 
-struct Recover: AsyncParsableCommand {
+struct Recover: ToolCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print the original value behind tokens. Each token is audited before anything is shown.",
         discussion: """
             One token: prints the value (exit 1 if it is unknown or erased, 65 if its entry fails the integrity check). \
             Many tokens (--tokens-file): one line per token in input order, "token<TAB>value" or \
-            "token<TAB>error: …" ("-" in place of an input that is not a token); exit 0 when all were recovered, 1 otherwise.
+            "token<TAB>error: …" ("-" in place of an input that is not a token); exit 0 when all were recovered, 1 otherwise. \
+            With --tokens-file - the tokens come from standard input and the passphrase prompt from the terminal.
             """
     )
 
@@ -37,36 +38,30 @@ struct Recover: AsyncParsableCommand {
         guard (token == nil) != (tokensFile == nil) else { throw ValidationError("give exactly one of --token or --tokens-file") }
     }
 
-    func run() async throws {
+    func execute() async throws {
         let started = ContinuousClock.now
-        do {
-            let tokens = try token.map { [$0] } ?? readLines(tokensFile!, what: "tokens file")
-            let session = try await AuditedSession.open(keys, database, needsPrivateKeys: true)
-            let keyring = passphrase.recoveryKeyring(keys)
-            let reader = VaultReader(tokenization: try session.store.tokenizationKeyring(), privateKey: keyring.privateKey(version:))
-            let outcomes = try await Recovery.recover(tokens, reason: reason.text, reader: reader, actor: session.actor,
-                                                      connection: session.connection)
-            for outcome in outcomes {
-                if let line = render(outcome, single: token != nil) { print(line) }
-            }
-            if timing {
-                let total = ContinuousClock.now - started
-                FileHandle.standardError.write(Data(
-                    "vault: timing: \(tokens.count) tokens; passphrase KDF \(Int(keyring.unlockDuration / .milliseconds(1))) ms; everything else \(Int((total - keyring.unlockDuration) / .milliseconds(1))) ms\n".utf8))
-            }
-            let failures = outcomes.compactMap { outcome -> RecoveryError? in
-                if case .failure(let error) = outcome.result { return error }
-                return nil
-            }
-            if token != nil, let failure = failures.first {
-                throw OperatorError(failure.message, exitCode: exitStatus(for: failure.kind))
-            }
-            if !failures.isEmpty { throw ExitCode(ExitStatus.failure) }
-        } catch let exit as ExitCode {
-            throw exit
-        } catch {
-            throw report(error, tool: "vault")
+        let tokens = try token.map { [$0] } ?? readLines(tokensFile!, what: "tokens file")
+        let session = try await AuditedSession.open(keys, database, needsPrivateKeys: true)
+        let keyring = passphrase.recoveryKeyring(keys)
+        let reader = VaultReader(tokenization: try session.store.tokenizationKeyring(), privateKey: keyring.privateKey(version:))
+        let outcomes = try await Recovery.recover(tokens, reason: reason.text, reader: reader, actor: session.actor,
+                                                  connection: session.connection)
+        for outcome in outcomes {
+            if let line = render(outcome, single: token != nil) { print(line) }
         }
+        if timing {
+            let total = ContinuousClock.now - started
+            FileHandle.standardError.write(Data(
+                "vault: timing: \(tokens.count) tokens; passphrase KDF \(Int(keyring.unlockDuration / .milliseconds(1))) ms; everything else \(Int((total - keyring.unlockDuration) / .milliseconds(1))) ms\n".utf8))
+        }
+        let failures = outcomes.compactMap { outcome -> RecoveryError? in
+            if case .failure(let error) = outcome.result { return error }
+            return nil
+        }
+        if token != nil, let failure = failures.first {
+            throw OperatorError(failure.message, exitCode: exitStatus(for: failure.kind))
+        }
+        if !failures.isEmpty { throw ExitCode(ExitStatus.failure) }
     }
 
     /// The output line for one token; nil for a failed single token (its error goes to stderr).
@@ -99,36 +94,15 @@ func exitStatus(for kind: RecoveryError.Kind) -> Int32 {
     }
 }
 
-/// The non-empty lines of a file, or of standard input for "-".
-func readLines(_ path: String, what: String) throws -> [String] {
-    let data = path == "-" ? FileHandle.standardInput.readDataToEndOfFile() : FileManager.default.contents(atPath: path)
-    guard let data else { throw OperatorError("cannot read the \(what) \(path)", exitCode: ExitStatus.configuration) }
-    return String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline)
-        .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-}
-
-struct Lookup: AsyncParsableCommand {
+struct Lookup: ToolCommand {
     static let configuration = CommandConfiguration(
         abstract: "Find the tokens of an IP or device id under every tokenization key version (subject-access requests). Audited.",
-        discussion: """
-            A value given on the command line is visible to other users of the machine (ps, /proc) and stays in \
-            shell history: prefer --ip-file or --device-id-file, with - to read it from standard input (or to be \
-            asked for it on a terminal, without echo). Needs the recovery private key: an entry is only reported \
-            as stored after it was opened and its value produced the token; each token's reveal is audited.
+        discussion: ValueOptions.argvWarning + """
+             Needs the recovery private key: an entry is only reported as stored after it was opened and its value \
+            produced the token; each token's reveal is audited.
             """)
 
-    @Option(help: ArgumentHelp("The IP address to look up (visible to other users: see below).", valueName: "address"))
-    var ip: String?
-
-    @Option(help: ArgumentHelp("The device id to look up (visible to other users: see below).", valueName: "id"))
-    var deviceID: String?
-
-    @Option(help: ArgumentHelp("Read the IP address from this file, or - for standard input.", valueName: "file"), completion: .file())
-    var ipFile: String?
-
-    @Option(help: ArgumentHelp("Read the device id from this file, or - for standard input.", valueName: "file"), completion: .file())
-    var deviceIDFile: String?
-
+    @OptionGroup var value: ValueOptions
     @OptionGroup var reason: ReasonOption
 
     @Flag(help: "Print JSON.")
@@ -139,69 +113,86 @@ struct Lookup: AsyncParsableCommand {
     @OptionGroup var passphrase: PassphraseOptions
 
     func validate() throws {
-        guard [ip, deviceID, ipFile, deviceIDFile].compactMap({ $0 }).count == 1 else {
-            throw ValidationError("give exactly one of --ip, --device-id, --ip-file or --device-id-file")
-        }
+        guard value.count == 1 else { throw ValidationError("give exactly one of --ip, --device-id, --ip-file or --device-id-file") }
     }
 
-    func run() async throws {
-        do {
-            let field: PIIField = ip != nil || ipFile != nil ? .ip : .deviceID
-            let value = try ip ?? deviceID ?? readValue(ipFile ?? deviceIDFile!, field: field)
-            let session = try await AuditedSession.open(keys, database, needsPrivateKeys: true)
-            let keyring = try session.store.tokenizationKeyring()
-            let reader = VaultReader(tokenization: keyring, privateKey: passphrase.recoveryKeyring(keys).privateKey(version:))
-            let (matches, sequence) = try await VaultAdmin.Lookup.lookup(
-                value, field: field, reason: reason.text, keyring: keyring, reader: reader, actor: session.actor, connection: session.connection)
-            if json {
-                print(jsonLine(["audit_seq": sequence, "matches": matches.map {
-                    ["key_version": $0.keyVersion, "token": $0.token, "rows": $0.rows, "vault": $0.vault] as [String: Any]
-                }]))
-            } else {
-                for match in matches {
-                    print("v\(match.keyVersion)\t\(match.token)\t\(match.rows) rows\tvault: \(match.vault)")
-                }
+    func execute() async throws {
+        let text = try value.value()
+        let session = try await AuditedSession.open(keys, database, needsPrivateKeys: true)
+        let keyring = try session.store.tokenizationKeyring()
+        let reader = VaultReader(tokenization: keyring, privateKey: passphrase.recoveryKeyring(keys).privateKey(version:))
+        let (matches, sequence) = try await VaultAdmin.Lookup.lookup(
+            text, field: value.field, reason: reason.text, keyring: keyring, reader: reader, actor: session.actor, connection: session.connection)
+        if json {
+            print(jsonLine(["audit_seq": sequence, "matches": matches.map {
+                ["key_version": $0.keyVersion, "token": $0.token, "rows": $0.rows, "vault": $0.vault] as [String: Any]
+            }]))
+        } else {
+            for match in matches {
+                print("v\(match.keyVersion)\t\(match.token)\t\(match.rows) rows\tvault: \(match.vault)")
             }
-        } catch {
-            throw report(error, tool: "vault")
         }
-    }
-
-    /// The first line of a file, of standard input, or typed at a no-echo prompt.
-    func readValue(_ path: String, field: PIIField) throws -> String {
-        if path == "-", isatty(STDIN_FILENO) == 1 {
-            return try Terminal.readLine(prompt: field == .ip ? "IP address to look up: " : "Device id to look up: ")
-        }
-        guard let line = try readLines(path, what: field == .ip ? "IP address file" : "device id file").first else {
-            throw OperatorError("\(path == "-" ? "standard input" : path) holds no value to look up", exitCode: ExitStatus.usage)
-        }
-        return line
     }
 }
 
-struct Forget: AsyncParsableCommand {
+struct Forget: ToolCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Erase the original behind a token (crypto-shredding). The token stays in user_logins. Audited in the same transaction.")
+        abstract: "Erase originals (crypto-shredding): by token, by a file of tokens, or by value under every key version. Audited.",
+        discussion: """
+            The tokens stay in user_logins; recovering one afterwards says when and by whom it was erased. \
+            All the tokens given are erased in one transaction with their audit rows. Asks for confirmation on \
+            the terminal unless --yes. 
+            """ + ValueOptions.argvWarning)
 
-    @Option(help: ArgumentHelp("The token whose original to erase.", valueName: "token"))
-    var token: String
+    @Option(help: ArgumentHelp("A token whose original to erase.", valueName: "token"))
+    var token: String?
 
+    @Option(help: ArgumentHelp("A file of tokens, one per line, or - for standard input.", valueName: "file"), completion: .file())
+    var tokensFile: String?
+
+    @OptionGroup var value: ValueOptions
     @OptionGroup var reason: ReasonOption
+
+    @Flag(help: "Only say what would be erased (nothing is changed or audited).")
+    var dryRun = false
+
+    @OptionGroup var confirmation: ConfirmationOptions
+    @OptionGroup var output: JSONOption
     @OptionGroup var keys: KeyOptions
     @OptionGroup var database: DatabaseOptions
 
-    func run() async throws {
-        do {
-            let session = try await AuditedSession.open(keys, database)
-            let (outcome, sequence) = try await VaultAdmin.Forget.forget(token, reason: reason.text, actor: session.actor,
-                                                                          connection: session.connection)
-            switch outcome {
-            case .erased: print("erased \(token) (audit #\(sequence))")
-            case .alreadyErased: print("\(token) was already erased (audit #\(sequence))")
-            case .unknown: throw OperatorError("token \(token) is not in the vault; nothing was erased (audit #\(sequence))")
-            }
-        } catch {
-            throw report(error, tool: "vault")
+    func validate() throws {
+        guard [token != nil, tokensFile != nil, value.given].filter({ $0 }).count == 1, value.count <= 1 else {
+            throw ValidationError("give exactly one of --token, --tokens-file, --ip, --device-id, --ip-file or --device-id-file")
+        }
+    }
+
+    func execute() async throws {
+        let session = try await AuditedSession.open(keys, database)
+        let tokens: [String]
+        if let token {
+            tokens = [token]
+        } else if let tokensFile {
+            tokens = try readLines(tokensFile, what: "tokens file")
+        } else {
+            tokens = try ValueTokens.tokens(of: try value.value(), field: value.field, keyring: try session.store.tokenizationKeyring())
+                .map(\.token)
+        }
+        if let malformed = tokens.first(where: { Token.parse($0) == nil }) { throw RecoveryError.malformed(malformed) }
+        if !dryRun { try confirmation.confirm("This erases the originals behind \(tokens.count) token\(tokens.count == 1 ? "" : "s")") }
+        let erasures = try await VaultAdmin.Forget.forget(tokens, reason: reason.text, dryRun: dryRun, actor: session.actor,
+                                                           connection: session.connection)
+        let erased = erasures.filter { $0.outcome == .erased }.count
+        printSummary(json: output.json, [
+            "dry_run": dryRun, "erased": erased,
+            "tokens": erasures.map { ["token": $0.token, "outcome": $0.outcome.rawValue, "audit_seq": $0.auditSequence ?? NSNull()] as [String: Any] },
+        ], text: erasures.map { erasure in
+            let verb = dryRun ? ["erased": "would erase", "already-erased": "already erased", "unknown": "not in the vault"]
+                : ["erased": "erased", "already-erased": "already erased", "unknown": "not in the vault, nothing erased"]
+            return "\(erasure.token)\t\(verb[erasure.outcome.rawValue]!)\(erasure.auditSequence.map { " (audit #\($0))" } ?? "")"
+        }.joined(separator: "\n"))
+        if !dryRun, erasures.allSatisfy({ $0.outcome == .unknown }) {
+            throw OperatorError("none of the tokens is in the vault; nothing was erased", exitCode: ExitStatus.failure)
         }
     }
 }

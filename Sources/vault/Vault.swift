@@ -7,12 +7,13 @@ struct Vault: AsyncParsableCommand {
         commandName: "vault",
         abstract: "The privileged tool: recovery of pseudonymized values with an audit trail, erasure, key management.",
         discussion: ExitStatus.helpText,
+        version: BuildInfo.description,
         subcommands: [Recover.self, Lookup.self, Forget.self, Audit.self, Keys.self, Rewrap.self, Retokenize.self]
     )
 
     /// Hardens the process before anything is parsed or any key is read.
     static func main() async {
         ProcessHardening.disableCoreDumps()
-        await main(nil)
+        await ToolMain.main(Vault.self)
     }
 }

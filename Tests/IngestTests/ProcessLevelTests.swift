@@ -1,6 +1,7 @@
 import Foundation
 import Ingest
 import Postgres
+import Storage
 import TestSupport
 import Testing
 import VaultCrypto
@@ -116,14 +117,49 @@ struct ProcessLevelTests {
         #expect(result.errors.contains(message), "stderr: \(result.errors)")
     }
 
-    @Test("an unreachable database at start is a one-line error")
+    @Test("an unreachable database at start: ingest waits, unready, and gives up after --startup-timeout with exit 75 and one error line")
     func unreachableDatabase() async throws {
         let keys = try TestKeys.create()
         let result = try await runProgram(try TestEnvironment.executable("ingest"),
                                     ["run", "--from-file", "/dev/null", "--keys-dir", try keys.ingestKeysDirectory(),
-                                     "--database-url", "postgresql://nobody@127.0.0.1:1/none"])
-        #expect(result.status == 1)
-        #expect(result.errors.contains("cannot reach PostgreSQL"))
-        #expect(result.errors.split(separator: "\n").count == 1)
+                                     "--database-url", "postgresql://nobody@127.0.0.1:1/none", "--startup-timeout", "2"])
+        #expect(result.status == 75)
+        let errors = result.errors.split(separator: "\n").filter { $0.contains("ingest: error:") }
+        #expect(errors.count == 1)
+        #expect(errors.first?.contains("gave up waiting after 2") == true && errors.first?.contains("Connection refused") == true)
+    }
+
+    @Test("started while PostgreSQL is down: stays up and unready, retrying; ready and working once it is back")
+    func startsBeforeTheDatabase() async throws {
+        let postgres = try await PrivatePostgres.start()
+        defer { Task { await postgres.destroy() } }
+        let setup = try await TestDatabase.connect(postgres.url)
+        try await Schema.migrate(setup, logger: TestEnvironment.logger)
+        await setup.close()
+        let keys = try TestKeys.create()
+        try await keys.register(in: postgres.url)
+        try await postgres.stopServer()
+
+        let queue = try await AWSCLI.createQueue("late-db")
+        let port = try await freePort()
+        let ingest = try startProgram("ingest", [
+            "run", "--queue-url", queue, "--keys-dir", try keys.ingestKeysDirectory(), "--database-url", postgres.url,
+            "--wait-seconds", "1", "--http-port", String(port), "--http-host", "127.0.0.1"])
+        defer { if ingest.isRunning { kill(ingest.processIdentifier, SIGKILL) } }
+        try await waitUntil { (try? await httpGet("http://127.0.0.1:\(port)/health/live").status) == 200 }
+        let unready = try await httpGet("http://127.0.0.1:\(port)/health/ready")
+        #expect(unready.status == 503)
+        #expect(unready.body.contains("database unreachable"))
+        try await Task.sleep(for: .seconds(3))
+        #expect(ingest.isRunning)
+
+        try await postgres.startServer()
+        try await waitUntil(.seconds(60)) { (try? await httpGet("http://127.0.0.1:\(port)/health/ready").status) == 200 }
+        try await AWSCLI.send(queue, bodies: try sampleBodies())
+        let check = try await TestDatabase.connect(postgres.url)
+        try await waitUntil(.seconds(60)) { try await check.query("SELECT count(*) AS n FROM user_logins")[0].int("n") == 99 }
+        kill(ingest.processIdentifier, SIGTERM)
+        try await waitUntil(.seconds(40)) { !ingest.isRunning }
+        #expect(ingest.terminationStatus == 0)
     }
 }

@@ -242,7 +242,7 @@ struct AttackTests {
         // The private half of v2 is lost (or was swapped): nothing would open the data keys.
         let store = harness.keys.store
         try store.save(try store.recoveryPrivateKeys().removing(version: 2))
-        let retire = try await harness.vault(["keys", "retire", "--recovery", "1", "--reason", "R"])
+        let retire = try await harness.vault(["keys", "retire", "--yes", "--recovery", "1", "--reason", "R"])
         #expect(retire.status != 0)
         #expect(retire.errors.contains("no remaining private key opens"))
         #expect(try store.recoveryPrivateKeys().versions == [1])

@@ -16,7 +16,7 @@ struct LeakTests {
         let bulk = try await harness.vault(["recover", "--tokens-file", "-", "--reason", "PASTE"],
                                            input: [pasted, harness.originals.keys.sorted()[0]].joined(separator: "\n"))
         let json = try await harness.vault(["recover", "--tokens-file", "-", "--reason", "PASTE", "--json"], input: pasted)
-        let forget = try await harness.vault(["forget", "--token", pasted, "--reason", "PASTE"])
+        let forget = try await harness.vault(["forget", "--yes", "--token", pasted, "--reason", "PASTE"])
         #expect(bulk.output.hasPrefix("-\terror: the input (9 characters: digits, dots) is not a token"))
         #expect(json.output.contains("\"token\":null"))
         #expect(forget.status == 1)

@@ -69,7 +69,7 @@ struct RotationTests {
         try await waitUntil(.seconds(120)) { try await harness.scalar("SELECT count(*) FROM user_logins") == 1560 }
 
         #expect(try await harness.vault(["keys", "rotate", "--tokenization", "--reason", "ROT-1"]).status == 0)
-        let refused = try await harness.vault(["keys", "retire", "--tokenization", "1", "--reason", "TOO-EARLY"])
+        let refused = try await harness.vault(["keys", "retire", "--yes", "--tokenization", "1", "--reason", "TOO-EARLY"])
         #expect(refused.status == 1)
         #expect(refused.errors.contains("run `vault retokenize` first"))
         try distribute(harness.keys)
@@ -123,7 +123,7 @@ struct RotationTests {
         #expect(recovered.count == ips.count + devices.count)
         #expect(wrong == 0)
 
-        let retire = try await harness.vault(["keys", "retire", "--tokenization", "1", "--reason", "RET-1"])
+        let retire = try await harness.vault(["keys", "retire", "--yes", "--tokenization", "1", "--reason", "RET-1"])
         #expect(retire.status == 0, "\(retire.errors)")
         #expect(try harness.keys.store.tokenizationKeyring().keys.map(\.version) == [2])
         #expect(try await harness.vault(["audit", "verify"]).status == 0)
@@ -145,7 +145,7 @@ struct RotationTests {
         #expect(run.status == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM data_keys WHERE recovery_key_version = 2") >= 1)
 
-        let early = try await harness.vault(["keys", "retire", "--recovery", "1", "--reason", "TOO-EARLY"])
+        let early = try await harness.vault(["keys", "retire", "--yes", "--recovery", "1", "--reason", "TOO-EARLY"])
         #expect(early.status == 1)
         #expect(early.errors.contains("run `vault rewrap` first"))
         let dryRun = try await harness.vault(["rewrap", "--dry-run", "--reason", "R"])
@@ -155,7 +155,7 @@ struct RotationTests {
         #expect(try await harness.scalar("SELECT count(*) FROM data_keys WHERE recovery_key_version = 1") == 0)
         #expect(try await harness.vault(["rewrap", "--reason", "REWRAP-2"]).output.contains("re-wrapped 0 data keys"))
 
-        let retire = try await harness.vault(["keys", "retire", "--recovery", "1", "--reason", "RET-R1"])
+        let retire = try await harness.vault(["keys", "retire", "--yes", "--recovery", "1", "--reason", "RET-R1"])
         #expect(retire.status == 0, "\(retire.errors)")
         #expect(try harness.keys.store.recoveryPrivateKeys().versions == [2])
         #expect(try harness.keys.store.recoveryPublicKeys().keys.map(\.version) == [2])

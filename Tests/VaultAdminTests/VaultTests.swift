@@ -137,7 +137,7 @@ struct VaultTests {
         let isTheLookedUpAddress = harness.originals[token] == "2001:db8::1"
         #expect(isTheLookedUpAddress)
 
-        let forget = try await harness.vault(["forget", "--token", token, "--reason", "GDPR-1"])
+        let forget = try await harness.vault(["forget", "--yes", "--token", token, "--reason", "GDPR-1"])
         #expect(forget.status == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM vault_entries WHERE token = $1 AND ciphertext IS NULL", [.text(token)]) == 1)
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE masked_ip = $1", [.text(token)]) == 2)
@@ -145,7 +145,7 @@ struct VaultTests {
         #expect(recover.status == 1)
         #expect(recover.errors.contains("was erased on"))
         #expect(recover.errors.contains(" by "))
-        #expect(try await harness.vault(["forget", "--token", token, "--reason", "AGAIN"]).output.contains("already erased"))
+        #expect(try await harness.vault(["forget", "--yes", "--token", token, "--reason", "AGAIN"]).output.contains("already erased"))
         #expect(try await harness.vault(["audit", "verify"]).status == 0)
     }
 

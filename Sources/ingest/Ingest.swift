@@ -1,0 +1,65 @@
+import ArgumentParser
+public import CLISupport
+import Foundation
+public import Ingest
+import Logging
+import Postgres
+import Storage
+
+@main
+struct IngestCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ingest",
+        abstract: "Reads login events from SQS, pseudonymizes ip and device_id, and loads them into PostgreSQL.",
+        discussion: ExitStatus.helpText,
+        version: BuildInfo.description,
+        subcommands: [Migrate.self, Run.self, Health.self]
+    )
+
+    static func main() async {
+        await ToolMain.main(IngestCommand.self)
+    }
+}
+
+func makeLogger() -> Logger { ToolLogging.bootstrap(label: "ingest") }
+
+extension IngestError: ReportableError {}
+
+struct Migrate: ToolCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create or upgrade the database schema (idempotent; safe from several replicas at once).")
+
+    @OptionGroup var output: JSONOption
+    @OptionGroup var database: DatabaseOptions
+
+    func execute() async throws {
+        let logger = makeLogger()
+        let connection = try await PostgresConnection.connect(database.conninfo, applicationName: "ingest-migrate", logger: logger)
+        let applied = try await Schema.migrate(connection, logger: logger)
+        printSummary(json: output.json, ["applied": applied, "schema_version": Schema.latestVersion],
+                     text: applied.isEmpty ? "schema is up to date (version \(Schema.latestVersion))"
+                         : "applied migrations \(applied.map(String.init).joined(separator: ", ")); schema version \(Schema.latestVersion)")
+    }
+}
+
+struct Health: ToolCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Exit 0 when a running ingest on this host answers its health endpoint (container health checks).")
+
+    enum Check: String, ExpressibleByArgument, CaseIterable {
+        case live
+        case ready
+    }
+
+    @Option(help: ArgumentHelp("Port of the running service ($INGEST_HTTP_PORT, else 8080).", valueName: "port"))
+    var port: Int?
+
+    @Option(help: "Which endpoint: /health/live or /health/ready.")
+    var check: Check = .live
+
+    func execute() async throws {
+        let port = try EnvironmentFallback.value(port, "INGEST_HTTP_PORT", default: 8080)
+        try await HealthProbe.check(url: "http://127.0.0.1:\(port)/health/\(check.rawValue)").get()
+        print("ok")
+    }
+}

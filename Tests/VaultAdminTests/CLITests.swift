@@ -1,0 +1,152 @@
+import Foundation
+import TestSupport
+import Testing
+import VaultCrypto
+
+/// The command lines as operators and job schedulers use them.
+@Suite("the command-line tools")
+struct CLITests {
+    func json(_ output: String) -> [String: Any]? {
+        (try? JSONSerialization.jsonObject(with: Data(output.utf8))) as? [String: Any]
+    }
+
+    @Test("--version on both tools")
+    func version() async throws {
+        for tool in ["ingest", "vault"] {
+            let result = try await runProgram(try TestEnvironment.executable(tool), ["--version"],
+                                              environment: ["PSEUDONYMIZER_REVISION": "abc1234"])
+            #expect(result.status == 0)
+            #expect(result.output.trimmingCharacters(in: .whitespacesAndNewlines).hasSuffix("(revision abc1234)"))
+        }
+    }
+
+    @Test("every job command's --json is one JSON object")
+    func jobSummaries() async throws {
+        let harness = try await VaultHarness.make(bodies: mixedBodies(count: 20))
+        let token = harness.originals.keys.sorted()[0]
+        let fresh = NSTemporaryDirectory() + "init-\(UUID().uuidString)"
+        let runs: [(String, [String])] = [
+            ("migrate", ["migrate", "--json"]),
+            ("keys init", ["keys", "init", "--keys-dir", fresh, "--scrypt-log-n", "14", "--offline", "--json"]),
+            ("keys register", ["keys", "register", "--reason", "J", "--json"]),
+            ("keys rotate", ["keys", "rotate", "--tokenization", "--reason", "J", "--json"]),
+            ("retokenize", ["retokenize", "--reason", "J", "--json"]),
+            ("keys retire dry run", ["keys", "retire", "--tokenization", "1", "--dry-run", "--reason", "J", "--json"]),
+            ("keys retire", ["keys", "retire", "--tokenization", "1", "--yes", "--reason", "J", "--json"]),
+            ("keys rotate recovery", ["keys", "rotate", "--recovery", "--scrypt-log-n", "14", "--reason", "J", "--json"]),
+            ("rewrap", ["rewrap", "--reason", "J", "--json"]),
+            ("forget dry run", ["forget", "--tokens-file", "-", "--dry-run", "--reason", "J", "--json"]),
+            ("audit verify", ["audit", "verify", "--json"]),
+        ]
+        for (name, arguments) in runs {
+            let result = name == "migrate"
+                ? try await harness.ingest(arguments)
+                : try await harness.vault(arguments, input: name.hasPrefix("forget") ? token : nil)
+            #expect(result.status == 0, "\(name): \(result.errors)")
+            let object = json(result.output)
+            #expect(object != nil, "\(name) printed \(result.output)")
+        }
+        let verify = json(try await harness.vault(["audit", "verify", "--json"]).output)
+        #expect(verify?["intact"] as? Bool == true)
+        #expect((verify?["head"] as? String)?.contains(":") == true)
+    }
+
+    @Test("an error found after parsing prints the subcommand's usage; LOG_FORMAT=json makes the fatal error one JSON line")
+    func usageErrors() async throws {
+        let vault = try await runProgram(try TestEnvironment.executable("vault"), ["audit", "log", "--since", "last tuesday"])
+        #expect(vault.status == 64)
+        #expect(vault.errors.contains("Usage: vault audit log"))
+        let ingest = try await runProgram(try TestEnvironment.executable("ingest"), ["run", "--keys-dir", "/nonexistent"],
+                                          environment: ["QUEUE_URL": "", "INGEST_FROM_FILE": ""])
+        #expect(ingest.status == 64)
+        #expect(ingest.errors.contains("Usage: ingest run"))
+        #expect(ingest.errors.contains("See 'ingest run --help'"))
+        let json = try await runProgram(try TestEnvironment.executable("ingest"), ["run", "--from-file", "/dev/null", "--keys-dir", "/nonexistent"],
+                                        environment: ["LOG_FORMAT": "json"])
+        #expect(json.status == 78)
+        let lines = json.errors.split(separator: "\n")
+        #expect(lines.count == 1)
+        let object = self.json(String(lines.first ?? ""))
+        #expect(object?["level"] as? String == "error" && object?["exit_code"] as? Int == 78)
+        #expect((object?["message"] as? String)?.contains("tokenization.json does not exist") == true)
+    }
+
+    @Test("audit log --since takes a date, a timestamp or a duration")
+    func since() async throws {
+        let harness = try await VaultHarness.make(bodies: mixedBodies(count: 1))
+        #expect(try await harness.vault(["recover", "--token", harness.originals.keys.sorted()[0], "--reason", "S"]).status == 0)
+        for since in ["1h", "2d12h", "2000-01-01", "2000-01-01T00:00:00Z"] {
+            let result = try await harness.vault(["audit", "log", "--since", since])
+            #expect(result.status == 0 && result.output.split(separator: "\n").count == 1, "--since \(since)")
+        }
+        #expect(try await harness.vault(["audit", "log", "--since", "2099-01-01"]).output.isEmpty)
+    }
+
+    @Test("forget and retire ask on a terminal: refused without an answer, done with --yes")
+    func confirmation() async throws {
+        let harness = try await VaultHarness.make(bodies: mixedBodies(count: 2))
+        let token = harness.originals.keys.sorted()[0]
+        // setsid: no controlling terminal, as in a job.
+        let refused = try await runProgram("/usr/bin/setsid", ["--wait", try TestEnvironment.executable("vault"), "forget", "--token", token, "--reason", "C"],
+                                           environment: ["KEYS_DIR": harness.keys.store.directory, "DATABASE_URL": harness.databaseURL])
+        #expect(refused.status == 64)
+        #expect(refused.errors.contains("run it on a terminal to confirm, or pass --yes"))
+        #expect(try await harness.scalar("SELECT count(*) FROM vault_entries WHERE erased_at IS NOT NULL") == 0)
+        #expect(try await harness.scalar("SELECT count(*) FROM audit_log") == 0)
+        let retire = try await runProgram("/usr/bin/setsid", ["--wait", try TestEnvironment.executable("vault"), "keys", "retire", "--recovery", "1",
+                                                              "--reason", "C"],
+                                          environment: ["KEYS_DIR": harness.keys.store.directory, "DATABASE_URL": harness.databaseURL])
+        #expect(retire.status == 64)
+        let done = try await harness.vault(["forget", "--yes", "--token", token, "--reason", "C"])
+        #expect(done.status == 0)
+        #expect(try await harness.scalar("SELECT count(*) FROM vault_entries WHERE erased_at IS NOT NULL") == 1)
+    }
+
+    @Test("forget --ip erases the value's entry under every key version, in one audited transaction")
+    func forgetByValue() async throws {
+        let bodies = mixedBodies(count: 5)
+        let harness = try await VaultHarness.make(bodies: bodies)
+        #expect(try await harness.vault(["keys", "rotate", "--tokenization", "--reason", "F"]).status == 0)
+        // The same address arrives again under v2 (from a replica with the new key).
+        let ingestKeys = try harness.keys.ingestKeysDirectory()
+        try FileManager.default.removeItem(atPath: "\(ingestKeys)/tokenization.json")
+        try FileManager.default.copyItem(atPath: harness.keys.store.tokenizationPath, toPath: "\(ingestKeys)/tokenization.json")
+        let file = NSTemporaryDirectory() + "again-\(UUID().uuidString).jsonl"
+        try (#"{"user_id": "again", "app_version": "1.0", "device_type": "ios", "ip": "2001:db8::1", "locale": null, "device_id": "d"}"# + "\n")
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(try await harness.ingest(["run", "--from-file", file]).status == 0)
+
+        let forget = try await harness.vault(["forget", "--ip-file", "-", "--yes", "--reason", "GDPR-9", "--json"], input: "2001:db8::1\n")
+        #expect(forget.status == 0, "\(forget.errors)")
+        let summary = json(forget.output)
+        #expect(summary?["erased"] as? Int == 2)
+        #expect((summary?["tokens"] as? [[String: Any]])?.compactMap { $0["outcome"] as? String } == ["erased", "erased"])
+        #expect(try await harness.scalar("SELECT count(*) FROM vault_entries WHERE erased_at IS NOT NULL") == 2)
+        #expect(try await harness.scalar("SELECT count(DISTINCT token_key_version) FROM vault_entries WHERE erased_at IS NOT NULL") == 2)
+        // One transaction: the two rows share the server's transaction time.
+        #expect(try await harness.scalar("SELECT count(DISTINCT at) FROM audit_log WHERE action = 'forget'") == 1)
+        #expect(try await harness.scalar("SELECT count(*) FROM audit_log WHERE action = 'forget'") == 2)
+        #expect(!forget.output.contains("2001:db8::1"))
+    }
+
+    @Test("retokenize stopped by SIGTERM exits 75 and says so in the audit log; the next run finishes")
+    func interruptedRetokenize() async throws {
+        let harness = try await VaultHarness.make(bodies: rotationBodies(prefix: "sig", count: 4000))
+        #expect(try await harness.vault(["keys", "rotate", "--tokenization", "--reason", "SIG"]).status == 0)
+        let process = try startProgram("vault", ["retokenize", "--reason", "SIG", "--batch-size", "20"],
+                                       environment: ["KEYS_DIR": harness.keys.store.directory,
+                                                     "VAULT_PASSPHRASE_FILE": harness.keys.passphraseFile, "DATABASE_URL": harness.databaseURL])
+        try await waitUntil(.seconds(60)) { try await harness.scalar("SELECT count(*) FROM token_lineage") > 0 }
+        kill(process.processIdentifier, SIGTERM)
+        try await waitUntil(.seconds(60)) { !process.isRunning }
+        #expect(process.terminationReason == .exit)
+        #expect(process.terminationStatus == 75)
+        #expect(try await harness.scalar("SELECT count(*) FROM audit_log WHERE action = 'retokenize' AND outcome LIKE 'interrupted:%'") == 1)
+        #expect(try await harness.scalar("SELECT count(*) FROM vault_entries WHERE token_key_version = 1") > 0)
+
+        let rerun = try await harness.vault(["retokenize", "--reason", "SIG (again)"])
+        #expect(rerun.status == 0, "\(rerun.errors)")
+        #expect(try await harness.scalar("SELECT count(*) FROM vault_entries WHERE token_key_version = 1") == 0)
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE masked_ip NOT LIKE 'ip_t2_%'") == 0)
+    }
+}
