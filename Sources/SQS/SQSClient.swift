@@ -58,12 +58,12 @@ public struct SQSConfiguration: Sendable {
     public var queueURL: URL
     public var endpoint: URL
     public var region: String
-    public var credentials: AWSCredentials
+    public var credentials: any AWSCredentialProvider
     /// nil: detect on first use (JSON first, then query).
     public var wireProtocol: SQSProtocol?
     public var requestTimeout: TimeAmount
 
-    public init(queueURL: URL, endpoint: URL, region: String, credentials: AWSCredentials,
+    public init(queueURL: URL, endpoint: URL, region: String, credentials: any AWSCredentialProvider,
                 wireProtocol: SQSProtocol? = nil, requestTimeout: TimeAmount = .seconds(15)) {
         self.queueURL = queueURL
         self.endpoint = endpoint
@@ -75,15 +75,14 @@ public struct SQSConfiguration: Sendable {
 
     /// From the standard AWS variables: `AWS_ENDPOINT_URL_SQS` or
     /// `AWS_ENDPOINT_URL` (else the queue URL's origin), `AWS_REGION` or
-    /// `AWS_DEFAULT_REGION` (else the region in an AWS queue URL), and
-    /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`. A
-    /// loopback endpoint needs no real credentials.
+    /// `AWS_DEFAULT_REGION` (else the region in an AWS queue URL), and the
+    /// credentials as `AWSCredentialChain` resolves them.
     /// With `allowInsecureEndpoint` false (the default), an `http://` queue or
     /// endpoint URL is accepted only on a loopback host: anywhere else it would
     /// carry signed requests and message bodies in the clear.
     public static func fromEnvironment(
         queueURL text: String, wireProtocol: SQSProtocol?, allowInsecureEndpoint: Bool = false,
-        environment: [String: String] = ProcessInfo.processInfo.environment
+        environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger = Logger(label: "sqs")
     ) throws -> SQSConfiguration {
         guard let queueURL = URL(string: text), let scheme = queueURL.scheme, ["http", "https"].contains(scheme),
               queueURL.host != nil, queueURL.path.count > 1 else {
@@ -114,14 +113,7 @@ public struct SQSConfiguration: Sendable {
         let regionFromHost = host.hasPrefix("sqs.") && host.hasSuffix(".amazonaws.com")
             ? String(host.dropFirst(4).dropLast(14)) : nil
         let region = environment["AWS_REGION"].nonEmpty ?? environment["AWS_DEFAULT_REGION"].nonEmpty ?? regionFromHost ?? "us-east-1"
-        let credentials: AWSCredentials
-        if let key = environment["AWS_ACCESS_KEY_ID"].nonEmpty, let secret = environment["AWS_SECRET_ACCESS_KEY"].nonEmpty {
-            credentials = AWSCredentials(accessKeyID: key, secretAccessKey: secret, sessionToken: environment["AWS_SESSION_TOKEN"].nonEmpty)
-        } else if isLoopback(endpoint.host ?? "") {
-            credentials = AWSCredentials(accessKeyID: "test", secretAccessKey: "test")
-        } else {
-            throw SQSError(.accessDenied, "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials)")
-        }
+        let credentials = try AWSCredentialChain.resolve(environment: environment, endpoint: endpoint, region: region, logger: logger)
         return SQSConfiguration(queueURL: queueURL, endpoint: endpoint, region: region, credentials: credentials, wireProtocol: wireProtocol)
     }
 }
@@ -148,7 +140,6 @@ public actor SQSClient {
     private var failingSince: ContinuousClock.Instant?
     /// How many times `http` was replaced (for tests).
     private(set) var httpClientReplacements = 0
-    private let signer: SigV4Signer
     private let logger: Logger
     private var detected: SQSProtocol?
     private var detection: Task<SQSProtocol, any Error>?
@@ -158,7 +149,6 @@ public actor SQSClient {
         self.configuration = configuration
         self.http = httpClient
         self.ownHTTPConfiguration = nil
-        self.signer = SigV4Signer(credentials: configuration.credentials, region: configuration.region, service: "sqs")
         self.logger = logger
         self.detected = configuration.wireProtocol
     }
@@ -169,7 +159,6 @@ public actor SQSClient {
         self.configuration = configuration
         self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
         self.ownHTTPConfiguration = httpConfiguration
-        self.signer = SigV4Signer(credentials: configuration.credentials, region: configuration.region, service: "sqs")
         self.logger = logger
         self.detected = configuration.wireProtocol
     }
@@ -378,26 +367,37 @@ public actor SQSClient {
         let host = endpoint.port.map { "\(endpoint.host!):\($0)" } ?? endpoint.host!
         headers.append(("host", host))
         let path = endpoint.path.isEmpty ? "/" : endpoint.path
-        headers += try signer.sign(method: "POST", path: path, query: [], headers: headers, body: body, date: Date())
-
-        var request = HTTPClientRequest(url: endpoint.absoluteString.hasSuffix("/") || !endpoint.path.isEmpty
-                                        ? endpoint.absoluteString : endpoint.absoluteString + "/")
-        request.method = .POST
-        for (name, value) in headers { request.headers.add(name: name, value: value) }
-        request.body = .bytes(ByteBuffer(bytes: body))
-        let response: HTTPClientResponse
-        let bytes: [UInt8]
-        do {
-            response = try await http.execute(request, timeout: timeout, logger: logger)
-            bytes = Array(buffer: try await response.body.collect(upTo: Self.maximumResponseBytes))
-            failingSince = nil
-        } catch is CancellationError {
-            throw CancellationError()
-        } catch {
-            requestFailed()
-            throw SQSError(.transient, "\(action) to \(host) failed: \(error)")
+        var retriedExpired = false
+        while true {
+            let credentials = try await configuration.credentials.credentials()
+            let signed = headers + (try SigV4Signer(credentials: credentials, region: configuration.region, service: "sqs")
+                .sign(method: "POST", path: path, query: [], headers: headers, body: body, date: Date()))
+            var request = HTTPClientRequest(url: endpoint.absoluteString.hasSuffix("/") || !endpoint.path.isEmpty
+                                            ? endpoint.absoluteString : endpoint.absoluteString + "/")
+            request.method = .POST
+            for (name, value) in signed { request.headers.add(name: name, value: value) }
+            request.body = .bytes(ByteBuffer(bytes: body))
+            let response: HTTPClientResponse
+            let bytes: [UInt8]
+            do {
+                response = try await http.execute(request, timeout: timeout, logger: logger)
+                bytes = Array(buffer: try await response.body.collect(upTo: Self.maximumResponseBytes))
+                failingSince = nil
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                requestFailed()
+                throw SQSError(.transient, "\(action) to \(host) failed: \(error)")
+            }
+            do {
+                return try decode(wire, action, status: Int(response.status.code), headers: response.headers, body: bytes)
+            } catch let error as SQSError where error.isExpiredCredentials && !retriedExpired {
+                // Temporary credentials ran out early (or the clock is off): fetch new ones and try once more.
+                logger.info("SQS says the credentials expired; fetching new ones", metadata: ["source": "\(configuration.credentials.source)"])
+                await configuration.credentials.invalidate()
+                retriedExpired = true
+            }
         }
-        return try decode(wire, action, status: Int(response.status.code), headers: response.headers, body: bytes)
     }
 
     private func decode(_ wire: SQSProtocol, _ action: String, status: Int, headers: HTTPHeaders, body: [UInt8]) throws -> Response {

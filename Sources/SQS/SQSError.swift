@@ -25,12 +25,15 @@ public struct SQSError: Error, CustomStringConvertible, Sendable {
 
     public var isTransient: Bool { kind == .transient }
 
+    /// Refused because temporary credentials expired: new ones may work.
+    public var isExpiredCredentials: Bool { ["ExpiredToken", "ExpiredTokenException", "RequestExpired"].contains(code ?? "") }
+
     public var description: String {
         switch kind {
         case .queueDoesNotExist:
             return "the SQS queue does not exist (\(message)); create it or fix --queue-url/QUEUE_URL"
         case .accessDenied:
-            return "SQS refused the credentials (\(code ?? "access denied"): \(message)); check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and AWS_REGION"
+            return "SQS refused the credentials (\(code ?? "access denied"): \(message)); check the AWS credentials (environment keys, the web identity role, the container or instance role) and AWS_REGION"
         case .unsupportedProtocol:
             return "the SQS endpoint answered neither the JSON nor the query protocol (\(message)); check AWS_ENDPOINT_URL"
         case .transient:
@@ -48,6 +51,7 @@ public struct SQSError: Error, CustomStringConvertible, Sendable {
             return SQSError(.queueDoesNotExist, code: short, message)
         case "InvalidClientTokenId", "SignatureDoesNotMatch", "AccessDenied", "AccessDeniedException",
              "UnrecognizedClientException", "MissingAuthenticationToken", "InvalidSignatureException", "ExpiredToken",
+             "ExpiredTokenException", "RequestExpired",
              "IncompleteSignature", "InvalidSecurity", "AuthFailure":
             return SQSError(.accessDenied, code: short, message)
         case "RequestThrottled", "ThrottlingException", "Throttling", "KmsThrottled", "ServiceUnavailable",

@@ -6,11 +6,14 @@ public struct AWSCredentials: Sendable, CustomStringConvertible {
     public let accessKeyID: String
     let secretAccessKey: String
     public let sessionToken: String?
+    /// When temporary credentials stop working; nil for long-term keys.
+    public let expiration: Date?
 
-    public init(accessKeyID: String, secretAccessKey: String, sessionToken: String? = nil) {
+    public init(accessKeyID: String, secretAccessKey: String, sessionToken: String? = nil, expiration: Date? = nil) {
         self.accessKeyID = accessKeyID
         self.secretAccessKey = secretAccessKey
         self.sessionToken = sessionToken
+        self.expiration = expiration
     }
 
     public var description: String { "AWSCredentials(\(accessKeyID), secret redacted)" }

@@ -36,6 +36,21 @@ struct ProcessLevelTests {
         #expect(leakedInLogs == 0)
     }
 
+    @Test("with no static keys, ingest signs with web-identity credentials from STS (IRSA), as deployed on EKS")
+    func webIdentity() async throws {
+        let harness = try await IngestHarness.make()
+        try await AWSCLI.send(harness.queueURL, bodies: try sampleBodies())
+        let token = NSTemporaryDirectory() + "irsa-token-\(UUID().uuidString)"
+        try "eyJhbGciOiJSUzI1NiJ9.projected.token".write(toFile: token, atomically: true, encoding: .utf8)
+        let run = try await runProgram(try TestEnvironment.executable("ingest"), arguments(harness, ["--until-empty"]), environment: [
+            "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/pseudonymizer-ingest",
+            "AWS_WEB_IDENTITY_TOKEN_FILE": token, "AWS_ENDPOINT_URL_STS": try TestEnvironment.variable("AWS_ENDPOINT_URL"),
+        ])
+        #expect(run.status == 0, "\(run.errors)")
+        #expect(run.errors.contains("AWS credentials obtained") && run.errors.contains("source=web identity"))
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 99)
+    }
+
     @Test("kill -9 in mid-run, then restart: every valid message written exactly once, every invalid one quarantined once")
     func killAndRestart() async throws {
         let harness = try await IngestHarness.make()

@@ -76,7 +76,7 @@ struct SQSClientTests {
         let client = SQSClient(
             configuration: SQSConfiguration(
                 queueURL: URL(string: "http://127.0.0.1:1/123456789012/q")!, endpoint: URL(string: "http://127.0.0.1:1")!,
-                region: "us-east-1", credentials: AWSCredentials(accessKeyID: "test", secretAccessKey: "test"), wireProtocol: .json,
+                region: "us-east-1", credentials: StaticCredentials(AWSCredentials(accessKeyID: "test", secretAccessKey: "test")), wireProtocol: .json,
                 requestTimeout: .seconds(2)),
             httpClient: HTTPClient.shared, logger: Logger(label: "sqs-tests"))
         await #expect {
@@ -91,7 +91,7 @@ struct SQSClientTests {
         let endpoint = try #require(URL(string: "http://127.0.0.1:\(port)"))
         let configuration = SQSConfiguration(
             queueURL: endpoint.appendingPathComponent("000000000000/gone"), endpoint: endpoint, region: "us-east-1",
-            credentials: AWSCredentials(accessKeyID: "test", secretAccessKey: "test"), wireProtocol: .json)
+            credentials: StaticCredentials(AWSCredentials(accessKeyID: "test", secretAccessKey: "test")), wireProtocol: .json)
         var http = HTTPClient.Configuration()
         http.timeout = .init(connect: .seconds(1), read: .seconds(1))
         let client = SQSClient(configuration: configuration, httpConfiguration: http, logger: Logger(label: "sqs-tests"))
