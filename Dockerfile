@@ -6,6 +6,10 @@
 # No keys are baked in: mount them (see keys/README.md for who gets which file).
 
 ARG SWIFT_VERSION=6.2
+# The release (it must match `vault --version`; scripts/container-test checks)
+# and the source revision (CI passes `git rev-parse --short HEAD`).
+ARG VERSION=0.11.0
+ARG REVISION=unknown
 
 # --- build: Swift toolchain plus the C headers the project links against ---
 FROM swift:${SWIFT_VERSION}-bookworm AS build
@@ -27,9 +31,19 @@ RUN swift build -c release --static-swift-stdlib --product ingest \
     && mkdir -p /out \
     && install -m 0755 -s "$(swift build -c release --show-bin-path)/ingest" /out/ingest \
     && install -m 0755 -s "$(swift build -c release --show-bin-path)/vault" /out/vault
+# vault's man page (argument-parser's generate-manual, built from the resolved
+# checkout) and its shell completions, for the compliance image.
+RUN swift build -c release --package-path .build/checkouts/swift-argument-parser --product generate-manual \
+    && mkdir -p /out/man /out/completions \
+    && .build/checkouts/swift-argument-parser/.build/release/generate-manual /out/vault --output-directory /out/man \
+    && /out/vault --generate-completion-script bash >/out/completions/vault.bash \
+    && /out/vault --generate-completion-script zsh >/out/completions/_vault \
+    && /out/vault --generate-completion-script fish >/out/completions/vault.fish
 
 # --- runtime: only the shared libraries the binaries load, an unprivileged user ---
 FROM debian:bookworm-slim AS runtime
+ARG VERSION
+ARG REVISION
 # The key directories exist in the image, owned by the app user, because an
 # empty named volume mounted on them takes that owner (compose's keys job
 # writes /app/keys and hands ingest its two files in /app/ingest-keys).
@@ -41,12 +55,20 @@ RUN apt-get update \
     && mkdir -p /app/keys /app/ingest-keys \
     && chown app:app /app/keys /app/ingest-keys
 WORKDIR /app
-ENV KEYS_DIR=/app/keys
+LABEL org.opencontainers.image.title="pseudonymizer" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
+ENV KEYS_DIR=/app/keys \
+    PSEUDONYMIZER_REVISION=${REVISION}
 USER 10001:10001
 
 # --- vault: compliance tool and the rotation jobs (CronJobs) ---
 FROM runtime AS vault
 COPY --from=build /out/vault /usr/local/bin/vault
+COPY --from=build /out/man/vault.1 /usr/local/share/man/man1/vault.1
+COPY --from=build /out/completions/vault.bash /usr/share/bash-completion/completions/vault
+COPY --from=build /out/completions/_vault /usr/local/share/zsh/site-functions/_vault
+COPY --from=build /out/completions/vault.fish /usr/share/fish/vendor_completions.d/vault.fish
 ENTRYPOINT ["vault"]
 CMD ["--help"]
 

@@ -3,8 +3,10 @@ public import Foundation
 
 /// Options both tools take: where the keys are and which database to use.
 public struct KeyOptions: ParsableArguments {
-    @Option(name: .customLong("keys-dir"), help: ArgumentHelp(
-        "Directory with the key files (default: $KEYS_DIR, else ./keys).", valueName: "dir"))
+    @Option(
+        name: .customLong("keys-dir"),
+        help: ArgumentHelp(
+            "Directory with the key files (default: $KEYS_DIR, else ./keys).", valueName: "dir"))
     public var keysDirectory: String?
 
     public init() {}
@@ -15,8 +17,10 @@ public struct KeyOptions: ParsableArguments {
 }
 
 public struct DatabaseOptions: ParsableArguments {
-    @Option(name: .customLong("database-url"), help: ArgumentHelp(
-        "PostgreSQL URL or conninfo (default: $DATABASE_URL, else libpq's PG* variables).", valueName: "url"))
+    @Option(
+        name: .customLong("database-url"),
+        help: ArgumentHelp(
+            "PostgreSQL URL or conninfo (default: $DATABASE_URL, else libpq's PG* variables).", valueName: "url"))
     public var databaseURL: String?
 
     public init() {}
@@ -41,13 +45,17 @@ public enum EnvironmentFallback {
         return value
     }
 
-    public static func string(_ option: String?, _ variable: String,
-                              environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+    public static func string(
+        _ option: String?, _ variable: String,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) -> String? {
         option ?? environment[variable].flatMap { $0.isEmpty ? nil : $0 }
     }
 
-    public static func flag(_ option: Bool, _ variable: String,
-                            environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+    public static func flag(
+        _ option: Bool, _ variable: String,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) -> Bool {
         option || ["1", "true", "yes"].contains(environment[variable]?.lowercased() ?? "")
     }
 }

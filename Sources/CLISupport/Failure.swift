@@ -73,7 +73,10 @@ func classify(_ error: any Error) -> (String, Int32) {
     case let error as PostgresError where error.code == .insecureTransport:
         return (error.message, ExitStatus.configuration)
     case let error as PostgresError where error.code == .connectionFailed:
-        return ("cannot reach PostgreSQL (\(error.message)); check DATABASE_URL or the PG* variables and that the server is up", ExitStatus.failure)
+        return (
+            "cannot reach PostgreSQL (\(error.message)); check DATABASE_URL or the PG* variables and that the server is up",
+            ExitStatus.failure
+        )
     default:
         return ("\(error)", ExitStatus.failure)
     }

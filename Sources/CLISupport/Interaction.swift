@@ -19,8 +19,9 @@ public enum Interruptible {
         do {
             return try await task.value
         } catch is CancellationError {
-            throw OperatorError("interrupted before it finished; run it again to finish (it resumes where it stopped)",
-                                exitCode: ExitStatus.tempfail)
+            throw OperatorError(
+                "interrupted before it finished; run it again to finish (it resumes where it stopped)",
+                exitCode: ExitStatus.tempfail)
         }
     }
 }
@@ -38,7 +39,8 @@ public struct ConfirmationOptions: ParsableArguments {
         guard !yes else { return }
         let terminal = open("/dev/tty", O_RDWR | O_CLOEXEC)
         guard terminal >= 0 else {
-            throw OperatorError("\(what), which cannot be undone: run it on a terminal to confirm, or pass --yes", exitCode: ExitStatus.usage)
+            throw OperatorError(
+                "\(what), which cannot be undone: run it on a terminal to confirm, or pass --yes", exitCode: ExitStatus.usage)
         }
         defer { close(terminal) }
         let prompt = "\(what), which cannot be undone. Type yes to go on: "
@@ -63,7 +65,8 @@ public struct JSONOption: ParsableArguments {
 /// The summary a job prints: one JSON object with `--json`, else a line of text.
 public func printSummary(json: Bool, _ object: [String: Any], text: @autoclosure () -> String) {
     if json {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        let data =
+            (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
         print(String(decoding: data, as: UTF8.self))
     } else {
         print(text())

@@ -6,8 +6,10 @@ public import Foundation
 public enum PointInTime {
     public static func parse(_ text: String, now: Date = Date()) -> Date? {
         if let seconds = duration(text) { return now.addingTimeInterval(-seconds) }
-        for options: ISO8601DateFormatter.Options in [[.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime],
-                                                       [.withFullDate]] {
+        for options: ISO8601DateFormatter.Options in [
+            [.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime],
+            [.withFullDate],
+        ] {
             let formatter = ISO8601DateFormatter()
             formatter.formatOptions = options
             formatter.timeZone = TimeZone(identifier: "UTC")
@@ -34,5 +36,6 @@ public enum PointInTime {
         return digits.isEmpty && total > 0 ? total : nil
     }
 
-    public static let help = "a date (2026-11-29, UTC), an ISO 8601 time (2026-11-29T12:00:00Z) or a duration back from now (24h, 7d, 1d12h)"
+    public static let help =
+        "a date (2026-11-29, UTC), an ISO 8601 time (2026-11-29T12:00:00Z) or a duration back from now (24h, 7d, 1d12h)"
 }

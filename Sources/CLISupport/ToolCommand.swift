@@ -57,12 +57,14 @@ public enum ToolMain {
             if json, exitCode != .success { emit(command.message(for: error), code: exitCode.rawValue, json: true) }
             // Found after parsing: the subcommand's usage, with its whole name.
             if let validation = error as? ValidationError, let root, let path = path(to: command, from: root) {
-                FileHandle.standardError.write(Data("""
-                    Error: \(validation.message)
-                    Usage: \(root.usageString(for: command))
-                      See '\(path.joined(separator: " ")) --help' for more information.
+                FileHandle.standardError.write(
+                    Data(
+                        """
+                        Error: \(validation.message)
+                        Usage: \(root.usageString(for: command))
+                          See '\(path.joined(separator: " ")) --help' for more information.
 
-                    """.utf8))
+                        """.utf8))
                 Foundation.exit(ExitStatus.usage)
             }
             command.exit(withError: error)
@@ -87,8 +89,10 @@ public enum ToolMain {
 
     private static func emit(_ message: String, code: Int32, json: Bool) -> Never {
         if json {
-            FileHandle.standardError.write(JSONLogHandler.line(level: "error", logger: toolName, message: message,
-                                                               fields: ["exit_code": Int(code)]))
+            FileHandle.standardError.write(
+                JSONLogHandler.line(
+                    level: "error", logger: toolName, message: message,
+                    fields: ["exit_code": Int(code)]))
         } else {
             FileHandle.standardError.write(Data("\(toolName): error: \(message)\n".utf8))
         }

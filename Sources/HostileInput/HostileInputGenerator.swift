@@ -57,10 +57,11 @@ public struct HostileInputGenerator {
         let device = pick(["\(digits(3))-\(digits(2))-\(digits(4))", hex(16), "dev-\(digits(8))"])
         let version = pick(["\(small()).\(small()).\(small())", "\(small()).\(digits(2))", "\(small()).\(small())"])
         let locale = pick(["null", "\"RU\"", "\"en-US\"", "\"pt_BR\"", "\"\\u00e9t\\u00e9\""])
-        return Fields(members: [
-            ("user_id", quoted(uuid())), ("app_version", quoted(version)), ("device_type", quoted(pick(["android", "ios", "web"]))),
-            ("ip", quoted(ip)), ("locale", locale), ("device_id", quoted(device)),
-        ], ip: ip, deviceID: device)
+        return Fields(
+            members: [
+                ("user_id", quoted(uuid())), ("app_version", quoted(version)), ("device_type", quoted(pick(["android", "ios", "web"]))),
+                ("ip", quoted(ip)), ("locale", locale), ("device_id", quoted(device)),
+            ], ip: ip, deviceID: device)
     }
 
     private mutating func render(_ fields: Fields, spacing: String = " ") -> [UInt8] {
@@ -96,13 +97,16 @@ public struct HostileInputGenerator {
             fields.members[target].json = "null"
         case 4:
             mutation = "huge_number"
-            fields.members[target].json = pick(["1e999999", "123456789012345678901234567890123456789", "-" + String(repeating: "9", count: 5000)])
+            fields.members[target].json = pick([
+                "1e999999", "123456789012345678901234567890123456789", "-" + String(repeating: "9", count: 5000),
+            ])
         case 5:
             mutation = "empty_value"
             fields.members[target].json = "\"\""
         case 6:
             mutation = "too_long"
-            fields.members[target].json = quoted(String(repeating: pick(["a", "é", "😀"]), count: Int.random(in: 33...5000, using: &random)))
+            fields.members[target].json = quoted(
+                String(repeating: pick(["a", "é", "😀"]), count: Int.random(in: 33...5000, using: &random)))
         case 7:
             mutation = "control_character"
             fields.members[target].json = quoted(pick(["a\\u0000b", "tab\\there", "\\u001f", "bell\\u0007", "line\\nbreak"]))
@@ -114,14 +118,18 @@ public struct HostileInputGenerator {
             fields.members[3].json = quoted(pick(["１９２.１６８.０.１", "١٩٢.١٦٨.٠.١", "192.168.0.¹", "192.168.0.1\u{200B}", "192.168.o.1"]))
         case 10:
             mutation = "ip_edge"
-            fields.members[3].json = quoted(pick(["256.1.1.1", "01.2.3.4", "1.2.3", "1.2.3.4.5", "::1%eth0", "1:2:3:4:5:6:7:8:9",
-                                                  "fe80::1::2", " 1.2.3.4", "1.2.3.4 ", "0x7f.0.0.1", "", "::", "1.2.3.-4"]))
+            fields.members[3].json = quoted(
+                pick([
+                    "256.1.1.1", "01.2.3.4", "1.2.3", "1.2.3.4.5", "::1%eth0", "1:2:3:4:5:6:7:8:9",
+                    "fe80::1::2", " 1.2.3.4", "1.2.3.4 ", "0x7f.0.0.1", "", "::", "1.2.3.-4",
+                ]))
         case 11:
             mutation = "app_version_edge"
             fields.members[1].json = quoted(pick(["1000.0.0", "1.2.3.4", "v1.2", "1..2", ".1", "1.", "-1.0", "1.2.3-beta", "٣.١"]))
         case 12:
             mutation = "sql_metacharacters"
-            fields.members[target].json = quoted(pick(["'; DROP TABLE user_logins; --", "\\\" OR 1=1 --", "a'b\\\"c\\\\d", "\\\\.\\n", "E'\\\\x00'"]))
+            fields.members[target].json = quoted(
+                pick(["'; DROP TABLE user_logins; --", "\\\" OR 1=1 --", "a'b\\\"c\\\\d", "\\\\.\\n", "E'\\\\x00'"]))
         case 13:
             mutation = "shell_metacharacters"
             fields.members[target].json = quoted(pick(["$(rm -rf /)", "`id`", "a;b|c&d>e<f", "${IFS}", "*?[]~"]))
@@ -149,23 +157,28 @@ public struct HostileInputGenerator {
         case 20:
             mutation = "truncated"
             let body = render(fields)
-            return Input(body: Array(body.prefix(Int.random(in: 0..<body.count, using: &random))), kind: "mutation:\(mutation)",
-                         personalValues: [fields.ip, fields.deviceID])
+            return Input(
+                body: Array(body.prefix(Int.random(in: 0..<body.count, using: &random))), kind: "mutation:\(mutation)",
+                personalValues: [fields.ip, fields.deviceID])
         case 21:
             mutation = "invalid_utf8"
             var body = render(fields)
-            let sequences: [[UInt8]] = [[0xC3, 0x28], [0xED, 0xA0, 0x80], [0xC0, 0xAF], [0xF5, 0x80, 0x80, 0x80], [0xFF], [0xE2, 0x82]]
+            let sequences: [[UInt8]] = [
+                [0xC3, 0x28], [0xED, 0xA0, 0x80], [0xC0, 0xAF], [0xF5, 0x80, 0x80, 0x80], [0xFF], [0xE2, 0x82],
+            ]
             let at = Int.random(in: 0..<body.count, using: &random)
             body.insert(contentsOf: pick(sequences), at: at)
             return Input(body: body, kind: "mutation:\(mutation)", personalValues: [fields.ip, fields.deviceID])
         case 22:
             mutation = "byte_order_mark"
-            return Input(body: [0xEF, 0xBB, 0xBF] + render(fields), kind: "mutation:\(mutation)", personalValues: [fields.ip, fields.deviceID])
+            return Input(
+                body: [0xEF, 0xBB, 0xBF] + render(fields), kind: "mutation:\(mutation)", personalValues: [fields.ip, fields.deviceID])
         default:
             mutation = "not_an_object"
             let object = String(decoding: render(fields), as: UTF8.self)
-            return Input(body: Array(pick(["[\(object)]", "\"\(uuid())\"", "null", "42", ""]).utf8), kind: "mutation:\(mutation)",
-                         personalValues: [fields.ip, fields.deviceID])
+            return Input(
+                body: Array(pick(["[\(object)]", "\"\(uuid())\"", "null", "42", ""]).utf8), kind: "mutation:\(mutation)",
+                personalValues: [fields.ip, fields.deviceID])
         }
         return Input(body: render(fields), kind: "mutation:\(mutation)", personalValues: [fields.ip, fields.deviceID])
     }
@@ -206,12 +219,16 @@ public struct HostileInputGenerator {
 
     private mutating func pick<T>(_ choices: [T]) -> T { choices[Int.random(in: 0..<choices.count, using: &random)] }
     private mutating func small() -> Int { Int.random(in: 0...12, using: &random) }
-    private mutating func digits(_ count: Int) -> String { String((0..<count).map { _ in Character(String(Int.random(in: 0...9, using: &random))) }) }
+    private mutating func digits(_ count: Int) -> String {
+        String((0..<count).map { _ in Character(String(Int.random(in: 0...9, using: &random))) })
+    }
     private mutating func hex(_ count: Int) -> String { String((0..<count).map { _ in "0123456789abcdef".randomElement(using: &random)! }) }
     private mutating func ipv4() -> String { (0..<4).map { _ in String(Int.random(in: 0...255, using: &random)) }.joined(separator: ".") }
     private mutating func ipv6() -> String {
         let groups = (0..<8).map { _ in String(Int.random(in: 0...0xffff, using: &random), radix: 16) }
-        return pick([groups.joined(separator: ":"), groups.prefix(3).joined(separator: ":") + "::" + groups.suffix(2).joined(separator: ":")])
+        return pick([
+            groups.joined(separator: ":"), groups.prefix(3).joined(separator: ":") + "::" + groups.suffix(2).joined(separator: ":"),
+        ])
     }
     private mutating func uuid() -> String { "\(hex(8))-\(hex(4))-4\(hex(3))-a\(hex(3))-\(hex(12))" }
     private func quoted(_ text: String) -> String { "\"\(text)\"" }

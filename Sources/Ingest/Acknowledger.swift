@@ -31,7 +31,9 @@ struct SQSAcknowledger: Acknowledger {
 
     func acknowledge(_ messages: [InboundMessage]) async {
         if redeliverInsteadOfDelete {
-            await forEachChunk(of: messages, action: "release") { entries in try await client.changeVisibilityBatch(entries, timeoutSeconds: 0) }
+            await forEachChunk(of: messages, action: "release") { entries in
+                try await client.changeVisibilityBatch(entries, timeoutSeconds: 0)
+            }
             return
         }
         await forEachChunk(of: messages, action: "delete") { entries in try await client.deleteBatch(entries) }
@@ -59,15 +61,17 @@ struct SQSAcknowledger: Acknowledger {
         }
     }
 
-    private func send(_ chunk: [SQSBatchEntry], action: String, _ call: @Sendable ([SQSBatchEntry]) async throws -> [SQSBatchFailure]) async {
+    private func send(_ chunk: [SQSBatchEntry], action: String, _ call: @Sendable ([SQSBatchEntry]) async throws -> [SQSBatchFailure]) async
+    {
         var pending = chunk
         for attempt in 0..<attempts {
             do {
                 let failures = try await call(pending)
                 let retryable = Set(failures.filter { !$0.senderFault }.map(\.id))
                 for failure in failures where failure.senderFault {
-                    logger.warning("SQS refused to \(action) a message; it will be redelivered and deduplicated",
-                                   metadata: ["code": "\(failure.code)"])
+                    logger.warning(
+                        "SQS refused to \(action) a message; it will be redelivered and deduplicated",
+                        metadata: ["code": "\(failure.code)"])
                     if action == "delete" { statistics.deleteFailures(1) }
                 }
                 pending = pending.filter { retryable.contains($0.id) }

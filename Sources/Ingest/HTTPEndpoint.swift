@@ -1,5 +1,5 @@
-public import Logging
 import AsyncHTTPClient
+public import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -25,7 +25,7 @@ public struct HTTPEndpoint: Service {
     }
 
     public func run() async throws {
-        let respond = Self.responder(registry: registry, health: health)
+        let respond = Self.responder(registry: registry, health: health, process: ProcessMetrics(registry: registry))
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
@@ -45,16 +45,20 @@ public struct HTTPEndpoint: Service {
 
     typealias Response = (status: HTTPResponseStatus, contentType: String, body: [UInt8])
 
-    static func responder(registry: PrometheusCollectorRegistry, health: HealthState) -> @Sendable (String) -> Response {
+    static func responder(registry: PrometheusCollectorRegistry, health: HealthState, process: ProcessMetrics)
+        -> @Sendable (String) -> Response
+    {
         { path in
             switch path.split(separator: "?").first.map(String.init) ?? path {
             case "/metrics":
+                process.update()
                 return (.ok, "text/plain; version=0.0.4; charset=utf-8", registry.emitToBuffer())
             case "/health/live":
                 return (.ok, "text/plain; charset=utf-8", Array("live\n".utf8))
             case "/health/ready":
                 let (ready, problems) = health.readiness
-                return ready ? (.ok, "text/plain; charset=utf-8", Array("ready\n".utf8))
+                return ready
+                    ? (.ok, "text/plain; charset=utf-8", Array("ready\n".utf8))
                     : (.serviceUnavailable, "text/plain; charset=utf-8", Array((problems.joined(separator: "; ") + "\n").utf8))
             default:
                 return (.notFound, "text/plain; charset=utf-8", Array("not found: try /metrics, /health/live or /health/ready\n".utf8))
@@ -84,15 +88,17 @@ private final class HTTPHandler: ChannelInboundHandler {
         case .end:
             guard let request else { return }
             self.request = nil
-            let response: HTTPEndpoint.Response = request.method == .GET || request.method == .HEAD
+            let response: HTTPEndpoint.Response =
+                request.method == .GET || request.method == .HEAD
                 ? respond(request.uri)
                 : (.methodNotAllowed, "text/plain; charset=utf-8", Array("GET only\n".utf8))
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: response.contentType)
             headers.add(name: "Content-Length", value: String(response.body.count))
             if !request.isKeepAlive { headers.add(name: "Connection", value: "close") }
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: response.status, headers: headers))),
-                          promise: nil)
+            context.write(
+                wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: response.status, headers: headers))),
+                promise: nil)
             if request.method != .HEAD {
                 context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
             }

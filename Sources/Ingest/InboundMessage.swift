@@ -22,8 +22,10 @@ public struct InboundMessage: Sendable {
     /// cut at the largest message size.
     public let byteCount: Int
 
-    public init(origin: Origin, messageID: String, receiptID: [UInt8], body: [UInt8], sentTimestamp: Int64, receiveCount: Int,
-                byteCount: Int? = nil) {
+    public init(
+        origin: Origin, messageID: String, receiptID: [UInt8], body: [UInt8], sentTimestamp: Int64, receiveCount: Int,
+        byteCount: Int? = nil
+    ) {
         self.origin = origin
         self.messageID = messageID
         self.receiptID = receiptID

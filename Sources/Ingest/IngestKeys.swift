@@ -59,8 +59,9 @@ public final class IngestKeys: Sendable {
             logger.error("refusing the changed key files; keeping the keys in use", metadata: ["error": "\(error)"])
             return nil
         } catch {
-            logger.warning("cannot check the changed key files against the database yet; keeping the keys in use",
-                           metadata: ["error": "\(error)"])
+            logger.warning(
+                "cannot check the changed key files against the database yet; keeping the keys in use",
+                metadata: ["error": "\(error)"])
             return nil
         }
         let changed = state.withLock { current -> Bool in
@@ -69,14 +70,18 @@ public final class IngestKeys: Sendable {
             return true
         }
         guard changed else { return nil }
-        logger.info("key files reloaded", metadata: [
-            "tokenization_key_version": "\(fresh.keyring.active.version)", "recovery_key_version": "\(fresh.recovery.active.version)"])
+        logger.info(
+            "key files reloaded",
+            metadata: [
+                "tokenization_key_version": "\(fresh.keyring.active.version)", "recovery_key_version": "\(fresh.recovery.active.version)",
+            ])
         return fresh
     }
 
     private static func verify(_ snapshot: Snapshot, store: KeyStore, registered: [KeyRegistry.Registered]) throws {
-        try KeyRegistry.verify(try KeyRegistry.fileKeys(tokenization: snapshot.keyring, recovery: snapshot.recovery, store: store),
-                               against: registered)
+        try KeyRegistry.verify(
+            try KeyRegistry.fileKeys(tokenization: snapshot.keyring, recovery: snapshot.recovery, store: store),
+            against: registered)
     }
 
     private static func read(_ store: KeyStore) throws -> Snapshot {

@@ -1,8 +1,8 @@
 import AsyncHTTPClient
-import NIOCore
 import Foundation
 public import Logging
 import Metrics
+import NIOCore
 import Postgres
 import Pseudonymization
 public import SQS
@@ -76,11 +76,13 @@ public final class IngestService: Service {
         let connect: @Sendable () async throws -> PostgresConnection = {
             try await PostgresConnection.connect(conninfo, applicationName: "ingest", logger: logger)
         }
-        let keys = try IngestKeys(store: KeyStore(directory: configuration.keysDirectory), registry: {
-            let connection = try await connect()
-            defer { Task { await connection.close() } }
-            return try await KeyRegistry.registered(on: connection)
-        }, logger: logger)
+        let keys = try IngestKeys(
+            store: KeyStore(directory: configuration.keysDirectory),
+            registry: {
+                let connection = try await connect()
+                defer { Task { await connection.close() } }
+                return try await KeyRegistry.registered(on: connection)
+            }, logger: logger)
         let prober = Task { await Self.probe(health: health, keys: keys, connect: connect, every: configuration.healthProbeInterval) }
         defer { prober.cancel() }
         // A database that is not there yet (or not migrated, or without the key
@@ -88,8 +90,9 @@ public final class IngestService: Service {
         // of a deployment comes up. SIGTERM ends the wait.
         do {
             try await cancelWhenGracefulShutdown {
-                try await Self.waitUntilUsable(keys: keys, connect: connect, health: health, timeout: configuration.startupTimeout,
-                                               logger: logger)
+                try await Self.waitUntilUsable(
+                    keys: keys, connect: connect, health: health, timeout: configuration.startupTimeout,
+                    logger: logger)
             }
         } catch is CancellationError {
             return
@@ -98,12 +101,14 @@ public final class IngestService: Service {
         let recoveryKeys = keys.current.recovery
         health.keysLoaded()
         if keys.store.hasRecoveryPrivateKeys {
-            logger.warning("the key directory holds the recovery private key; ingest never uses it: remove it from the ingest secret",
-                           metadata: ["file": "\(keys.store.recoveryPrivatePath)"])
+            logger.warning(
+                "the key directory holds the recovery private key; ingest never uses it: remove it from the ingest secret",
+                metadata: ["file": "\(keys.store.recoveryPrivatePath)"])
         }
 
-        let queue = MessageQueue(capacity: configuration.batchSize * configuration.writers * 2,
-                                 byteBudget: configuration.maximumInflightBytes)
+        let queue = MessageQueue(
+            capacity: configuration.batchSize * configuration.writers * 2,
+            byteBudget: configuration.maximumInflightBytes)
         let statistics = self.statistics
         let dataKeys = DataKeyManager(
             recoveryKey: recoveryKeys.active, policy: configuration.dataKeyPolicy, createdBy: ProcessInfo.processInfo.hostName,
@@ -116,8 +121,9 @@ public final class IngestService: Service {
         var sqsClient: SQSClient? = nil
         switch configuration.source {
         case .sqs(let sqsConfiguration):
-            let client = SQSClient(configuration: sqsConfiguration, httpConfiguration: Self.httpConfiguration(pollers: configuration.pollers),
-                                   logger: logger)
+            let client = SQSClient(
+                configuration: sqsConfiguration, httpConfiguration: Self.httpConfiguration(pollers: configuration.pollers),
+                logger: logger)
             sqsClient = client
             let bytesPerMessage: Int
             do {
@@ -128,15 +134,18 @@ public final class IngestService: Service {
                 await client.shutdown()
                 throw error
             }
-            acknowledger = SQSAcknowledger(client: client, visibilityTimeout: configuration.visibilityTimeout,
-                                           redeliverInsteadOfDelete: configuration.redeliverInsteadOfDelete,
-                                           statistics: statistics, logger: logger)
+            acknowledger = SQSAcknowledger(
+                client: client, visibilityTimeout: configuration.visibilityTimeout,
+                redeliverInsteadOfDelete: configuration.redeliverInsteadOfDelete,
+                statistics: statistics, logger: logger)
             let sizes = MessageSizeEstimate(ceiling: bytesPerMessage)
             let pollers = (0..<configuration.pollers).map { index in
-                SQSPoller(name: "poller-\(index)", client: client, queue: queue, sizes: sizes, budget: budget,
-                          options: .init(waitSeconds: configuration.untilEmpty ? min(configuration.waitSeconds, 2) : configuration.waitSeconds,
-                                         visibilityTimeout: configuration.visibilityTimeout, stopWhenEmpty: configuration.untilEmpty),
-                          statistics: statistics, health: health, logger: logger)
+                SQSPoller(
+                    name: "poller-\(index)", client: client, queue: queue, sizes: sizes, budget: budget,
+                    options: .init(
+                        waitSeconds: configuration.untilEmpty ? min(configuration.waitSeconds, 2) : configuration.waitSeconds,
+                        visibilityTimeout: configuration.visibilityTimeout, stopWhenEmpty: configuration.untilEmpty),
+                    statistics: statistics, health: health, logger: logger)
             }
             produce = {
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -153,23 +162,30 @@ public final class IngestService: Service {
 
         var writers: [Writer] = []
         for index in 0..<configuration.writers {
-            let processor = try MessageProcessor(keys: keys, knownTokens: knownTokens,
-                                                 maximumReceiveCount: configuration.maximumReceiveCount, statistics: statistics)
-            writers.append(Writer(
-                name: "writer-\(index)", queue: queue, processor: processor, dataKeys: dataKeys, keys: keys, knownTokens: knownTokens,
-                acknowledger: acknowledger,
-                // Half the budget for the writers' batches, half for what is being received.
-                options: .init(batchSize: configuration.batchSize,
-                               batchBytes: max(1, configuration.maximumInflightBytes / (2 * configuration.writers)),
-                               flushInterval: configuration.flushInterval,
-                               leaseExtensionInterval: .seconds(configuration.visibilityTimeout / 2)),
-                statistics: statistics, health: health, logger: logger, connect: connect))
+            let processor = try MessageProcessor(
+                keys: keys, knownTokens: knownTokens,
+                maximumReceiveCount: configuration.maximumReceiveCount, statistics: statistics)
+            writers.append(
+                Writer(
+                    name: "writer-\(index)", queue: queue, processor: processor, dataKeys: dataKeys, keys: keys, knownTokens: knownTokens,
+                    acknowledger: acknowledger,
+                    // Half the budget for the writers' batches, half for what is being received.
+                    options: .init(
+                        batchSize: configuration.batchSize,
+                        batchBytes: max(1, configuration.maximumInflightBytes / (2 * configuration.writers)),
+                        flushInterval: configuration.flushInterval,
+                        leaseExtensionInterval: .seconds(configuration.visibilityTimeout / 2)),
+                    statistics: statistics, health: health, logger: logger, connect: connect))
         }
 
-        logger.info("ingest started", metadata: [
-            "source": "\(configuration.source.description)", "pollers": "\(configuration.pollers)", "writers": "\(configuration.writers)",
-            "batch_size": "\(configuration.batchSize)", "tokenization_key_version": "\(keyring.active.version)",
-            "recovery_key_version": "\(recoveryKeys.active.version)"])
+        logger.info(
+            "ingest started",
+            metadata: [
+                "source": "\(configuration.source.description)", "pollers": "\(configuration.pollers)",
+                "writers": "\(configuration.writers)",
+                "batch_size": "\(configuration.batchSize)", "tokenization_key_version": "\(keyring.active.version)",
+                "recovery_key_version": "\(recoveryKeys.active.version)",
+            ])
         let started = ContinuousClock.now
         // Producers run apart from the writers, so a graceful shutdown can stop
         // receiving while the writers finish what was already received.
@@ -200,10 +216,13 @@ public final class IngestService: Service {
         let elapsed = ContinuousClock.now - started
         let stats = statistics.snapshot
         let rate = elapsed.seconds > 0 ? Double(stats.received) / elapsed.seconds : 0
-        logger.info("ingest finished", metadata: [
-            "received": "\(stats.received)", "written": "\(stats.written)", "quarantined": "\(stats.quarantinedTotal)",
-            "duplicates_skipped": "\(stats.duplicates)", "unknown_fields": "\(stats.unknownFields)",
-            "seconds": "\(String(format: "%.2f", elapsed.seconds))", "messages_per_second": "\(Int(rate))"])
+        logger.info(
+            "ingest finished",
+            metadata: [
+                "received": "\(stats.received)", "written": "\(stats.written)", "quarantined": "\(stats.quarantinedTotal)",
+                "duplicates_skipped": "\(stats.duplicates)", "unknown_fields": "\(stats.unknownFields)",
+                "seconds": "\(String(format: "%.2f", elapsed.seconds))", "messages_per_second": "\(Int(rate))",
+            ])
     }
 
     /// Returns once PostgreSQL answers, the schema is current and the key files
@@ -241,7 +260,8 @@ public final class IngestService: Service {
                 throw IngestError("gave up waiting after \(timeout.seconds) s (--startup-timeout): \(problem)", exitCode: 75)
             }
             if attempt % 10 == 0 {
-                logger.warning("waiting for the database before starting; not ready", metadata: ["attempt": "\(attempt + 1)", "problem": "\(problem)"])
+                logger.warning(
+                    "waiting for the database before starting; not ready", metadata: ["attempt": "\(attempt + 1)", "problem": "\(problem)"])
             }
             try await Task.sleep(for: backoff.delay(attempt: min(attempt, 10)))
             attempt += 1

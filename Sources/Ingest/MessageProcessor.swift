@@ -45,14 +45,21 @@ final class MessageProcessor {
         var unknownFields = 0
         for message in messages {
             if message.isCut {
-                steps.append(.rejected(Rejection(.bodyTooLarge,
-                    "the line has \(message.byteCount) bytes, more than the \(message.body.count) a message may have; its first \(message.body.count) bytes are sealed here")))
+                steps.append(
+                    .rejected(
+                        Rejection(
+                            .bodyTooLarge,
+                            "the line has \(message.byteCount) bytes, more than the \(message.body.count) a message may have; its first \(message.body.count) bytes are sealed here"
+                        )))
                 sealsNeeded += 1
                 continue
             }
             if message.receiveCount > maximumReceiveCount {
-                steps.append(.rejected(Rejection(.tooManyDeliveries,
-                    "delivered \(message.receiveCount) times, more than the \(maximumReceiveCount) allowed")))
+                steps.append(
+                    .rejected(
+                        Rejection(
+                            .tooManyDeliveries,
+                            "delivered \(message.receiveCount) times, more than the \(maximumReceiveCount) allowed")))
                 sealsNeeded += 1
                 continue
             }
@@ -88,8 +95,10 @@ final class MessageProcessor {
                 for (token, field, value) in [(ipToken, PIIField.ip, login.ip), (deviceToken, .deviceID, login.deviceID)]
                 where pending.contains(token) && sealed.insert(token).inserted {
                     let (nonce, ciphertext) = try sealer.seal(value, token: token, field: field)
-                    entries.append(VaultEntryRecord(token: token, field: field, tokenKeyVersion: tokenizer.keyVersion,
-                                                    dataKeyID: sealer.dataKeyID, nonce: nonce, ciphertext: ciphertext))
+                    entries.append(
+                        VaultEntryRecord(
+                            token: token, field: field, tokenKeyVersion: tokenizer.keyVersion,
+                            dataKeyID: sealer.dataKeyID, nonce: nonce, ciphertext: ciphertext))
                     output.newTokens.append(.init(token: token))
                 }
                 output.items.append(BatchItem(receiptID: message.receiptID, payload: .login(row, entries)))
@@ -106,9 +115,11 @@ final class MessageProcessor {
     }
 
     private func quarantine(_ message: InboundMessage, _ rejection: Rejection, sealer: VaultSealer) throws -> BatchItem {
-        let (nonce, sealedBody) = try sealer.seal(message.body, aad: VaultAAD.quarantine(receiptID: message.receiptID, dataKeyID: sealer.dataKeyID))
-        let row = QuarantineRow(source: message.sourceName, messageID: message.messageID, rejection: rejection,
-                                bodyByteCount: message.byteCount, dataKeyID: sealer.dataKeyID, nonce: nonce, sealedBody: sealedBody)
+        let (nonce, sealedBody) = try sealer.seal(
+            message.body, aad: VaultAAD.quarantine(receiptID: message.receiptID, dataKeyID: sealer.dataKeyID))
+        let row = QuarantineRow(
+            source: message.sourceName, messageID: message.messageID, rejection: rejection,
+            bodyByteCount: message.byteCount, dataKeyID: sealer.dataKeyID, nonce: nonce, sealedBody: sealedBody)
         return BatchItem(receiptID: message.receiptID, payload: .quarantine(row))
     }
 

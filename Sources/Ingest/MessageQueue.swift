@@ -135,7 +135,7 @@ public actor MessageQueue {
     private func wakeWaitingForRoom() {
         let waiting = waitingForRoom
         waitingForRoom.removeAll()
-        waiting.forEach { $0.resume() }
+        for continuation in waiting { continuation.resume() }
     }
 
     private func wake(taker id: Int) {
@@ -145,6 +145,6 @@ public actor MessageQueue {
     private func wakeTakers() {
         let takers = waitingTakers
         waitingTakers.removeAll()
-        takers.values.forEach { $0.resume() }
+        for continuation in takers.values { continuation.resume() }
     }
 }

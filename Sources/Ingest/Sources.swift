@@ -61,8 +61,9 @@ struct SQSPoller {
             guard count > 0 else { return }
             let messages: [SQSMessage]
             do {
-                messages = try await client.receive(maximum: count, waitSeconds: options.waitSeconds,
-                                                    visibilityTimeout: options.visibilityTimeout)
+                messages = try await client.receive(
+                    maximum: count, waitSeconds: options.waitSeconds,
+                    visibilityTimeout: options.visibilityTimeout)
                 if attempt > 0 {
                     logger.info("SQS reachable again", metadata: ["poller": "\(name)", "attempts": "\(attempt + 1)"])
                     attempt = 0
@@ -74,8 +75,9 @@ struct SQSPoller {
                 if Task.isCancelled { return }
                 health.queueReachable(false)
                 if attempt == 0 || attempt % 10 == 0 {
-                    logger.warning("SQS unavailable; retrying with backoff",
-                                   metadata: ["poller": "\(name)", "attempt": "\(attempt + 1)", "error": "\(error)"])
+                    logger.warning(
+                        "SQS unavailable; retrying with backoff",
+                        metadata: ["poller": "\(name)", "attempt": "\(attempt + 1)", "error": "\(error)"])
                 }
                 statistics.retry(.sqs)
                 try await Task.sleep(for: backoff.delay(attempt: attempt))
@@ -164,9 +166,10 @@ struct FileSource {
             lineNumber += 1
             if line.length == 0 { continue }
             guard budget.reserve(1) == 1 else { break }
-            chunk.append(InboundMessage(
-                origin: .file, messageID: "line \(lineNumber)", receiptID: try ReceiptID.file(line: lineNumber, body: line.bytes),
-                body: line.bytes, sentTimestamp: sentTimestamp, receiveCount: 1, byteCount: line.length))
+            chunk.append(
+                InboundMessage(
+                    origin: .file, messageID: "line \(lineNumber)", receiptID: try ReceiptID.file(line: lineNumber, body: line.bytes),
+                    body: line.bytes, sentTimestamp: sentTimestamp, receiveCount: 1, byteCount: line.length))
             chunkBytes += line.bytes.count
             // Pushed in chunks for speed, but never more than a megabyte at once.
             if chunk.count == 256 || chunkBytes >= 1 << 20 {
@@ -210,7 +213,10 @@ struct LineReader {
                     if errno == EINTR { continue }
                     throw IngestError("reading the input file failed (\(String(cString: strerror(errno))))")
                 }
-                if count == 0 { atEnd = true; continue }
+                if count == 0 {
+                    atEnd = true
+                    continue
+                }
                 start = 0
                 end = count
             }

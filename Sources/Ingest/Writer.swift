@@ -35,10 +35,12 @@ final class Writer {
     private let logger: Logger
     private let backoff = Backoff(base: .milliseconds(100), cap: .seconds(10))
 
-    init(name: String, queue: MessageQueue, processor: MessageProcessor, dataKeys: DataKeyManager, keys: IngestKeys,
-         knownTokens: KnownTokenCache,
-         acknowledger: any Acknowledger, options: Options, statistics: IngestStatistics, health: HealthState, logger: Logger,
-         connect: @escaping @Sendable () async throws -> PostgresConnection) {
+    init(
+        name: String, queue: MessageQueue, processor: MessageProcessor, dataKeys: DataKeyManager, keys: IngestKeys,
+        knownTokens: KnownTokenCache,
+        acknowledger: any Acknowledger, options: Options, statistics: IngestStatistics, health: HealthState, logger: Logger,
+        connect: @escaping @Sendable () async throws -> PostgresConnection
+    ) {
         self.health = health
         self.name = name
         self.queue = queue
@@ -61,8 +63,9 @@ final class Writer {
             var bytes = batch.reduce(0) { $0 + $1.body.count }
             let deadline = ContinuousClock.now + options.flushInterval
             while batch.count < options.batchSize && bytes < options.batchBytes {
-                let more = await queue.take(maximum: options.batchSize - batch.count, maximumBytes: options.batchBytes - bytes,
-                                            deadline: deadline)
+                let more = await queue.take(
+                    maximum: options.batchSize - batch.count, maximumBytes: options.batchBytes - bytes,
+                    deadline: deadline)
                 if more.isEmpty { break }
                 batch += more
                 bytes += more.reduce(0) { $0 + $1.body.count }
@@ -105,18 +108,23 @@ final class Writer {
         }
         knownTokens.insert(output.newTokens)
         knownTokens.insert(result.alreadyStoredTokens.map { .init(token: $0) })
-        statistics.committed(rows: result.loginRows, duplicates: batch.count - result.written.count, quarantined: result.quarantined,
-                             duration: ContinuousClock.now - started, oldestSentAt: batch.map(\.sentTimestamp).min())
+        statistics.committed(
+            rows: result.loginRows, duplicates: batch.count - result.written.count, quarantined: result.quarantined,
+            duration: ContinuousClock.now - started, oldestSentAt: batch.map(\.sentTimestamp).min())
         await acknowledger.acknowledge(batch)
-        logger.debug("batch committed", metadata: [
-            "writer": "\(name)", "messages": "\(batch.count)", "rows": "\(result.loginRows)",
-            "quarantined": "\(result.quarantined.values.reduce(0, +))", "duplicates": "\(batch.count - result.written.count)",
-            "milliseconds": "\((ContinuousClock.now - started).milliseconds)",
-        ])
+        logger.debug(
+            "batch committed",
+            metadata: [
+                "writer": "\(name)", "messages": "\(batch.count)", "rows": "\(result.loginRows)",
+                "quarantined": "\(result.quarantined.values.reduce(0, +))", "duplicates": "\(batch.count - result.written.count)",
+                "milliseconds": "\((ContinuousClock.now - started).milliseconds)",
+            ])
     }
 
     /// Commits `items`; splits the batch to isolate a message the database refuses.
-    private func commit(_ items: [BatchItem], messages: [InboundMessage], since started: ContinuousClock.Instant) async throws -> BatchResult {
+    private func commit(_ items: [BatchItem], messages: [InboundMessage], since started: ContinuousClock.Instant) async throws
+        -> BatchResult
+    {
         do {
             return try await retryingOutages(messages, since: started) {
                 let connection = try await self.liveConnection()
@@ -130,14 +138,18 @@ final class Writer {
                 return try await quarantineRefused(items[0], messages: messages, error: error, since: started)
             }
             let middle = items.count / 2
-            logger.warning("the database refused a batch; isolating the message", metadata: [
-                "sqlstate": "\(error.sqlState ?? "?")", "batch": "\(items.count)", "error": "\(error)"])
+            logger.warning(
+                "the database refused a batch; isolating the message",
+                metadata: [
+                    "sqlstate": "\(error.sqlState ?? "?")", "batch": "\(items.count)", "error": "\(error)",
+                ])
             let first = try await commit(Array(items[..<middle]), messages: messages, since: started)
             let second = try await commit(Array(items[middle...]), messages: messages, since: started)
-            return BatchResult(written: first.written.union(second.written), loginRows: first.loginRows + second.loginRows,
-                               quarantined: first.quarantined.merging(second.quarantined, uniquingKeysWith: +),
-                               vaultEntriesOffered: first.vaultEntriesOffered + second.vaultEntriesOffered,
-                               alreadyStoredTokens: first.alreadyStoredTokens + second.alreadyStoredTokens)
+            return BatchResult(
+                written: first.written.union(second.written), loginRows: first.loginRows + second.loginRows,
+                quarantined: first.quarantined.merging(second.quarantined, uniquingKeysWith: +),
+                vaultEntriesOffered: first.vaultEntriesOffered + second.vaultEntriesOffered,
+                alreadyStoredTokens: first.alreadyStoredTokens + second.alreadyStoredTokens)
         }
     }
 
@@ -182,11 +194,13 @@ final class Writer {
                 // stay leased and wait until the database is fixed.
                 if attempt == 0 || attempt % 10 == 0 {
                     if error.isTransient {
-                        logger.warning("database unavailable; retrying with backoff",
-                                       metadata: ["writer": "\(name)", "attempt": "\(attempt + 1)", "error": "\(error)"])
+                        logger.warning(
+                            "database unavailable; retrying with backoff",
+                            metadata: ["writer": "\(name)", "attempt": "\(attempt + 1)", "error": "\(error)"])
                     } else {
-                        logger.error("the database refuses the batch for a reason no message can cause; fix the database (grants, schema); messages wait in the queue",
-                                     metadata: ["writer": "\(name)", "attempt": "\(attempt + 1)", "error": "\(error)"])
+                        logger.error(
+                            "the database refuses the batch for a reason no message can cause; fix the database (grants, schema); messages wait in the queue",
+                            metadata: ["writer": "\(name)", "attempt": "\(attempt + 1)", "error": "\(error)"])
                     }
                 }
                 statistics.retry(.database)

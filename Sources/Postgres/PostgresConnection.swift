@@ -1,5 +1,5 @@
-import Foundation
 import CLibPQ
+import Foundation
 public import Logging
 
 /// One libpq connection, confined to its own thread.
@@ -59,8 +59,9 @@ public actor PostgresConnection {
             throw PostgresError(.connectionFailed, security.failureHint.map { "\(message) (\($0))" } ?? message)
         }
         do {
-            try security.check(connectedHost: PQhost(opened).map { String(cString: $0) } ?? "", encrypted: PQsslInUse(opened) == 1,
-                               port: PQport(opened).map { String(cString: $0) } ?? "")
+            try security.check(
+                connectedHost: PQhost(opened).map { String(cString: $0) } ?? "", encrypted: PQsslInUse(opened) == 1,
+                port: PQport(opened).map { String(cString: $0) } ?? "")
         } catch {
             PQfinish(opened)
             throw error
@@ -283,7 +284,7 @@ public actor PostgresConnection {
 
 private func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
     let duplicated = strings.map { strdup($0) }
-    defer { duplicated.forEach { free($0) } }
+    defer { for pointer in duplicated { free(pointer) } }
     let pointers = duplicated.map { UnsafePointer($0) } + [nil]
     return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
 }

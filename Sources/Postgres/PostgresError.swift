@@ -63,12 +63,12 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
     public var isTransient: Bool {
         if code == .connectionFailed { return true }
         guard let sqlState else { return false }
-        return sqlState.hasPrefix("08")          // connection exception
-            || sqlState.hasPrefix("53")          // insufficient resources (disk full, too many connections)
-            || sqlState.hasPrefix("57P")         // admin/crash shutdown, cannot connect now
-            || sqlState == "40001"               // serialization failure
-            || sqlState == "40P01"               // deadlock detected
-            || sqlState == "25006"               // read-only transaction (e.g. a standby during failover)
+        return sqlState.hasPrefix("08")  // connection exception
+            || sqlState.hasPrefix("53")  // insufficient resources (disk full, too many connections)
+            || sqlState.hasPrefix("57P")  // admin/crash shutdown, cannot connect now
+            || sqlState == "40001"  // serialization failure
+            || sqlState == "40P01"  // deadlock detected
+            || sqlState == "25006"  // read-only transaction (e.g. a standby during failover)
     }
 
     /// True when the server refused a row for its data (a value it cannot
@@ -77,9 +77,9 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
     /// tables, a read-only or full disk), which no message can cause or fix.
     public var isDataError: Bool {
         guard let sqlState else { return false }
-        return sqlState.hasPrefix("22")          // data exception
-            || sqlState.hasPrefix("23")          // integrity constraint violation
-            || sqlState.hasPrefix("54")          // program limit exceeded (row or index entry too large)
+        return sqlState.hasPrefix("22")  // data exception
+            || sqlState.hasPrefix("23")  // integrity constraint violation
+            || sqlState.hasPrefix("54")  // program limit exceeded (row or index entry too large)
     }
 
     /// The server's primary message with quoted values cut out: PostgreSQL

@@ -78,7 +78,9 @@ public struct TransportSecurity: Sendable, Equatable {
     /// unless plaintext was asked for explicitly.
     public func check(connectedHost host: String, encrypted: Bool, port: String) throws {
         guard !encrypted, !Self.isLocal(host), explicitMode != "disable" else { return }
-        throw PostgresError(.insecureTransport, """
+        throw PostgresError(
+            .insecureTransport,
+            """
             the connection to \(host):\(port) is not encrypted (sslmode=\(explicitMode ?? "prefer") let libpq fall back to plaintext), \
             so anyone on the path could read or change what is sent, audit rows included; use sslmode=verify-full with \
             sslrootcert=<the server's CA file>, or, on a network you trust, set sslmode=disable explicitly to allow plaintext

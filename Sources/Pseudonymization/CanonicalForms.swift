@@ -32,7 +32,9 @@ public enum CanonicalIP {
     static func ipv6(_ bytes: [UInt8]) -> String {
         let groups = (0..<8).map { UInt16(bytes[2 * $0]) << 8 | UInt16(bytes[2 * $0 + 1]) }
         // The longest run of at least two zero groups; the first one on a tie.
-        var bestStart = -1, bestLength = 0, runStart = -1
+        var bestStart = -1
+        var bestLength = 0
+        var runStart = -1
         for index in 0...8 {
             if index < 8, groups[index] == 0 {
                 if runStart < 0 { runStart = index }

@@ -20,9 +20,11 @@ public enum DataKeyWrap {
     }
 
     /// With a given ephemeral key (FORMATS.md's worked example); real wraps draw it at random.
-    static func wrap(_ key: SecureBytes, dataKeyID: String, to recipient: RecoveryPublicKey, ephemeral: X25519.PrivateKey) throws -> [UInt8] {
-        let sealed = try HPKE.seal(key, to: recipient.publicKey, info: info,
-                                   aad: aad(dataKeyID: dataKeyID, recoveryVersion: recipient.version), ephemeral: ephemeral)
+    static func wrap(_ key: SecureBytes, dataKeyID: String, to recipient: RecoveryPublicKey, ephemeral: X25519.PrivateKey) throws -> [UInt8]
+    {
+        let sealed = try HPKE.seal(
+            key, to: recipient.publicKey, info: info,
+            aad: aad(dataKeyID: dataKeyID, recoveryVersion: recipient.version), ephemeral: ephemeral)
         return sealed.encapsulatedKey + sealed.ciphertext
     }
 
@@ -32,13 +34,15 @@ public enum DataKeyWrap {
         guard wrapped.count == X25519.keyByteCount + keyByteCount + AESGCM.tagByteCount else {
             throw CryptoError(.authenticationFailed, "wrapped data key \(dataKeyID) has \(wrapped.count) bytes, not 80")
         }
-        let sealed = HPKE.Sealed(encapsulatedKey: Array(wrapped.prefix(X25519.keyByteCount)),
-                                 ciphertext: Array(wrapped.dropFirst(X25519.keyByteCount)))
+        let sealed = HPKE.Sealed(
+            encapsulatedKey: Array(wrapped.prefix(X25519.keyByteCount)),
+            ciphertext: Array(wrapped.dropFirst(X25519.keyByteCount)))
         do {
             return try HPKE.open(sealed, with: privateKey, info: info, aad: aad(dataKeyID: dataKeyID, recoveryVersion: recoveryVersion))
         } catch let error as CryptoError where error.code == .authenticationFailed {
-            throw CryptoError(.authenticationFailed,
-                              "data key \(dataKeyID) does not open with recovery key v\(recoveryVersion) (wrong key, or the wrapped key was altered)")
+            throw CryptoError(
+                .authenticationFailed,
+                "data key \(dataKeyID) does not open with recovery key v\(recoveryVersion) (wrong key, or the wrapped key was altered)")
         }
     }
 }

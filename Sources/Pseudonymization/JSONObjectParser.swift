@@ -41,8 +41,9 @@ struct JSONObjectParser {
                 guard scanner.peek() == UInt8(ascii: "\"") else { throw scanner.error("expected a member name") }
                 let key = try scanner.parseString()
                 guard seen.insert(key).inserted else {
-                    throw Rejection(.duplicateField, field: wanted.contains(key) ? key : nil,
-                                    wanted.contains(key) ? "field \(key) appears more than once" : "a member name appears more than once")
+                    throw Rejection(
+                        .duplicateField, field: wanted.contains(key) ? key : nil,
+                        wanted.contains(key) ? "field \(key) appears more than once" : "a member name appears more than once")
                 }
                 scanner.skipWhitespace()
                 guard scanner.peek() == UInt8(ascii: ":") else { throw scanner.error("expected ':'") }

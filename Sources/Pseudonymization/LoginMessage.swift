@@ -45,8 +45,9 @@ public enum LoginMessage {
             throw Rejection(.invalidIP, field: "ip", "field ip is not a valid IPv4 or IPv6 address")
         }
         guard let appVersion = AppVersion(appVersionText) else {
-            throw Rejection(.invalidAppVersion, field: "app_version",
-                            "field app_version is not one to three dot-separated numbers of 0…999")
+            throw Rejection(
+                .invalidAppVersion, field: "app_version",
+                "field app_version is not one to three dot-separated numbers of 0…999")
         }
         return ValidatedLogin(
             userID: userID, deviceType: deviceType, ip: ip, deviceID: deviceID, locale: locale,

@@ -27,9 +27,10 @@ public enum Token {
     public static func parse(_ token: String) -> Parts? {
         let pieces = token.split(separator: "_", maxSplits: 2, omittingEmptySubsequences: false)
         guard pieces.count == 3, let field = PIIField.allCases.first(where: { $0.tag == pieces[0] }),
-              pieces[1].first == "t", let version = Int(pieces[1].dropFirst()), version > 0,
-              String(version) == pieces[1].dropFirst(),
-              isEncodedMAC(pieces[2].utf8) else { return nil }
+            pieces[1].first == "t", let version = Int(pieces[1].dropFirst()), version > 0,
+            String(version) == pieces[1].dropFirst(),
+            isEncodedMAC(pieces[2].utf8)
+        else { return nil }
         return Parts(field: field, keyVersion: version)
     }
 

@@ -35,15 +35,19 @@ public enum AWSCredentialChain {
         now: @escaping @Sendable () -> Date = { Date() }
     ) throws -> any AWSCredentialProvider {
         if let key = environment["AWS_ACCESS_KEY_ID"].nonEmpty, let secret = environment["AWS_SECRET_ACCESS_KEY"].nonEmpty {
-            return StaticCredentials(AWSCredentials(accessKeyID: key, secretAccessKey: secret,
-                                                    sessionToken: environment["AWS_SESSION_TOKEN"].nonEmpty), source: "environment")
+            return StaticCredentials(
+                AWSCredentials(
+                    accessKeyID: key, secretAccessKey: secret,
+                    sessionToken: environment["AWS_SESSION_TOKEN"].nonEmpty), source: "environment")
         }
         if let role = environment["AWS_ROLE_ARN"].nonEmpty, let tokenFile = environment["AWS_WEB_IDENTITY_TOKEN_FILE"].nonEmpty {
-            let sts = try url(environment["AWS_ENDPOINT_URL_STS"].nonEmpty ?? environment["AWS_ENDPOINT_URL"].nonEmpty
-                              ?? "https://sts.\(region).amazonaws.com", what: "STS endpoint")
+            let sts = try url(
+                environment["AWS_ENDPOINT_URL_STS"].nonEmpty ?? environment["AWS_ENDPOINT_URL"].nonEmpty
+                    ?? "https://sts.\(region).amazonaws.com", what: "STS endpoint")
             return RefreshingCredentials(source: "web identity", now: now, logger: logger) {
-                try await WebIdentity.assumeRole(role, tokenFile: tokenFile, sessionName: environment["AWS_ROLE_SESSION_NAME"].nonEmpty,
-                                                 sts: sts)
+                try await WebIdentity.assumeRole(
+                    role, tokenFile: tokenFile, sessionName: environment["AWS_ROLE_SESSION_NAME"].nonEmpty,
+                    sts: sts)
             }
         }
         if let full = environment["AWS_CONTAINER_CREDENTIALS_FULL_URI"].nonEmpty {
@@ -52,14 +56,17 @@ public enum AWSCredentialChain {
             return containerProvider(endpoint, environment: environment, logger: logger, now: now)
         }
         if let relative = environment["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"].nonEmpty {
-            return containerProvider(try url("http://169.254.170.2" + relative, what: "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
-                                     environment: environment, logger: logger, now: now)
+            return containerProvider(
+                try url("http://169.254.170.2" + relative, what: "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+                environment: environment, logger: logger, now: now)
         }
         if isLoopback(endpoint.host ?? "") {
             return StaticCredentials(AWSCredentials(accessKeyID: "test", secretAccessKey: "test"), source: "loopback test keys")
         }
         guard environment["AWS_EC2_METADATA_DISABLED"]?.lowercased() != "true" else {
-            throw SQSError(.accessDenied, """
+            throw SQSError(
+                .accessDenied,
+                """
                 no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_ROLE_ARN and \
                 AWS_WEB_IDENTITY_TOKEN_FILE (IRSA), or AWS_CONTAINER_CREDENTIALS_FULL_URI (EKS Pod Identity, ECS); \
                 the instance metadata service is disabled (AWS_EC2_METADATA_DISABLED)
@@ -147,16 +154,20 @@ public actor RefreshingCredentials: AWSCredentialProvider {
             pending = nil
             if cached?.accessKeyID != fresh.accessKeyID || cached?.expiration != fresh.expiration {
                 fetches += 1
-                logger.info("AWS credentials obtained", metadata: [
-                    "source": "\(source)", "expires": "\(fresh.expiration.map { ISO8601DateFormatter().string(from: $0) } ?? "never")"])
+                logger.info(
+                    "AWS credentials obtained",
+                    metadata: [
+                        "source": "\(source)", "expires": "\(fresh.expiration.map { ISO8601DateFormatter().string(from: $0) } ?? "never")",
+                    ])
             }
             cached = fresh
             return fresh
         } catch {
             pending = nil
             if let cached, let expiration = cached.expiration, expiration > now() {
-                logger.warning("could not refresh AWS credentials; using the current ones until they expire",
-                               metadata: ["source": "\(source)", "error": "\(error)"])
+                logger.warning(
+                    "could not refresh AWS credentials; using the current ones until they expire",
+                    metadata: ["source": "\(source)", "error": "\(error)"])
                 return cached
             }
             throw error
@@ -179,20 +190,26 @@ enum WebIdentity {
     static func assumeRole(_ role: String, tokenFile: String, sessionName: String?, sts: URL) async throws -> AWSCredentials {
         let token = try AWSCredentialChain.readToken(tokenFile)
         let session = sessionName ?? "pseudonymizer-\(Int(Date().timeIntervalSince1970))"
-        let form = [("Action", "AssumeRoleWithWebIdentity"), ("Version", "2011-06-15"), ("RoleArn", role), ("RoleSessionName", session),
-                    ("WebIdentityToken", token)]
+        let form = [
+            ("Action", "AssumeRoleWithWebIdentity"), ("Version", "2011-06-15"), ("RoleArn", role), ("RoleSessionName", session),
+            ("WebIdentityToken", token),
+        ]
         var request = HTTPClientRequest(url: sts.absoluteString)
         request.method = .POST
         request.headers.add(name: "content-type", value: "application/x-www-form-urlencoded; charset=utf-8")
-        request.body = .bytes(ByteBuffer(string: form.map { "\(SigV4Signer.uriEncode($0.0))=\(SigV4Signer.uriEncode($0.1))" }
-            .joined(separator: "&")))
+        request.body = .bytes(
+            ByteBuffer(
+                string: form.map { "\(SigV4Signer.uriEncode($0.0))=\(SigV4Signer.uriEncode($0.1))" }
+                    .joined(separator: "&")))
         let (status, body) = try await CredentialHTTP.send(request, what: "STS AssumeRoleWithWebIdentity at \(sts.host ?? "")")
         guard let document = try? MiniXML.parse(body) else {
             throw SQSError(.transient, "STS AssumeRoleWithWebIdentity answered HTTP \(status) without XML")
         }
         guard (200..<300).contains(status), let credentials = document.find("Credentials") else {
             let error = document.find("Error")
-            throw SQSError(status >= 500 ? .transient : .accessDenied, code: error?.child("Code")?.text, """
+            throw SQSError(
+                status >= 500 ? .transient : .accessDenied, code: error?.child("Code")?.text,
+                """
                 STS refused AssumeRoleWithWebIdentity for \(role) (\(error?.child("Code")?.text ?? "HTTP \(status)"): \
                 \(error?.child("Message")?.text ?? "")); check the role's trust policy for this service account
                 """)
@@ -209,8 +226,13 @@ enum ContainerCredentials {
     /// loopback or the container agents' link-local addresses.
     static func checkHost(_ url: URL) throws {
         let host = url.host ?? ""
-        guard url.scheme == "https" || isLoopback(host) || ["169.254.170.2", "169.254.170.23", "fd00:ec2::23", "[fd00:ec2::23]"].contains(host) else {
-            throw SQSError(.invalidRequest, """
+        guard
+            url.scheme == "https" || isLoopback(host)
+                || ["169.254.170.2", "169.254.170.23", "fd00:ec2::23", "[fd00:ec2::23]"].contains(host)
+        else {
+            throw SQSError(
+                .invalidRequest,
+                """
                 AWS_CONTAINER_CREDENTIALS_FULL_URI \(url.absoluteString) is plain http to a host that is neither loopback \
                 nor a container credentials agent (169.254.170.2, 169.254.170.23, fd00:ec2::23)
                 """)
@@ -228,8 +250,9 @@ enum ContainerCredentials {
         guard (200..<300).contains(status), let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
             throw SQSError(status >= 500 ? .transient : .accessDenied, "\(from) answered HTTP \(status)")
         }
-        return try AWSCredentials(accessKeyID: object["AccessKeyId"] as? String, secretAccessKey: object["SecretAccessKey"] as? String,
-                                  sessionToken: object["Token"] as? String, expiration: object["Expiration"] as? String, from: from)
+        return try AWSCredentials(
+            accessKeyID: object["AccessKeyId"] as? String, secretAccessKey: object["SecretAccessKey"] as? String,
+            sessionToken: object["Token"] as? String, expiration: object["Expiration"] as? String, from: from)
     }
 }
 
@@ -242,7 +265,9 @@ enum InstanceMetadata {
         tokenRequest.method = .PUT
         tokenRequest.headers.add(name: "x-aws-ec2-metadata-token-ttl-seconds", value: "21600")
         let (tokenStatus, tokenBody) = try await CredentialHTTP.send(tokenRequest, what: "the instance metadata service")
-        guard tokenStatus == 200 else { throw SQSError(.accessDenied, "the instance metadata service refused a token (HTTP \(tokenStatus))") }
+        guard tokenStatus == 200 else {
+            throw SQSError(.accessDenied, "the instance metadata service refused a token (HTTP \(tokenStatus))")
+        }
         let token = String(decoding: tokenBody, as: UTF8.self)
         func get(_ path: String) async throws -> (Int, [UInt8]) {
             var request = HTTPClientRequest(url: base + path)
@@ -251,7 +276,8 @@ enum InstanceMetadata {
         }
         let (roleStatus, roleBody) = try await get("/latest/meta-data/iam/security-credentials/")
         guard roleStatus == 200, let role = String(decoding: roleBody, as: UTF8.self).split(separator: "\n").first else {
-            throw SQSError(.accessDenied, "this instance has no IAM role (instance metadata answered HTTP \(roleStatus)); attach an instance profile")
+            throw SQSError(
+                .accessDenied, "this instance has no IAM role (instance metadata answered HTTP \(roleStatus)); attach an instance profile")
         }
         let (status, body) = try await get("/latest/meta-data/iam/security-credentials/\(role)")
         return try ContainerCredentials.jsonCredentials(status: status, body: body, from: "the instance metadata service")

@@ -49,8 +49,14 @@ enum MiniXML {
 
         /// Skips `<?…?>`, `<!--…-->` and `<!DOCTYPE…>`; false if at an element.
         mutating func skipMarkup() throws -> Bool {
-            if starts(with: "<?") { try skip(past: "?>"); return true }
-            if starts(with: "<!--") { try skip(past: "-->"); return true }
+            if starts(with: "<?") {
+                try skip(past: "?>")
+                return true
+            }
+            if starts(with: "<!--") {
+                try skip(past: "-->")
+                return true
+            }
             if starts(with: "<!DOCTYPE") { throw XMLError(description: "DTDs are not accepted") }
             return false
         }
@@ -145,7 +151,9 @@ enum MiniXML {
             let start = index
             while index < bytes.count {
                 let byte = bytes[index]
-                if byte == UInt8(ascii: ">") || byte == UInt8(ascii: "/") || byte == 0x20 || byte == 0x09 || byte == 0x0a || byte == 0x0d { break }
+                if byte == UInt8(ascii: ">") || byte == UInt8(ascii: "/") || byte == 0x20 || byte == 0x09 || byte == 0x0a || byte == 0x0d {
+                    break
+                }
                 index += 1
             }
             return String(decoding: bytes[start..<index], as: UTF8.self)

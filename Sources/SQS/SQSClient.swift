@@ -63,8 +63,10 @@ public struct SQSConfiguration: Sendable {
     public var wireProtocol: SQSProtocol?
     public var requestTimeout: TimeAmount
 
-    public init(queueURL: URL, endpoint: URL, region: String, credentials: any AWSCredentialProvider,
-                wireProtocol: SQSProtocol? = nil, requestTimeout: TimeAmount = .seconds(15)) {
+    public init(
+        queueURL: URL, endpoint: URL, region: String, credentials: any AWSCredentialProvider,
+        wireProtocol: SQSProtocol? = nil, requestTimeout: TimeAmount = .seconds(15)
+    ) {
         self.queueURL = queueURL
         self.endpoint = endpoint
         self.region = region
@@ -85,8 +87,12 @@ public struct SQSConfiguration: Sendable {
         environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger = Logger(label: "sqs")
     ) throws -> SQSConfiguration {
         guard let queueURL = URL(string: text), let scheme = queueURL.scheme, ["http", "https"].contains(scheme),
-              queueURL.host != nil, queueURL.path.count > 1 else {
-            throw SQSError(.invalidRequest, "queue URL \"\(text)\" is not an http(s) SQS queue URL (expected e.g. https://sqs.us-east-1.amazonaws.com/123456789012/login-queue)")
+            queueURL.host != nil, queueURL.path.count > 1
+        else {
+            throw SQSError(
+                .invalidRequest,
+                "queue URL \"\(text)\" is not an http(s) SQS queue URL (expected e.g. https://sqs.us-east-1.amazonaws.com/123456789012/login-queue)"
+            )
         }
         let endpointText = environment["AWS_ENDPOINT_URL_SQS"].nonEmpty ?? environment["AWS_ENDPOINT_URL"].nonEmpty
         let endpoint: URL
@@ -103,18 +109,22 @@ public struct SQSConfiguration: Sendable {
             endpoint = components.url!
         }
         for url in [queueURL, endpoint] where url.scheme == "http" && !allowInsecureEndpoint && !isLoopback(url.host ?? "") {
-            throw SQSError(.invalidRequest, """
+            throw SQSError(
+                .invalidRequest,
+                """
                 \(url.absoluteString) is plain http to a host that is not this machine: messages and signed requests would \
                 cross the network unencrypted. Use https, or pass --allow-insecure-endpoint (INGEST_ALLOW_INSECURE_ENDPOINT=1) \
                 for an emulator on a network you trust
                 """)
         }
         let host = queueURL.host!
-        let regionFromHost = host.hasPrefix("sqs.") && host.hasSuffix(".amazonaws.com")
+        let regionFromHost =
+            host.hasPrefix("sqs.") && host.hasSuffix(".amazonaws.com")
             ? String(host.dropFirst(4).dropLast(14)) : nil
         let region = environment["AWS_REGION"].nonEmpty ?? environment["AWS_DEFAULT_REGION"].nonEmpty ?? regionFromHost ?? "us-east-1"
         let credentials = try AWSCredentialChain.resolve(environment: environment, endpoint: endpoint, region: region, logger: logger)
-        return SQSConfiguration(queueURL: queueURL, endpoint: endpoint, region: region, credentials: credentials, wireProtocol: wireProtocol)
+        return SQSConfiguration(
+            queueURL: queueURL, endpoint: endpoint, region: region, credentials: credentials, wireProtocol: wireProtocol)
     }
 }
 
@@ -210,10 +220,12 @@ public actor SQSClient {
     private func detect() async throws -> SQSProtocol {
         let wire: SQSProtocol
         do {
-            _ = try await call(.json, "GetQueueAttributes", json: ["QueueUrl": configuration.queueURL.absoluteString, "AttributeNames": ["QueueArn"]])
+            _ = try await call(
+                .json, "GetQueueAttributes", json: ["QueueUrl": configuration.queueURL.absoluteString, "AttributeNames": ["QueueArn"]])
             wire = .json
         } catch let error as SQSError where error.kind == .unsupportedProtocol {
-            _ = try await call(.query, "GetQueueAttributes", form: [("QueueUrl", configuration.queueURL.absoluteString), ("AttributeName.1", "QueueArn")])
+            _ = try await call(
+                .query, "GetQueueAttributes", form: [("QueueUrl", configuration.queueURL.absoluteString), ("AttributeName.1", "QueueArn")])
             wire = .query
         }
         logger.info("SQS wire protocol detected", metadata: ["protocol": "\(wire.rawValue)"])
@@ -224,7 +236,8 @@ public actor SQSClient {
     public func queueAttributes(_ names: [String]) async throws -> [String: String] {
         switch try await wireProtocol() {
         case .json:
-            let response = try await call(.json, "GetQueueAttributes", json: ["QueueUrl": configuration.queueURL.absoluteString, "AttributeNames": names])
+            let response = try await call(
+                .json, "GetQueueAttributes", json: ["QueueUrl": configuration.queueURL.absoluteString, "AttributeNames": names])
             return (response.json?["Attributes"] as? [String: String]) ?? [:]
         case .query:
             var form = [("QueueUrl", configuration.queueURL.absoluteString)]
@@ -259,17 +272,21 @@ public actor SQSClient {
             let messages = response.json?["Messages"] as? [[String: Any]] ?? []
             return try messages.map { message in
                 guard let id = message["MessageId"] as? String, let handle = message["ReceiptHandle"] as? String,
-                      let body = message["Body"] as? String else {
+                    let body = message["Body"] as? String
+                else {
                     throw SQSError(.invalidRequest, "ReceiveMessage returned a message without MessageId, ReceiptHandle or Body")
                 }
                 let attributes = message["Attributes"] as? [String: String] ?? [:]
-                return SQSMessage(messageID: id, receiptHandle: handle, body: body,
-                                  sentTimestamp: attributes["SentTimestamp"].flatMap { Int64($0) },
-                                  receiveCount: attributes["ApproximateReceiveCount"].flatMap { Int($0) } ?? 1)
+                return SQSMessage(
+                    messageID: id, receiptHandle: handle, body: body,
+                    sentTimestamp: attributes["SentTimestamp"].flatMap { Int64($0) },
+                    receiveCount: attributes["ApproximateReceiveCount"].flatMap { Int($0) } ?? 1)
             }
         case .query:
-            var form = [("QueueUrl", configuration.queueURL.absoluteString), ("MaxNumberOfMessages", String(maximum)),
-                        ("WaitTimeSeconds", String(waitSeconds))]
+            var form = [
+                ("QueueUrl", configuration.queueURL.absoluteString), ("MaxNumberOfMessages", String(maximum)),
+                ("WaitTimeSeconds", String(waitSeconds)),
+            ]
             for (index, name) in attributes.enumerated() {
                 form.append(("AttributeName.\(index + 1)", name))
                 form.append(("MessageSystemAttributeName.\(index + 1)", name))
@@ -278,16 +295,18 @@ public actor SQSClient {
             let response = try await call(.query, "ReceiveMessage", form: form, timeout: timeout)
             return try (response.xml?.find("ReceiveMessageResult")?.children("Message") ?? []).map { message in
                 guard let id = message.child("MessageId")?.text, let handle = message.child("ReceiptHandle")?.text,
-                      let body = message.child("Body")?.text else {
+                    let body = message.child("Body")?.text
+                else {
                     throw SQSError(.invalidRequest, "ReceiveMessage returned a message without MessageId, ReceiptHandle or Body")
                 }
                 var attributes: [String: String] = [:]
                 for attribute in message.children("Attribute") {
                     if let name = attribute.child("Name")?.text { attributes[name] = attribute.child("Value")?.text }
                 }
-                return SQSMessage(messageID: id, receiptHandle: handle, body: body,
-                                  sentTimestamp: attributes["SentTimestamp"].flatMap { Int64($0) },
-                                  receiveCount: attributes["ApproximateReceiveCount"].flatMap { Int($0) } ?? 1)
+                return SQSMessage(
+                    messageID: id, receiptHandle: handle, body: body,
+                    sentTimestamp: attributes["SentTimestamp"].flatMap { Int64($0) },
+                    receiveCount: attributes["ApproximateReceiveCount"].flatMap { Int($0) } ?? 1)
             }
         }
     }
@@ -299,8 +318,9 @@ public actor SQSClient {
 
     /// Sets the visibility timeout of up to 10 messages (extends their lease).
     public func changeVisibilityBatch(_ entries: [SQSBatchEntry], timeoutSeconds: Int) async throws -> [SQSBatchFailure] {
-        try await batch("ChangeMessageVisibilityBatch", entryPrefix: "ChangeMessageVisibilityBatchRequestEntry", entries: entries,
-                        extra: { _ in ["VisibilityTimeout": timeoutSeconds] })
+        try await batch(
+            "ChangeMessageVisibilityBatch", entryPrefix: "ChangeMessageVisibilityBatchRequestEntry", entries: entries,
+            extra: { _ in ["VisibilityTimeout": timeoutSeconds] })
     }
 
     private func batch(
@@ -317,8 +337,9 @@ public actor SQSClient {
             }
             let response = try await call(.json, action, json: ["QueueUrl": configuration.queueURL.absoluteString, "Entries": list])
             return (response.json?["Failed"] as? [[String: Any]] ?? []).map { failure in
-                SQSBatchFailure(id: failure["Id"] as? String ?? "", code: failure["Code"] as? String ?? "",
-                                message: failure["Message"] as? String ?? "", senderFault: failure["SenderFault"] as? Bool ?? true)
+                SQSBatchFailure(
+                    id: failure["Id"] as? String ?? "", code: failure["Code"] as? String ?? "",
+                    message: failure["Message"] as? String ?? "", senderFault: failure["SenderFault"] as? Bool ?? true)
             }
         case .query:
             var form = [("QueueUrl", configuration.queueURL.absoluteString)]
@@ -329,8 +350,9 @@ public actor SQSClient {
             }
             let response = try await call(.query, action, form: form)
             return (response.xml?.find("\(action)Result")?.children("BatchResultErrorEntry") ?? []).map { failure in
-                SQSBatchFailure(id: failure.child("Id")?.text ?? "", code: failure.child("Code")?.text ?? "",
-                                message: failure.child("Message")?.text ?? "", senderFault: failure.child("SenderFault")?.text != "false")
+                SQSBatchFailure(
+                    id: failure.child("Id")?.text ?? "", code: failure.child("Code")?.text ?? "",
+                    message: failure.child("Message")?.text ?? "", senderFault: failure.child("SenderFault")?.text != "false")
             }
         }
     }
@@ -350,8 +372,10 @@ public actor SQSClient {
         try await call(wire, action, form: form, timeout: configuration.requestTimeout)
     }
 
-    private func call(_ wire: SQSProtocol, _ action: String, json: [String: Any] = [:], form: [(String, String)] = [],
-                      timeout: TimeAmount) async throws -> Response {
+    private func call(
+        _ wire: SQSProtocol, _ action: String, json: [String: Any] = [:], form: [(String, String)] = [],
+        timeout: TimeAmount
+    ) async throws -> Response {
         var headers: [(String, String)]
         let body: [UInt8]
         switch wire {
@@ -370,10 +394,13 @@ public actor SQSClient {
         var retriedExpired = false
         while true {
             let credentials = try await configuration.credentials.credentials()
-            let signed = headers + (try SigV4Signer(credentials: credentials, region: configuration.region, service: "sqs")
-                .sign(method: "POST", path: path, query: [], headers: headers, body: body, date: Date()))
-            var request = HTTPClientRequest(url: endpoint.absoluteString.hasSuffix("/") || !endpoint.path.isEmpty
-                                            ? endpoint.absoluteString : endpoint.absoluteString + "/")
+            let signed =
+                headers
+                + (try SigV4Signer(credentials: credentials, region: configuration.region, service: "sqs")
+                    .sign(method: "POST", path: path, query: [], headers: headers, body: body, date: Date()))
+            var request = HTTPClientRequest(
+                url: endpoint.absoluteString.hasSuffix("/") || !endpoint.path.isEmpty
+                    ? endpoint.absoluteString : endpoint.absoluteString + "/")
             request.method = .POST
             for (name, value) in signed { request.headers.add(name: name, value: value) }
             request.body = .bytes(ByteBuffer(bytes: body))
@@ -393,7 +420,8 @@ public actor SQSClient {
                 return try decode(wire, action, status: Int(response.status.code), headers: response.headers, body: bytes)
             } catch let error as SQSError where error.isExpiredCredentials && !retriedExpired {
                 // Temporary credentials ran out early (or the clock is off): fetch new ones and try once more.
-                logger.info("SQS says the credentials expired; fetching new ones", metadata: ["source": "\(configuration.credentials.source)"])
+                logger.info(
+                    "SQS says the credentials expired; fetching new ones", metadata: ["source": "\(configuration.credentials.source)"])
                 await configuration.credentials.invalidate()
                 retriedExpired = true
             }
@@ -409,7 +437,9 @@ public actor SQSClient {
             guard looksJSON, let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
                 if (200..<300).contains(status) && body.isEmpty { return Response(json: [:]) }
                 if status >= 500 { throw SQSError(.transient, code: "HTTP \(status)", "\(action) answered HTTP \(status)") }
-                throw SQSError(.unsupportedProtocol, "\(action) with the JSON protocol answered HTTP \(status) \(looksXML ? "with XML" : "without JSON")")
+                throw SQSError(
+                    .unsupportedProtocol,
+                    "\(action) with the JSON protocol answered HTTP \(status) \(looksXML ? "with XML" : "without JSON")")
             }
             guard (200..<300).contains(status) else {
                 let queryError = headers.first(name: "x-amzn-query-error")?.split(separator: ";").first.map(String.init)
@@ -425,7 +455,8 @@ public actor SQSClient {
             }
             guard (200..<300).contains(status) else {
                 let error = document.find("Error")
-                throw SQSError.classify(code: error?.child("Code")?.text, status: status, message: error?.child("Message")?.text ?? "HTTP \(status)")
+                throw SQSError.classify(
+                    code: error?.child("Code")?.text, status: status, message: error?.child("Message")?.text ?? "HTTP \(status)")
             }
             return Response(xml: document)
         }

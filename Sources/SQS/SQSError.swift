@@ -33,7 +33,8 @@ public struct SQSError: Error, CustomStringConvertible, Sendable {
         case .queueDoesNotExist:
             return "the SQS queue does not exist (\(message)); create it or fix --queue-url/QUEUE_URL"
         case .accessDenied:
-            return "SQS refused the credentials (\(code ?? "access denied"): \(message)); check the AWS credentials (environment keys, the web identity role, the container or instance role) and AWS_REGION"
+            return
+                "SQS refused the credentials (\(code ?? "access denied"): \(message)); check the AWS credentials (environment keys, the web identity role, the container or instance role) and AWS_REGION"
         case .unsupportedProtocol:
             return "the SQS endpoint answered neither the JSON nor the query protocol (\(message)); check AWS_ENDPOINT_URL"
         case .transient:
@@ -50,12 +51,12 @@ public struct SQSError: Error, CustomStringConvertible, Sendable {
         case "QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue", "NonExistentQueue":
             return SQSError(.queueDoesNotExist, code: short, message)
         case "InvalidClientTokenId", "SignatureDoesNotMatch", "AccessDenied", "AccessDeniedException",
-             "UnrecognizedClientException", "MissingAuthenticationToken", "InvalidSignatureException", "ExpiredToken",
-             "ExpiredTokenException", "RequestExpired",
-             "IncompleteSignature", "InvalidSecurity", "AuthFailure":
+            "UnrecognizedClientException", "MissingAuthenticationToken", "InvalidSignatureException", "ExpiredToken",
+            "ExpiredTokenException", "RequestExpired",
+            "IncompleteSignature", "InvalidSecurity", "AuthFailure":
             return SQSError(.accessDenied, code: short, message)
         case "RequestThrottled", "ThrottlingException", "Throttling", "KmsThrottled", "ServiceUnavailable",
-             "InternalError", "InternalFailure", "RequestTimeout":
+            "InternalError", "InternalFailure", "RequestTimeout":
             return SQSError(.transient, code: short, message)
         default:
             if status >= 500 || status == 429 { return SQSError(.transient, code: code, message) }

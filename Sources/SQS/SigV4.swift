@@ -47,8 +47,11 @@ public struct SigV4Signer: Sendable {
         let signature = Hex.encode(try HMACSHA256(key: signingKey(day: day)).authenticationCode(for: Array(stringToSign.utf8)))
         var added = [("x-amz-date", amzDate)]
         if let token = credentials.sessionToken { added.append(("x-amz-security-token", token)) }
-        added.append(("authorization",
-                      "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), SignedHeaders=\(canonical.signedHeaders), Signature=\(signature)"))
+        added.append(
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), SignedHeaders=\(canonical.signedHeaders), Signature=\(signature)"
+            ))
         return added
     }
 
@@ -60,8 +63,11 @@ public struct SigV4Signer: Sendable {
     func canonicalRequest(
         method: String, path: String, query: [(String, String)], headers: [(String, String)], body: [UInt8]
     ) throws -> CanonicalRequest {
-        let canonicalPath = path.isEmpty ? "/" : path.split(separator: "/", omittingEmptySubsequences: false)
-            .map { Self.uriEncode(String($0)) }.joined(separator: "/")
+        let canonicalPath =
+            path.isEmpty
+            ? "/"
+            : path.split(separator: "/", omittingEmptySubsequences: false)
+                .map { Self.uriEncode(String($0)) }.joined(separator: "/")
         let encodedQuery: [(name: String, value: String)] = query.map { (Self.uriEncode($0.0), Self.uriEncode($0.1)) }
         let sortedQuery = encodedQuery.sorted { left, right in
             left.name == right.name ? left.value < right.value : left.name < right.name
@@ -102,7 +108,7 @@ public struct SigV4Signer: Sendable {
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
                 out.unicodeScalars.append(Unicode.Scalar(byte))
             default:
                 out += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)

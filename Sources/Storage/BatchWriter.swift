@@ -12,8 +12,10 @@ public struct LoginRow: Sendable {
     public let appVersion: AppVersion
     public let createDate: String
 
-    public init(userID: String, deviceType: String, maskedIP: String, maskedDeviceID: String, locale: String?,
-                appVersion: AppVersion, createDate: String) {
+    public init(
+        userID: String, deviceType: String, maskedIP: String, maskedDeviceID: String, locale: String?,
+        appVersion: AppVersion, createDate: String
+    ) {
         self.userID = userID
         self.deviceType = deviceType
         self.maskedIP = maskedIP
@@ -78,9 +80,12 @@ public enum VaultEntries {
         for record in records { byToken[record.token] = record }
         // Sorted: concurrent writers take index locks in the same order.
         let candidates = byToken.keys.sorted()
-        let stored = probeExisting
-            ? try connection.query("SELECT token FROM vault_entries WHERE token = ANY($1::text[])",
-                                   [.textArray(candidates)], prepared: true).map { try $0.string("token") }
+        let stored =
+            probeExisting
+            ? try connection.query(
+                "SELECT token FROM vault_entries WHERE token = ANY($1::text[])",
+                [.textArray(candidates)], prepared: true
+            ).map { try $0.string("token") }
             : []
         let storedSet = Set(stored)
         let fresh = candidates.filter { !storedSet.contains($0) }.map { byToken[$0]! }
@@ -99,7 +104,8 @@ public enum VaultEntries {
         }
         try connection.execute("SAVEPOINT vault_copy")
         do {
-            try connection.copy("""
+            try connection.copy(
+                """
                 COPY vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext, erased_at, erased_by) FROM STDIN
                 """, data: copy.bytes)
             try connection.execute("RELEASE SAVEPOINT vault_copy")
@@ -107,15 +113,19 @@ public enum VaultEntries {
             // Two writers met on the same new token (a returning user in both
             // batches), or, without the probe, the token was already stored.
             try connection.execute("ROLLBACK TO SAVEPOINT vault_copy")
-            try connection.execute("""
+            try connection.execute(
+                """
                 INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext, erased_at, erased_by)
                 SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::uuid[], $5::bytea[], $6::bytea[], $7::timestamptz[], $8::text[])
                 ON CONFLICT (token) DO NOTHING
-                """, [.textArray(fresh.map(\.token)), .textArray(fresh.map(\.field.rawValue)),
-                      .textArray(fresh.map { String($0.tokenKeyVersion) }), .textArray(fresh.map(\.dataKeyID)),
-                      .textArray(fresh.map { $0.nonce.map { "\\x" + Hex.encode($0) } }),
-                      .textArray(fresh.map { $0.ciphertext.map { "\\x" + Hex.encode($0) } }),
-                      .textArray(fresh.map(\.erasedAt)), .textArray(fresh.map(\.erasedBy))], prepared: true)
+                """,
+                [
+                    .textArray(fresh.map(\.token)), .textArray(fresh.map(\.field.rawValue)),
+                    .textArray(fresh.map { String($0.tokenKeyVersion) }), .textArray(fresh.map(\.dataKeyID)),
+                    .textArray(fresh.map { $0.nonce.map { "\\x" + Hex.encode($0) } }),
+                    .textArray(fresh.map { $0.ciphertext.map { "\\x" + Hex.encode($0) } }),
+                    .textArray(fresh.map(\.erasedAt)), .textArray(fresh.map(\.erasedBy)),
+                ], prepared: true)
         }
         return stored
     }
@@ -131,8 +141,10 @@ public struct QuarantineRow: Sendable {
     public let nonce: [UInt8]
     public let sealedBody: [UInt8]
 
-    public init(source: String, messageID: String, rejection: Rejection, bodyByteCount: Int, dataKeyID: String,
-                nonce: [UInt8], sealedBody: [UInt8]) {
+    public init(
+        source: String, messageID: String, rejection: Rejection, bodyByteCount: Int, dataKeyID: String,
+        nonce: [UInt8], sealedBody: [UInt8]
+    ) {
         self.source = source
         self.messageID = messageID
         self.rejection = rejection
@@ -193,8 +205,9 @@ public enum BatchWriter {
     /// version of the tokens in `items`; the batch is refused (`StaleKeysError`)
     /// when a retokenization to a newer version is under way.
     public static func write(_ items: [BatchItem], tokenKeyVersion: Int, on connection: isolated PostgresConnection) throws -> BatchResult {
-        try connection.execute("SELECT pg_advisory_xact_lock_shared($1)",
-                               [.int(KeyRegistry.writerLock(tokenizationVersion: tokenKeyVersion))], prepared: true)
+        try connection.execute(
+            "SELECT pg_advisory_xact_lock_shared($1)",
+            [.int(KeyRegistry.writerLock(tokenizationVersion: tokenKeyVersion))], prepared: true)
         if let registered = try KeyRegistry.enforcedTokenizationVersion(on: connection), registered > tokenKeyVersion {
             throw StaleKeysError(registered: registered, local: tokenKeyVersion)
         }
@@ -204,8 +217,11 @@ public enum BatchWriter {
         // violation and the caller retries the batch, which then sees it.
         // Sorted, so concurrent writers take index locks in the same order.
         let ids = Set(items.map(\.receiptID)).sorted { $0.lexicographicallyPrecedes($1) }
-        let seen = Set(try connection.query("SELECT receipt_id FROM ingest_receipts WHERE receipt_id = ANY($1::bytea[])",
-                                            [.byteArrays(ids)], prepared: true).map { try $0.bytes("receipt_id") })
+        let seen = Set(
+            try connection.query(
+                "SELECT receipt_id FROM ingest_receipts WHERE receipt_id = ANY($1::bytea[])",
+                [.byteArrays(ids)], prepared: true
+            ).map { try $0.bytes("receipt_id") })
         var fresh = Set(ids).subtracting(seen)
         let written = fresh
         if !fresh.isEmpty {
@@ -252,26 +268,30 @@ public enum BatchWriter {
         }
         let storedTokens = try VaultEntries.insert(Array(vault.values), on: connection)
         if logins.rowCount > 0 {
-            try connection.copy("""
+            try connection.copy(
+                """
                 COPY user_logins (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date) FROM STDIN
                 """, data: logins.bytes)
         }
         if quarantine.rowCount > 0 {
-            try connection.copy("""
+            try connection.copy(
+                """
                 COPY quarantine (receipt_id, source, message_id, reason, field, detail, body_bytes, data_key_id, nonce, sealed_body)
                 FROM STDIN
                 """, data: quarantine.bytes)
         }
         if !versions.isEmpty {
             let codes = versions.keys.sorted()
-            try connection.execute("""
+            try connection.execute(
+                """
                 INSERT INTO app_versions (code, version)
                 SELECT * FROM unnest($1::integer[], $2::text[]) ORDER BY 1
                 ON CONFLICT (code) DO NOTHING
                 """, [.textArray(codes.map { String($0) }), .textArray(codes.map { versions[$0] })], prepared: true)
         }
-        return BatchResult(written: written, loginRows: logins.rowCount, quarantined: quarantinedByReason,
-                           vaultEntriesOffered: vault.count, alreadyStoredTokens: storedTokens)
+        return BatchResult(
+            written: written, loginRows: logins.rowCount, quarantined: quarantinedByReason,
+            vaultEntriesOffered: vault.count, alreadyStoredTokens: storedTokens)
     }
 
     /// Records a new data key; committed before any entry uses it.

@@ -65,7 +65,8 @@ public actor DataKeyManager {
     /// exceed its count or age.
     public func lease(encryptions count: Int) async throws -> DataKeyLease {
         if let current, current.encryptions + count <= policy.maximumEncryptions,
-           ContinuousClock.now - current.created < policy.maximumAge {
+            ContinuousClock.now - current.created < policy.maximumAge
+        {
             self.current!.encryptions += count
             return DataKeyLease(id: current.id, key: current.key)
         }
@@ -101,16 +102,20 @@ public actor DataKeyManager {
     public func useRecoveryKey(_ key: RecoveryPublicKey) {
         guard key.version != recoveryKey.version || key.publicKey != recoveryKey.publicKey else { return }
         recoveryKey = key
-        if let current { self.current = Current(id: current.id, key: current.key, created: current.created,
-                                                encryptions: policy.maximumEncryptions + 1) }
+        if let current {
+            self.current = Current(
+                id: current.id, key: current.key, created: current.created,
+                encryptions: policy.maximumEncryptions + 1)
+        }
     }
 
     private func createKey() async throws -> Current {
         let id = UUID().uuidString.lowercased()
         let key = try SecureBytes.random(count: DataKeyWrap.keyByteCount)
         let wrapped = try DataKeyWrap.wrap(key, dataKeyID: id, to: recoveryKey)
-        try await BatchWriter.insertDataKey(id: id, recoveryKeyVersion: recoveryKey.version, wrappedKey: wrapped,
-                                            createdBy: createdBy, on: try await liveConnection())
+        try await BatchWriter.insertDataKey(
+            id: id, recoveryKeyVersion: recoveryKey.version, wrappedKey: wrapped,
+            createdBy: createdBy, on: try await liveConnection())
         onCreate(id)
         logger.info("new data key", metadata: ["data_key_id": "\(id)", "recovery_key_version": "\(recoveryKey.version)"])
         return Current(id: id, key: key, created: .now, encryptions: 0)

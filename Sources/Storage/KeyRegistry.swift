@@ -18,13 +18,15 @@ public enum KeyRegistry {
         _ kind: Kind, versions: [(version: Int, state: KeyState)], retired: [Int] = [], on connection: isolated PostgresConnection
     ) throws {
         for (version, state) in versions {
-            try connection.execute("""
+            try connection.execute(
+                """
                 INSERT INTO key_versions (kind, version, state) VALUES ($1, $2, $3)
                 ON CONFLICT (kind, version) DO UPDATE SET state = EXCLUDED.state, retired_at = NULL
                 """, [.text(kind.rawValue), .int(version), .text(state.rawValue)])
         }
         for version in retired {
-            try connection.execute("""
+            try connection.execute(
+                """
                 INSERT INTO key_versions (kind, version, state, retired_at) VALUES ($1, $2, 'retired', now())
                 ON CONFLICT (kind, version) DO UPDATE SET state = 'retired', retired_at = now()
                 """, [.text(kind.rawValue), .int(version)])
@@ -50,8 +52,9 @@ public enum KeyRegistry {
 
     public static func registered(on connection: PostgresConnection) async throws -> [Registered] {
         try await connection.query("SELECT kind, version, state, fingerprint FROM key_versions ORDER BY kind, version").map { row in
-            Registered(kind: Kind(rawValue: try row.string("kind")) ?? .recovery, version: try row.int("version"),
-                       state: try row.string("state"), fingerprint: try row.optionalBytes("fingerprint"))
+            Registered(
+                kind: Kind(rawValue: try row.string("kind")) ?? .recovery, version: try row.int("version"),
+                state: try row.string("state"), fingerprint: try row.optionalBytes("fingerprint"))
         }
     }
 
@@ -70,12 +73,16 @@ public enum KeyRegistry {
     public static func fileKeys(tokenization: TokenizationKeyring?, recovery: RecoveryPublicKeys?, store: KeyStore) throws -> [FileKey] {
         var keys: [FileKey] = []
         for key in tokenization?.keys ?? [] {
-            keys.append(FileKey(kind: .tokenization, version: key.version, state: key.state, fingerprint: try key.tokenizationFingerprint(),
-                                path: store.tokenizationPath))
+            keys.append(
+                FileKey(
+                    kind: .tokenization, version: key.version, state: key.state, fingerprint: try key.tokenizationFingerprint(),
+                    path: store.tokenizationPath))
         }
         for key in recovery?.keys ?? [] {
-            keys.append(FileKey(kind: .recovery, version: key.version, state: key.state, fingerprint: try key.fingerprint,
-                                path: store.recoveryPublicPath))
+            keys.append(
+                FileKey(
+                    kind: .recovery, version: key.version, state: key.state, fingerprint: try key.fingerprint,
+                    path: store.recoveryPublicPath))
         }
         return keys
     }
@@ -86,17 +93,24 @@ public enum KeyRegistry {
     public static func verify(_ keys: [FileKey], against registered: [Registered]) throws {
         for key in keys {
             guard let entry = registered.first(where: { $0.kind == key.kind && $0.version == key.version }),
-                  let fingerprint = entry.fingerprint else {
-                throw KeyRegistryError(.unregistered,
-                    "\(key.kind.rawValue) key v\(key.version) in \(key.path) is not registered in the database: if this key set is genuine, run `vault keys register` (as the rotation role) on the compliance machine that created it")
+                let fingerprint = entry.fingerprint
+            else {
+                throw KeyRegistryError(
+                    .unregistered,
+                    "\(key.kind.rawValue) key v\(key.version) in \(key.path) is not registered in the database: if this key set is genuine, run `vault keys register` (as the rotation role) on the compliance machine that created it"
+                )
             }
             guard constantTimeEquals(fingerprint, key.fingerprint) else {
-                throw KeyRegistryError(.mismatch,
-                    "\(key.kind.rawValue) key v\(key.version) in \(key.path) is not the key registered for v\(key.version) in the database (fingerprint \(Hex.encode(key.fingerprint.prefix(8))), registered \(Hex.encode(fingerprint.prefix(8)))): the key file was replaced or belongs to another installation; restore the genuine file and investigate who changed it")
+                throw KeyRegistryError(
+                    .mismatch,
+                    "\(key.kind.rawValue) key v\(key.version) in \(key.path) is not the key registered for v\(key.version) in the database (fingerprint \(Hex.encode(key.fingerprint.prefix(8))), registered \(Hex.encode(fingerprint.prefix(8)))): the key file was replaced or belongs to another installation; restore the genuine file and investigate who changed it"
+                )
             }
             guard entry.state != "retired" else {
-                throw KeyRegistryError(.retired,
-                    "\(key.kind.rawValue) key v\(key.version) in \(key.path) was retired; remove it from the key file (`vault keys retire` did, on the machine that ran it)")
+                throw KeyRegistryError(
+                    .retired,
+                    "\(key.kind.rawValue) key v\(key.version) in \(key.path) was retired; remove it from the key file (`vault keys retire` did, on the machine that ran it)"
+                )
             }
         }
     }
@@ -109,12 +123,15 @@ public enum KeyRegistry {
         var added: [FileKey] = []
         for key in keys {
             do {
-                let outcome = try connection.query("SELECT register_key($1, $2, $3, $4) AS outcome",
-                                                   [.text(key.kind.rawValue), .int(key.version), .text(key.state.rawValue), .bytes(key.fingerprint)])
+                let outcome = try connection.query(
+                    "SELECT register_key($1, $2, $3, $4) AS outcome",
+                    [.text(key.kind.rawValue), .int(key.version), .text(key.state.rawValue), .bytes(key.fingerprint)])
                 if try outcome.first?.string("outcome") == "registered" { added.append(key) }
             } catch let error as PostgresError where error.sqlState == "PSK01" {
-                throw KeyRegistryError(.mismatch,
-                    "\(key.kind.rawValue) key v\(key.version) in \(key.path) differs from the key registered for v\(key.version) in the database; it was replaced, or the key set belongs to another installation; nothing was registered")
+                throw KeyRegistryError(
+                    .mismatch,
+                    "\(key.kind.rawValue) key v\(key.version) in \(key.path) differs from the key registered for v\(key.version) in the database; it was replaced, or the key set belongs to another installation; nothing was registered"
+                )
             }
         }
         return added
@@ -122,13 +139,16 @@ public enum KeyRegistry {
 
     /// The tokenization version writers must have at least (set by `vault retokenize`).
     public static func enforcedTokenizationVersion(on connection: isolated PostgresConnection) throws -> Int? {
-        try connection.query("SELECT max(version) AS version FROM key_versions WHERE kind = 'tokenization' AND enforced",
-                             prepared: true).first?.optionalInt("version")
+        try connection.query(
+            "SELECT max(version) AS version FROM key_versions WHERE kind = 'tokenization' AND enforced",
+            prepared: true
+        ).first?.optionalInt("version")
     }
 
     /// From now on, writers with an older tokenization key wait instead of writing.
     public static func enforceTokenization(version: Int, on connection: isolated PostgresConnection) throws {
-        try connection.execute("""
+        try connection.execute(
+            """
             INSERT INTO key_versions (kind, version, state, enforced) VALUES ('tokenization', $1, 'active', true)
             ON CONFLICT (kind, version) DO UPDATE SET enforced = true
             """, [.int(version)])

@@ -16,7 +16,8 @@ public struct AuditActor: Sendable {
 
     /// The running OS user, with the audit keys of `store`.
     public static func current(store: KeyStore) throws -> AuditActor {
-        let user = getpwuid(geteuid()).flatMap { String(validatingCString: $0.pointee.pw_name) }
+        let user =
+            getpwuid(geteuid()).flatMap { String(validatingCString: $0.pointee.pw_name) }
             ?? ProcessInfo.processInfo.environment["USER"] ?? "uid \(geteuid())"
         return AuditActor(osUser: user, keys: try store.auditKeyring())
     }
@@ -82,8 +83,9 @@ public enum AuditLog {
 
     static func head(on connection: isolated PostgresConnection) throws -> Head {
         let row = try connection.query("SELECT head_seq, head_hash, at, db_role FROM audit_head()", prepared: true)[0]
-        return Head(sequence: Int64(try row.int("head_seq")), hash: try row.bytes("head_hash"), at: try row.string("at"),
-                    databaseRole: try row.string("db_role"))
+        return Head(
+            sequence: Int64(try row.int("head_seq")), hash: try row.bytes("head_hash"), at: try row.string("at"),
+            databaseRole: try row.string("db_role"))
     }
 
     /// The rows `records` become after `head`, chained and authenticated.
@@ -95,12 +97,14 @@ public enum AuditLog {
         entries.reserveCapacity(records.count)
         for (offset, record) in records.enumerated() {
             let sequence = head.sequence + Int64(offset) + 1
-            let hash = try rowHash(previous: previous, sequence: sequence, at: head.at, osUser: actor.osUser,
-                                   databaseRole: head.databaseRole, record: record)
-            entries.append(AuditEntry(
-                sequence: sequence, at: head.at, osUser: actor.osUser, databaseRole: head.databaseRole, action: record.action,
-                subject: record.subject, reason: record.reason, outcome: record.outcome, previousHash: previous, hash: hash,
-                macKeyVersion: key.version, mac: try mac.authenticationCode(for: macInput(hash))))
+            let hash = try rowHash(
+                previous: previous, sequence: sequence, at: head.at, osUser: actor.osUser,
+                databaseRole: head.databaseRole, record: record)
+            entries.append(
+                AuditEntry(
+                    sequence: sequence, at: head.at, osUser: actor.osUser, databaseRole: head.databaseRole, action: record.action,
+                    subject: record.subject, reason: record.reason, outcome: record.outcome, previousHash: previous, hash: hash,
+                    macKeyVersion: key.version, mac: try mac.authenticationCode(for: macInput(hash))))
             previous = hash
         }
         return entries
@@ -111,8 +115,10 @@ public enum AuditLog {
     static func rowParameters(_ entries: [AuditEntry], actions: Bool) -> [PostgresValue] {
         [.text(entries.first?.osUser ?? ""), .int(entries.first?.macKeyVersion ?? 0)]
             + (actions ? [.textArray(entries.map(\.action))] : [])
-            + [.textArray(entries.map(\.subject)), .textArray(entries.map(\.reason)), .textArray(entries.map(\.outcome)),
-               .byteArrays(entries.map(\.hash)), .byteArrays(entries.compactMap(\.mac))]
+            + [
+                .textArray(entries.map(\.subject)), .textArray(entries.map(\.reason)), .textArray(entries.map(\.outcome)),
+                .byteArrays(entries.map(\.hash)), .byteArrays(entries.compactMap(\.mac)),
+            ]
     }
 
     /// Appends `records` inside the caller's transaction (they commit or vanish
@@ -130,13 +136,17 @@ public enum AuditLog {
     static func requireStored(_ entry: AuditEntry, on connection: isolated PostgresConnection) throws {
         let stored = try connection.query("SELECT hash FROM audit_log WHERE seq = $1", [.int(entry.sequence)], prepared: true)
         guard let hash = try stored.first?.bytes("hash"), hash == entry.hash else {
-            throw AuditError("the database did not store the audit row the reveal should have appended (sequence \(entry.sequence)): its audit functions were changed; nothing is shown. Tell whoever audits the database owners")
+            throw AuditError(
+                "the database did not store the audit row the reveal should have appended (sequence \(entry.sequence)): its audit functions were changed; nothing is shown. Tell whoever audits the database owners"
+            )
         }
     }
 
     /// Appends in a transaction of its own and commits.
     @discardableResult
-    public static func appendCommitted(_ records: [AuditRecord], actor: AuditActor, on connection: PostgresConnection) async throws -> [Int64] {
+    public static func appendCommitted(_ records: [AuditRecord], actor: AuditActor, on connection: PostgresConnection) async throws
+        -> [Int64]
+    {
         try await connection.transaction { connection in try append(records, actor: actor, on: connection) }
     }
 
@@ -178,8 +188,9 @@ public enum AuditLog {
             let page = try await entries(after: after, limit: 10_000, on: connection)
             for entry in page {
                 if entry.sequence != expectedSequence {
-                    return .broken(sequence: expectedSequence,
-                                   problem: entry.sequence > expectedSequence ? "row \(expectedSequence) is missing" : "rows out of order")
+                    return .broken(
+                        sequence: expectedSequence,
+                        problem: entry.sequence > expectedSequence ? "row \(expectedSequence) is missing" : "rows out of order")
                 }
                 if entry.previousHash != previous {
                     return .broken(sequence: entry.sequence, problem: "its previous-hash does not match row \(entry.sequence - 1)")
@@ -190,26 +201,32 @@ public enum AuditLog {
                 if recomputed != entry.hash { return .broken(sequence: entry.sequence, problem: "its contents were altered") }
                 if let mac = entry.mac, let version = entry.macKeyVersion {
                     guard let key = keys.key(version: version) else {
-                        return .broken(sequence: entry.sequence,
-                                       problem: "it is authenticated with audit key v\(version), which audit-key.json does not hold")
+                        return .broken(
+                            sequence: entry.sequence,
+                            problem: "it is authenticated with audit key v\(version), which audit-key.json does not hold")
                     }
                     if macs[version] == nil { macs[version] = try HMACSHA256(key: key.secret) }
                     guard constantTimeEquals(try macs[version]!.authenticationCode(for: macInput(entry.hash)), mac) else {
-                        return .broken(sequence: entry.sequence,
-                                       problem: "its MAC does not match: the row was edited, inserted or re-chained by someone without the audit key")
+                        return .broken(
+                            sequence: entry.sequence,
+                            problem: "its MAC does not match: the row was edited, inserted or re-chained by someone without the audit key")
                     }
                     if legacy > 0 && authenticated == 0 && entry.action != anchorAction {
-                        return .broken(sequence: entry.sequence, problem: "rows 1…\(legacy) before it are not authenticated and no anchor vouches for them")
+                        return .broken(
+                            sequence: entry.sequence,
+                            problem: "rows 1…\(legacy) before it are not authenticated and no anchor vouches for them")
                     }
                     authenticated += 1
                 } else {
                     guard authenticated == 0 else {
-                        return .broken(sequence: entry.sequence, problem: "it has no MAC (removed, or the row was inserted without the audit key)")
+                        return .broken(
+                            sequence: entry.sequence, problem: "it has no MAC (removed, or the row was inserted without the audit key)")
                     }
                     legacy += 1
                 }
                 if let recordedHead, recordedHead.sequence == entry.sequence, entry.hash != recordedHead.hash {
-                    return .broken(sequence: entry.sequence, problem: "it differs from the head recorded earlier (\(Hex.encode(recordedHead.hash)))")
+                    return .broken(
+                        sequence: entry.sequence, problem: "it differs from the head recorded earlier (\(Hex.encode(recordedHead.hash)))")
                 }
                 previous = entry.hash
                 expectedSequence += 1
@@ -219,31 +236,38 @@ public enum AuditLog {
             after = last.sequence
         }
         if legacy > 0 && authenticated == 0 {
-            return .broken(sequence: 1, problem: """
-                rows 1…\(legacy) are not authenticated (written before migration 4, or every MAC was removed); \
-                if you have checked them, vouch for them once with `vault audit anchor`
-                """)
+            return .broken(
+                sequence: 1,
+                problem: """
+                    rows 1…\(legacy) are not authenticated (written before migration 4, or every MAC was removed); \
+                    if you have checked them, vouch for them once with `vault audit anchor`
+                    """)
         }
         if let recordedHead, recordedHead.sequence > Int64(rows) {
-            return .broken(sequence: recordedHead.sequence,
-                           problem: "it is gone: the log ends at row \(rows), below the head recorded earlier; rows were cut off the end")
+            return .broken(
+                sequence: recordedHead.sequence,
+                problem: "it is gone: the log ends at row \(rows), below the head recorded earlier; rows were cut off the end")
         }
         return .intact(rows: rows, authenticated: authenticated, headSequence: Int64(rows), head: previous)
     }
 
     /// Vouches for rows written before migration 4 (no MAC) with one
     /// authenticated row after them; refused once any row is authenticated.
-    public static func anchor(reason: String, actor: AuditActor, on connection: PostgresConnection) async throws -> (rows: Int64, sequence: Int64) {
+    public static func anchor(reason: String, actor: AuditActor, on connection: PostgresConnection) async throws -> (
+        rows: Int64, sequence: Int64
+    ) {
         try await connection.transaction { connection in
             let head = try head(on: connection)
             let authenticated = try connection.query("SELECT count(*) AS n FROM audit_log WHERE mac IS NOT NULL")[0].int("n")
             guard authenticated == 0, head.sequence > 0 else {
-                throw AuditError(authenticated > 0
-                    ? "the audit log already has authenticated rows; an anchor is only for rows written before migration 4 (a request to anchor again is a sign of tampering)"
-                    : "the audit log is empty; there is nothing to anchor")
+                throw AuditError(
+                    authenticated > 0
+                        ? "the audit log already has authenticated rows; an anchor is only for rows written before migration 4 (a request to anchor again is a sign of tampering)"
+                        : "the audit log is empty; there is nothing to anchor")
             }
-            let record = AuditRecord(action: anchorAction, subject: "rows 1…\(head.sequence), head \(Hex.encode(head.hash))", reason: reason,
-                                     outcome: "anchored")
+            let record = AuditRecord(
+                action: anchorAction, subject: "rows 1…\(head.sequence), head \(Hex.encode(head.hash))", reason: reason,
+                outcome: "anchored")
             let entries = try prepare([record], after: head, actor: actor)
             try connection.query("SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8)", rowParameters(entries, actions: true))
             return (head.sequence, entries[0].sequence)
@@ -251,27 +275,33 @@ public enum AuditLog {
     }
 
     /// Rows in sequence order after `after`, optionally only those at or after `since`.
-    public static func entries(after: Int64 = 0, since: Date? = nil, limit: Int, on connection: PostgresConnection) async throws -> [AuditEntry] {
-        let rows = try await connection.query("""
+    public static func entries(after: Int64 = 0, since: Date? = nil, limit: Int, on connection: PostgresConnection) async throws
+        -> [AuditEntry]
+    {
+        let rows = try await connection.query(
+            """
             SELECT seq, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at, os_user, db_role, action,
                    subject, reason, outcome, prev_hash, hash, mac_key_version, mac
             FROM audit_log WHERE seq > $1 AND ($2::timestamptz IS NULL OR at >= $2::timestamptz)
             ORDER BY seq LIMIT $3
             """, [.int(after), .optionalText(since.map(timestamp)), .int(limit)])
         return try rows.map { row in
-            AuditEntry(sequence: Int64(try row.int("seq")), at: try row.string("at"), osUser: try row.string("os_user"),
-                       databaseRole: try row.string("db_role"), action: try row.string("action"), subject: try row.string("subject"),
-                       reason: try row.string("reason"), outcome: try row.string("outcome"),
-                       previousHash: try row.bytes("prev_hash"), hash: try row.bytes("hash"),
-                       macKeyVersion: try row.optionalInt("mac_key_version"),
-                       mac: try row.optionalBytes("mac"))
+            AuditEntry(
+                sequence: Int64(try row.int("seq")), at: try row.string("at"), osUser: try row.string("os_user"),
+                databaseRole: try row.string("db_role"), action: try row.string("action"), subject: try row.string("subject"),
+                reason: try row.string("reason"), outcome: try row.string("outcome"),
+                previousHash: try row.bytes("prev_hash"), hash: try row.bytes("hash"),
+                macKeyVersion: try row.optionalInt("mac_key_version"),
+                mac: try row.optionalBytes("mac"))
         }
     }
 
     /// SHA-256("pseudonymizer.audit.v1" ‖ previous hash ‖ sequence (8 bytes, big-endian) ‖
     /// each of at, os user, database role, action, subject, reason, outcome as
     /// a 4-byte big-endian length and UTF-8). The database's `audit_row_hash` is the same.
-    static func rowHash(previous: [UInt8], sequence: Int64, at: String, osUser: String, databaseRole: String, record: AuditRecord) throws -> [UInt8] {
+    static func rowHash(previous: [UInt8], sequence: Int64, at: String, osUser: String, databaseRole: String, record: AuditRecord) throws
+        -> [UInt8]
+    {
         var encoding = Array("pseudonymizer.audit.v1".utf8) + previous
         withUnsafeBytes(of: sequence.bigEndian) { encoding.append(contentsOf: $0) }
         for field in [at, osUser, databaseRole, record.action, record.subject, record.reason, record.outcome] {

@@ -80,20 +80,24 @@ public enum KeyAdministration {
         }
 
         var entries: [Int: (live: Int, erased: Int)] = [:]
-        for row in try await connection.query("""
+        for row in try await connection.query(
+            """
             SELECT token_key_version AS v, count(*) FILTER (WHERE erased_at IS NULL) AS live,
                    count(*) FILTER (WHERE erased_at IS NOT NULL) AS erased
             FROM vault_entries GROUP BY 1
-            """) {
+            """)
+        {
             entries[try row.int("v")] = (try row.int("live"), try row.int("erased"))
         }
         // One pass over user_logins for both columns; the version is in the token ("ip_t3_…").
         var ipRows: [Int: Int] = [:]
         var deviceRows: [Int: Int] = [:]
-        for row in try await connection.query("""
+        for row in try await connection.query(
+            """
             SELECT split_part(masked_ip, '_', 2) AS ip, split_part(masked_device_id, '_', 2) AS device, count(*) AS n
             FROM user_logins GROUP BY GROUPING SETS ((1), (2))
-            """) {
+            """)
+        {
             if let version = row["ip"].flatMap(tokenVersion) { ipRows[version, default: 0] += try row.int("n") }
             if let version = row["device"].flatMap(tokenVersion) { deviceRows[version, default: 0] += try row.int("n") }
         }
@@ -108,23 +112,29 @@ public enum KeyAdministration {
         }
 
         var keysByVersion: [Int: (all: Int, inUse: Int)] = [:]
-        for row in try await connection.query("""
+        for row in try await connection.query(
+            """
             SELECT recovery_key_version AS v, count(*) AS n, count(*) FILTER (WHERE retired_at IS NULL) AS in_use
             FROM data_keys GROUP BY 1
-            """) {
+            """)
+        {
             keysByVersion[try row.int("v")] = (try row.int("n"), try row.int("in_use"))
         }
         var sealedByVersion: [Int: Int] = [:]
-        for row in try await connection.query("""
+        for row in try await connection.query(
+            """
             SELECT d.recovery_key_version AS v, count(*) AS n FROM vault_entries e JOIN data_keys d ON d.id = e.data_key_id
             WHERE e.erased_at IS NULL GROUP BY 1
-            """) {
+            """)
+        {
             sealedByVersion[try row.int("v")] = try row.int("n")
         }
         var quarantinedByVersion: [Int: Int] = [:]
-        for row in try await connection.query("""
+        for row in try await connection.query(
+            """
             SELECT d.recovery_key_version AS v, count(*) AS n FROM quarantine q JOIN data_keys d ON d.id = q.data_key_id GROUP BY 1
-            """) {
+            """)
+        {
             quarantinedByVersion[try row.int("v")] = try row.int("n")
         }
         let recoveryVersions = Set(publicKeys.keys.map(\.version)).union(keysByVersion.keys)
@@ -136,12 +146,14 @@ public enum KeyAdministration {
                 dataKeysInUse: keysByVersion[version]?.inUse ?? 0, vaultEntries: sealedByVersion[version] ?? 0,
                 quarantined: quarantinedByVersion[version] ?? 0, registration: registration(fileKey(.recovery, version)))
         }
-        let orphans = try await connection.query("""
+        let orphans = try await connection.query(
+            """
             SELECT count(*) AS n FROM vault_entries e WHERE NOT EXISTS (SELECT 1 FROM data_keys d WHERE d.id = e.data_key_id)
             """)[0].int("n")
-        return KeyInventory(tokenization: tokenization, recovery: recovery,
-                            dataKeys: keysByVersion.values.reduce(0) { $0 + $1.all },
-                            dataKeysInUse: keysByVersion.values.reduce(0) { $0 + $1.inUse }, entriesWithoutDataKey: orphans)
+        return KeyInventory(
+            tokenization: tokenization, recovery: recovery,
+            dataKeys: keysByVersion.values.reduce(0) { $0 + $1.all },
+            dataKeysInUse: keysByVersion.values.reduce(0) { $0 + $1.inUse }, entriesWithoutDataKey: orphans)
     }
 
     private static func tokenVersion(_ tag: String) -> Int? {
@@ -155,13 +167,19 @@ public enum KeyAdministration {
     /// database does not know yet (`vault keys init` and `rotate` do it for the
     /// versions they create; this is for key sets made offline). A version
     /// registered with another key is refused. Returns what was registered.
-    public static func register(store: KeyStore, reason: String, actor: AuditActor, connection: PostgresConnection) async throws -> [String] {
-        let keys = try KeyRegistry.fileKeys(tokenization: try store.tokenizationKeyring(), recovery: try store.recoveryPublicKeys(), store: store)
+    public static func register(store: KeyStore, reason: String, actor: AuditActor, connection: PostgresConnection) async throws -> [String]
+    {
+        let keys = try KeyRegistry.fileKeys(
+            tokenization: try store.tokenizationKeyring(), recovery: try store.recoveryPublicKeys(), store: store)
         return try await connection.transaction { connection in
             let added = try KeyRegistry.register(keys, on: connection).map { "\($0.kind.rawValue) v\($0.version)" }
             if !added.isEmpty {
-                try AuditLog.append([AuditRecord(action: "keys.register", subject: added.joined(separator: ", "), reason: reason,
-                                                 outcome: "registered")], actor: actor, on: connection)
+                try AuditLog.append(
+                    [
+                        AuditRecord(
+                            action: "keys.register", subject: added.joined(separator: ", "), reason: reason,
+                            outcome: "registered")
+                    ], actor: actor, on: connection)
             }
             return added
         }
@@ -173,8 +191,9 @@ public enum KeyAdministration {
     public static func verifyRegistered(
         tokenization: TokenizationKeyring?, recovery: RecoveryPublicKeys?, store: KeyStore, connection: PostgresConnection
     ) async throws {
-        try KeyRegistry.verify(try KeyRegistry.fileKeys(tokenization: tokenization, recovery: recovery, store: store),
-                               against: try await KeyRegistry.registered(on: connection))
+        try KeyRegistry.verify(
+            try KeyRegistry.fileKeys(tokenization: tokenization, recovery: recovery, store: store),
+            against: try await KeyRegistry.registered(on: connection))
     }
 
     /// Refuses an active recovery public key that is not the public half of a
@@ -185,13 +204,17 @@ public enum KeyAdministration {
         do {
             privateKey = try keyring.privateKey(version: key.version)
         } catch let error as KeyFileError where error.code == .unknownVersion {
-            throw KeyFileError(.refused, """
+            throw KeyFileError(
+                .refused,
+                """
                 recovery key v\(key.version) in \(store.recoveryPublicPath) has no private key in \(store.recoveryPrivatePath): \
                 it was not made by `vault keys rotate --recovery`; nothing will be wrapped to it. Restore the genuine public key file
                 """)
         }
         guard privateKey.publicKey == key.publicKey else {
-            throw KeyFileError(.refused, """
+            throw KeyFileError(
+                .refused,
+                """
                 recovery key v\(key.version) in \(store.recoveryPublicPath) is not the public half of private key v\(key.version) \
                 in \(store.recoveryPrivatePath): the public key file was replaced; nothing will be wrapped to it
                 """)
@@ -201,7 +224,9 @@ public enum KeyAdministration {
     // MARK: Rotation
 
     /// Adds tokenization key v(n+1) as the active one; v(n) becomes decrypt-only.
-    public static func rotateTokenization(store: KeyStore, reason: String, actor: AuditActor, connection: PostgresConnection) async throws -> Int {
+    public static func rotateTokenization(store: KeyStore, reason: String, actor: AuditActor, connection: PostgresConnection) async throws
+        -> Int
+    {
         let current = try store.tokenizationKeyring()
         try await verifyRegistered(tokenization: current, recovery: nil, store: store, connection: connection)
         let rotated = try current.rotated(now: Date())
@@ -209,8 +234,12 @@ public enum KeyAdministration {
         try await connection.transaction { connection in
             try KeyRegistry.register(try KeyRegistry.fileKeys(tokenization: rotated, recovery: nil, store: store), on: connection)
             try KeyRegistry.record(.tokenization, versions: rotated.keys.map { ($0.version, $0.state) }, on: connection)
-            try AuditLog.append([AuditRecord(action: "keys.rotate", subject: "tokenization v\(rotated.active.version)",
-                                             reason: reason, outcome: "created")], actor: actor, on: connection)
+            try AuditLog.append(
+                [
+                    AuditRecord(
+                        action: "keys.rotate", subject: "tokenization v\(rotated.active.version)",
+                        reason: reason, outcome: "created")
+                ], actor: actor, on: connection)
         }
         return rotated.active.version
     }
@@ -241,8 +270,9 @@ public enum KeyAdministration {
             version = publicMax + 1
             newKey = try X25519.PrivateKey()
             createdAt = ISO8601DateFormatter().string(from: Date())
-            privateKeys = privateKeys.adding(try RecoveryPrivateKeys.seal(
-                newKey, version: version, createdAt: createdAt, passphrase: passphrase, parameters: parameters))
+            privateKeys = privateKeys.adding(
+                try RecoveryPrivateKeys.seal(
+                    newKey, version: version, createdAt: createdAt, passphrase: passphrase, parameters: parameters))
             // The private half first: a public key must never exist without its way back.
             try store.save(privateKeys)
         }
@@ -251,8 +281,9 @@ public enum KeyAdministration {
         try await connection.transaction { connection in
             try KeyRegistry.register(try KeyRegistry.fileKeys(tokenization: nil, recovery: rotated, store: store), on: connection)
             try KeyRegistry.record(.recovery, versions: rotated.keys.map { ($0.version, $0.state) }, on: connection)
-            try AuditLog.append([AuditRecord(action: "keys.rotate", subject: "recovery v\(version)", reason: reason, outcome: "created")],
-                                actor: actor, on: connection)
+            try AuditLog.append(
+                [AuditRecord(action: "keys.rotate", subject: "recovery v\(version)", reason: reason, outcome: "created")],
+                actor: actor, on: connection)
         }
         return version
     }
@@ -264,8 +295,12 @@ public enum KeyAdministration {
         let rotated = store.hasAuditKeys ? try store.auditKeyring().rotated(now: Date()) : try AuditKeyring.generate(now: Date())
         try store.save(rotated)
         let actor = try AuditActor.current(store: store)
-        try await AuditLog.appendCommitted([AuditRecord(action: "keys.rotate", subject: "audit v\(rotated.active.version)", reason: reason,
-                                                        outcome: "created")], actor: actor, on: connection)
+        try await AuditLog.appendCommitted(
+            [
+                AuditRecord(
+                    action: "keys.rotate", subject: "audit v\(rotated.active.version)", reason: reason,
+                    outcome: "created")
+            ], actor: actor, on: connection)
         return rotated.active.version
     }
 
@@ -276,13 +311,18 @@ public enum KeyAdministration {
         version: Int, store: KeyStore, dryRun: Bool = false, reason: String, actor: AuditActor, connection: PostgresConnection
     ) async throws {
         let keyring = try store.tokenizationKeyring()
-        guard keyring.key(version: version) != nil else { throw KeyFileError(.unknownVersion, "there is no tokenization key v\(version) in \(store.tokenizationPath)") }
+        guard keyring.key(version: version) != nil else {
+            throw KeyFileError(.unknownVersion, "there is no tokenization key v\(version) in \(store.tokenizationPath)")
+        }
         guard keyring.active.version != version else {
-            throw KeyFileError(.refused, "tokenization key v\(version) is the active one; rotate first (`vault keys rotate --tokenization`)")
+            throw KeyFileError(
+                .refused, "tokenization key v\(version) is the active one; rotate first (`vault keys rotate --tokenization`)")
         }
         let inventory = try await inventory(store: store, connection: connection)
         if let entry = inventory.tokenization.first(where: { $0.version == version }), entry.dependents > 0 {
-            throw KeyFileError(.refused, """
+            throw KeyFileError(
+                .refused,
+                """
                 tokenization key v\(version) still protects \(entry.vaultEntries) vault entries, \(entry.erasedEntries) erased entries, \
                 \(entry.ipRows) ip and \(entry.deviceRows) device_id rows of user_logins; run `vault retokenize` first
                 """)
@@ -291,8 +331,9 @@ public enum KeyAdministration {
         try store.save(try keyring.removing(version: version))
         try await connection.transaction { connection in
             try KeyRegistry.record(.tokenization, versions: [], retired: [version], on: connection)
-            try AuditLog.append([AuditRecord(action: "keys.retire", subject: "tokenization v\(version)", reason: reason, outcome: "retired")],
-                                actor: actor, on: connection)
+            try AuditLog.append(
+                [AuditRecord(action: "keys.retire", subject: "tokenization v\(version)", reason: reason, outcome: "retired")],
+                actor: actor, on: connection)
         }
     }
 
@@ -305,20 +346,26 @@ public enum KeyAdministration {
         connection: PostgresConnection
     ) async throws {
         let publicKeys = try store.recoveryPublicKeys()
-        guard publicKeys.key(version: version) != nil else { throw KeyFileError(.unknownVersion, "there is no recovery key v\(version) in \(store.recoveryPublicPath)") }
+        guard publicKeys.key(version: version) != nil else {
+            throw KeyFileError(.unknownVersion, "there is no recovery key v\(version) in \(store.recoveryPublicPath)")
+        }
         guard publicKeys.active.version != version else {
             throw KeyFileError(.refused, "recovery key v\(version) is the active one; rotate first (`vault keys rotate --recovery`)")
         }
         let inventory = try await inventory(store: store, connection: connection)
         if let entry = inventory.recovery.first(where: { $0.version == version }), entry.dataKeys > 0 {
-            throw KeyFileError(.refused, """
+            throw KeyFileError(
+                .refused,
+                """
                 recovery key v\(version) still wraps \(entry.dataKeys) data keys (protecting \(entry.vaultEntries) vault entries \
                 and \(entry.quarantined) quarantined messages); run `vault rewrap` first
                 """)
         }
         let unopenable = try await unopenableDataKeys(keyring: keyring, excluding: version, connection: connection)
         guard unopenable.count == 0 else {
-            throw KeyFileError(.refused, """
+            throw KeyFileError(
+                .refused,
+                """
                 retiring recovery key v\(version) would leave \(unopenable.count) data keys that no remaining private key opens \
                 (first: \(unopenable.first!)); they are wrapped to a key whose private half is not in \(store.recoveryPrivatePath) \
                 or does not match. Nothing was retired: find out who changed the recovery keys
@@ -331,18 +378,22 @@ public enum KeyAdministration {
         try store.save(try publicKeys.removing(version: version))
         try await connection.transaction { connection in
             try KeyRegistry.record(.recovery, versions: [], retired: [version], on: connection)
-            try AuditLog.append([AuditRecord(action: "keys.retire", subject: "recovery v\(version)", reason: reason, outcome: "retired")],
-                                actor: actor, on: connection)
+            try AuditLog.append(
+                [AuditRecord(action: "keys.retire", subject: "recovery v\(version)", reason: reason, outcome: "retired")],
+                actor: actor, on: connection)
         }
     }
 
     /// The data keys not wrapped to `excluded` that the private keys in the key
     /// file cannot unwrap (each is tried: O(#data keys), not O(#entries)).
-    static func unopenableDataKeys(keyring: RecoveryKeyring, excluding excluded: Int, connection: PostgresConnection) async throws -> [String] {
+    static func unopenableDataKeys(keyring: RecoveryKeyring, excluding excluded: Int, connection: PostgresConnection) async throws
+        -> [String]
+    {
         var unopenable: [String] = []
         var after = "00000000-0000-0000-0000-000000000000"
         while true {
-            let rows = try await connection.query("""
+            let rows = try await connection.query(
+                """
                 SELECT id::text AS id, recovery_key_version, wrapped_key FROM data_keys
                 WHERE recovery_key_version <> $1 AND id > $2::uuid ORDER BY id LIMIT 1000
                 """, [.int(excluded), .text(after)])
@@ -351,8 +402,9 @@ public enum KeyAdministration {
                 let id = try row.string("id")
                 let version = try row.int("recovery_key_version")
                 do {
-                    _ = try DataKeyWrap.unwrap(try row.bytes("wrapped_key"), dataKeyID: id, recoveryVersion: version,
-                                               with: try keyring.privateKey(version: version))
+                    _ = try DataKeyWrap.unwrap(
+                        try row.bytes("wrapped_key"), dataKeyID: id, recoveryVersion: version,
+                        with: try keyring.privateKey(version: version))
                 } catch let error as KeyFileError where error.code == .wrongPassphrase {
                     throw error
                 } catch {

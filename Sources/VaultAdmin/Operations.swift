@@ -17,19 +17,23 @@ enum AuditedReveal {
     /// At most this many tokens per transaction.
     static let chunkSize = 5_000
 
-    static func reveal(action: String, _ tokens: [String], reason: String, actor: AuditActor, connection: PostgresConnection) async throws -> Released {
+    static func reveal(action: String, _ tokens: [String], reason: String, actor: AuditActor, connection: PostgresConnection) async throws
+        -> Released
+    {
         try await AuditLog.retryingChanges(on: connection) { connection in
             let head = try AuditLog.head(on: connection)
             let wellFormed = Array(Set(tokens.filter { Token.parse($0) != nil }))
             // What the vault holds for them (metadata only: no sealed column is readable here).
             var erased: [String: Bool] = [:]
             var tombstones: [String: SealedEntry] = [:]
-            for row in try connection.query("""
+            for row in try connection.query(
+                """
                 SELECT token, field, token_key_version, data_key_id::text AS data_key_id, NULL::bytea AS nonce, NULL::bytea AS ciphertext,
                        to_char(erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS erased_at, erased_by,
                        NULL::integer AS recovery_key_version, NULL::bytea AS wrapped_key
                 FROM vault_entries WHERE token = ANY($1::text[])
-                """, [.textArray(wellFormed)], prepared: true) {
+                """, [.textArray(wellFormed)], prepared: true)
+            {
                 let entry = try SealedEntry(row)
                 erased[entry.token] = entry.erasedAt != nil
                 if entry.erasedAt != nil { tombstones[entry.token] = entry }
@@ -37,8 +41,9 @@ enum AuditedReveal {
             let records = tokens.map { token -> AuditRecord in
                 guard Token.parse(token) != nil else {
                     // It might be anything someone pasted, even an original: described, not recorded.
-                    return AuditRecord(action: action, subject: "malformed input \(TokenShape.describe(token))", reason: reason,
-                                       outcome: RecoveryError.Kind.malformedToken.rawValue)
+                    return AuditRecord(
+                        action: action, subject: "malformed input \(TokenShape.describe(token))", reason: reason,
+                        outcome: RecoveryError.Kind.malformedToken.rawValue)
                 }
                 let outcome = erased[token].map { $0 ? "erased" : "revealed" } ?? "unknown"
                 return AuditRecord(action: action, subject: token, reason: reason, outcome: outcome)
@@ -47,11 +52,13 @@ enum AuditedReveal {
             var parameters = AuditLog.rowParameters(entries, actions: false)
             parameters.insert(.text(action), at: 2)
             var released = tombstones
-            for row in try connection.query("""
+            for row in try connection.query(
+                """
                 SELECT token, field, token_key_version, data_key_id, nonce, ciphertext, NULL::text AS erased_at, NULL::text AS erased_by,
                        recovery_key_version, wrapped_key
                 FROM vault_reveal($1, $2, $3, $4, $5, $6, $7, $8)
-                """, parameters, prepared: true) {
+                """, parameters, prepared: true)
+            {
                 let entry = try SealedEntry(row)
                 released[entry.token] = entry
             }
@@ -73,7 +80,8 @@ enum AuditedReveal {
         var failed: [(index: Int, record: AuditRecord)] = []
         for (index, (token, result)) in zip(tokens, results).enumerated() {
             guard case .failure(let error) = result,
-                  ![.malformedToken, .unknownToken, .erased].contains(error.kind) else { continue }
+                ![.malformedToken, .unknownToken, .erased].contains(error.kind)
+            else { continue }
             failed.append((index, AuditRecord(action: action, subject: token, reason: reason, outcome: error.kind.rawValue)))
         }
         var sequences = released.sequences
@@ -103,8 +111,9 @@ public enum Recovery {
         for start in stride(from: 0, to: tokens.count, by: AuditedReveal.chunkSize) {
             let chunk = Array(tokens[start..<min(start + AuditedReveal.chunkSize, tokens.count)])
             let released = try await AuditedReveal.reveal(action: "recover", chunk, reason: reason, actor: actor, connection: connection)
-            let opened = try await AuditedReveal.open(chunk, action: "recover", released: released, reader: reader, reason: reason,
-                                                      actor: actor, connection: connection)
+            let opened = try await AuditedReveal.open(
+                chunk, action: "recover", released: released, reader: reader, reason: reason,
+                actor: actor, connection: connection)
             for (token, (result, sequence)) in zip(chunk, opened) {
                 outcomes.append(Outcome(token: token, result: result, auditSequence: sequence))
             }
@@ -134,12 +143,14 @@ public enum Lookup {
         let column = field == .ip ? "masked_ip" : "masked_device_id"
         var rows: [String: Int] = [:]
         for row in try await connection.query(
-            "SELECT \(column) AS token, count(*) AS n FROM user_logins WHERE \(column) = ANY($1::text[]) GROUP BY 1", [.textArray(tokens)]) {
+            "SELECT \(column) AS token, count(*) AS n FROM user_logins WHERE \(column) = ANY($1::text[]) GROUP BY 1", [.textArray(tokens)])
+        {
             rows[try row.string("token")] = try row.int("n")
         }
         let released = try await AuditedReveal.reveal(action: "lookup", tokens, reason: reason, actor: actor, connection: connection)
-        let opened = try await AuditedReveal.open(tokens, action: "lookup", released: released, reader: reader, reason: reason,
-                                                  actor: actor, connection: connection)
+        let opened = try await AuditedReveal.open(
+            tokens, action: "lookup", released: released, reader: reader, reason: reason,
+            actor: actor, connection: connection)
         let matches = zip(zip(keyring.keys, tokens), opened).map { keyAndToken, outcome -> Match in
             let vault: String
             switch outcome.result {
@@ -192,12 +203,14 @@ public enum Forget {
             let head = try AuditLog.head(on: connection)
             let states = try states(of: unique, on: connection)
             let outcomes = unique.map { states[$0] ?? .unknown }
-            let entries = try AuditLog.prepare(zip(unique, outcomes).map {
-                AuditRecord(action: "forget", subject: $0, reason: reason, outcome: $1.rawValue)
-            }, after: head, actor: actor)
+            let entries = try AuditLog.prepare(
+                zip(unique, outcomes).map {
+                    AuditRecord(action: "forget", subject: $0, reason: reason, outcome: $1.rawValue)
+                }, after: head, actor: actor)
             // The rows' subjects are the tokens: the parameters are vault_forget's as they are.
-            try connection.query("SELECT vault_forget($1, $2, $3, $4, $5, $6, $7)", AuditLog.rowParameters(entries, actions: false),
-                                 prepared: true)
+            try connection.query(
+                "SELECT vault_forget($1, $2, $3, $4, $5, $6, $7)", AuditLog.rowParameters(entries, actions: false),
+                prepared: true)
             try AuditLog.requireStored(entries.last!, on: connection)
             return zip(unique, zip(outcomes, entries)).map { Erasure(token: $0, outcome: $1.0, auditSequence: $1.1.sequence) }
         }
@@ -205,8 +218,10 @@ public enum Forget {
 
     private static func states(of tokens: [String], on connection: isolated PostgresConnection) throws -> [String: Outcome] {
         var states: [String: Outcome] = [:]
-        for row in try connection.query("SELECT token, erased_at IS NOT NULL AS erased FROM vault_entries WHERE token = ANY($1::text[])",
-                                         [.textArray(tokens)], prepared: true) {
+        for row in try connection.query(
+            "SELECT token, erased_at IS NOT NULL AS erased FROM vault_entries WHERE token = ANY($1::text[])",
+            [.textArray(tokens)], prepared: true)
+        {
             states[try row.string("token")] = try row.bool("erased") ? .alreadyErased : .erased
         }
         return states

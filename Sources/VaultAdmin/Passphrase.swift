@@ -31,7 +31,8 @@ public struct PassphraseSource: Sendable {
             return try validated(passphrase, origin: "passphrase file \(file)")
         }
         guard isatty(STDIN_FILENO) == 1 else {
-            throw KeyFileError(.missing,
+            throw KeyFileError(
+                .missing,
                 "no passphrase given: pass --passphrase-file FILE, set VAULT_PASSPHRASE_FILE, or run on a terminal to be prompted")
         }
         let first = try Terminal.readWithoutEcho(prompt: prompt)

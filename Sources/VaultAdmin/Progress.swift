@@ -38,8 +38,12 @@ public final class Progress {
         if terminal {
             FileHandle.standardError.write(Data("\r\(text)\u{1b}[K\(final ? "\n" : "")".utf8))
         } else {
-            logger.info("\(label)", metadata: ["done": "\(done)", "total": "\(total)", "per_second": "\(Int(rate))",
-                                               "eta_seconds": "\(Int(remaining.rounded()))"])
+            logger.info(
+                "\(label)",
+                metadata: [
+                    "done": "\(done)", "total": "\(total)", "per_second": "\(Int(rate))",
+                    "eta_seconds": "\(Int(remaining.rounded()))",
+                ])
         }
     }
 }

@@ -59,8 +59,9 @@ public enum Retokenize {
         var summary = Summary(target: target.version, pending: try await pendingEntries(except: target.version, on: connection))
         if options.dryRun { return try await finish(summary, connection: connection) }
         // Tokens and new data-key wraps only under the registered keys.
-        try await KeyAdministration.verifyRegistered(tokenization: tokenization, recovery: recoveryPublicKeys, store: store,
-                                                     connection: connection)
+        try await KeyAdministration.verifyRegistered(
+            tokenization: tokenization, recovery: recoveryPublicKeys, store: store,
+            connection: connection)
 
         // One retokenize at a time (the lineage COPY relies on it); a session
         // lock, so a killed run's lock goes with its connection.
@@ -70,12 +71,17 @@ public enum Retokenize {
         try await connection.transaction { connection in try KeyRegistry.enforceTokenization(version: target.version, on: connection) }
         let total = summary.pending.values.reduce(0, +)
         let subject = "tokenization → v\(target.version)"
-        try await AuditLog.appendCommitted([AuditRecord(action: "retokenize", subject: subject, reason: reason,
-                                                        outcome: "started: \(total) entries")], actor: actor, on: connection)
+        try await AuditLog.appendCommitted(
+            [
+                AuditRecord(
+                    action: "retokenize", subject: subject, reason: reason,
+                    outcome: "started: \(total) entries")
+            ], actor: actor, on: connection)
         let tokenizer = try Tokenizer(key: target)
         let reader = VaultReader(tokenization: tokenization, privateKey: recoveryKeys.privateKey(version:))
-        let dataKeys = DataKeyManager(recoveryKey: recoveryPublicKeys.active, policy: DataKeyPolicy(),
-                                      createdBy: "vault retokenize (\(actor.osUser))", logger: logger, connect: connect)
+        let dataKeys = DataKeyManager(
+            recoveryKey: recoveryPublicKeys.active, policy: DataKeyPolicy(),
+            createdBy: "vault retokenize (\(actor.osUser))", logger: logger, connect: connect)
         var sealer: VaultSealer? = nil
         let progress = Progress(label: "retokenize", total: total, logger: logger)
         // A batch's new entries commit on a second connection and then its
@@ -105,22 +111,27 @@ public enum Retokenize {
                 summary.passes += 1
                 var phaseStarted = ContinuousClock.now
                 func phaseDone(_ phase: String, _ count: Int) {
-                    logger.info("retokenize phase done", metadata: [
-                        "phase": "\(phase)", "count": "\(count)", "pass": "\(summary.passes)",
-                        "seconds": "\(String(format: "%.2f", (ContinuousClock.now - phaseStarted) / .seconds(1)))"])
+                    logger.info(
+                        "retokenize phase done",
+                        metadata: [
+                            "phase": "\(phase)", "count": "\(count)", "pass": "\(summary.passes)",
+                            "seconds": "\(String(format: "%.2f", (ContinuousClock.now - phaseStarted) / .seconds(1)))",
+                        ])
                     phaseStarted = .now
                 }
                 // Step 2: entries not moved yet.
                 for oldVersion in try await pendingEntries(except: target.version, on: connection).keys.sorted() {
                     // Resume after the last token a previous (killed) run moved.
-                    var after = try await connection.query("""
+                    var after = try await connection.query(
+                        """
                         SELECT coalesce(max(old_token), '') AS last FROM token_lineage WHERE old_version = $1 AND new_version = $2
                         """, [.int(oldVersion), .int(target.version)])[0].string("last")
                     let batch = options.entryBatch
                     let fetch = { @Sendable (after: String) async throws -> [SealedEntry] in
                         // Each data key's wrapped key once per batch (on its first entry):
                         // decoding it for every entry was a tenth of the job's time.
-                        try await connection.query("""
+                        try await connection.query(
+                            """
                             SELECT e.*, d.recovery_key_version,
                                    CASE WHEN row_number() OVER (PARTITION BY e.data_key_id) = 1 THEN d.wrapped_key END AS wrapped_key
                             FROM (SELECT v.token, v.field, v.token_key_version, v.data_key_id::text AS data_key_id, v.nonce, v.ciphertext,
@@ -128,7 +139,8 @@ public enum Retokenize {
                                   FROM vault_entries v WHERE v.token > $2 AND v.token_key_version = $1 ORDER BY v.token LIMIT $3) e
                             LEFT JOIN data_keys d ON d.id = e.data_key_id::uuid
                             ORDER BY e.token
-                            """, [.int(oldVersion), .text(after), .int(batch)], prepared: true).map(SealedEntry.init)
+                            """, [.int(oldVersion), .text(after), .int(batch)], prepared: true
+                        ).map(SealedEntry.init)
                     }
                     // Four stages at once: batch N's lineage commits, N + 1's
                     // entries commit, N + 2 is prepared (this task), N + 3 is read.
@@ -143,8 +155,9 @@ public enum Retokenize {
                         let oldTokens = rows.map(\.token)
                         let lease = try await dataKeys.lease(encryptions: oldTokens.count)
                         if sealer?.dataKeyID != lease.id { sealer = try VaultSealer(dataKeyID: lease.id, key: lease.key) }
-                        let moves = try await prepareMoves(oldTokens, rows: byToken, reader: reader, tokenizer: tokenizer,
-                                                           sealer: sealer!, oldVersion: oldVersion)
+                        let moves = try await prepareMoves(
+                            oldTokens, rows: byToken, reader: reader, tokenizer: tokenizer,
+                            sealer: sealer!, oldVersion: oldVersion)
                         try await entriesCommitted?.value
                         let entries = Task { try await commitEntries(moves, on: entryWriter) }
                         entriesCommitted = entries
@@ -164,8 +177,9 @@ public enum Retokenize {
                 }
                 phaseDone("move entries", summary.movedEntries + summary.carriedErasures)
                 // Step 3: rows.
-                summary.rewrittenRows += try await rewriteRows(target: target.version, pages: options.pagesPerStatement,
-                                                               on: [connection, entryWriter])
+                summary.rewrittenRows += try await rewriteRows(
+                    target: target.version, pages: options.pagesPerStatement,
+                    on: [connection, entryWriter])
                 phaseDone("rewrite rows", summary.rewrittenRows)
                 try Task.checkCancellation()
                 // Step 4: old entries, once nothing refers to them.
@@ -175,7 +189,8 @@ public enum Retokenize {
                 }
                 for version in try await pendingEntries(except: target.version, on: connection).keys.sorted() {
                     summary.droppedEntries += try await connection.transaction { connection in
-                        try connection.execute("SELECT pg_advisory_xact_lock($1)", [.int(KeyRegistry.writerLock(tokenizationVersion: version))])
+                        try connection.execute(
+                            "SELECT pg_advisory_xact_lock($1)", [.int(KeyRegistry.writerLock(tokenizationVersion: version))])
                         return try connection.execute("DELETE FROM vault_entries WHERE token_key_version = $1", [.int(version)])
                     }
                 }
@@ -188,17 +203,27 @@ public enum Retokenize {
         } catch is CancellationError {
             // Stopped (SIGTERM): what committed stays, the next run resumes after it.
             summary = try await finish(summary, connection: connection)
-            try await AuditLog.appendCommitted([AuditRecord(
-                action: "retokenize", subject: subject, reason: reason,
-                outcome: "interrupted: moved \(summary.movedEntries) entries, rewrote \(summary.rewrittenRows) rows; left: \(summary.remainingEntries) entries, \(summary.remainingRows) rows")],
+            try await AuditLog.appendCommitted(
+                [
+                    AuditRecord(
+                        action: "retokenize", subject: subject, reason: reason,
+                        outcome:
+                            "interrupted: moved \(summary.movedEntries) entries, rewrote \(summary.rewrittenRows) rows; left: \(summary.remainingEntries) entries, \(summary.remainingRows) rows"
+                    )
+                ],
                 actor: actor, on: connection)
             throw CancellationError()
         }
         progress.finish()
         summary = try await finish(summary, connection: connection)
-        try await AuditLog.appendCommitted([AuditRecord(
-            action: "retokenize", subject: subject, reason: reason,
-            outcome: "\(summary.remainingEntries == 0 && summary.remainingRows == 0 ? "completed" : "incomplete"): moved \(summary.movedEntries) entries, carried \(summary.carriedErasures) erasures, rewrote \(summary.rewrittenRows) rows, dropped \(summary.droppedEntries) old entries")],
+        try await AuditLog.appendCommitted(
+            [
+                AuditRecord(
+                    action: "retokenize", subject: subject, reason: reason,
+                    outcome:
+                        "\(summary.remainingEntries == 0 && summary.remainingRows == 0 ? "completed" : "incomplete"): moved \(summary.movedEntries) entries, carried \(summary.carriedErasures) erasures, rewrote \(summary.rewrittenRows) rows, dropped \(summary.droppedEntries) old entries"
+                )
+            ],
             actor: actor, on: connection)
         return summary
     }
@@ -223,14 +248,20 @@ public enum Retokenize {
             case .success(let value):
                 let newToken = try tokenizer.token(for: value.value, field: parts.field)
                 let (nonce, ciphertext) = try sealer.seal(value.value, token: newToken, field: parts.field)
-                moves.append(Move(oldToken: token, oldVersion: oldVersion, record: VaultEntryRecord(
-                    token: newToken, field: parts.field, tokenKeyVersion: tokenizer.keyVersion, dataKeyID: sealer.dataKeyID,
-                    nonce: nonce, ciphertext: ciphertext)))
+                moves.append(
+                    Move(
+                        oldToken: token, oldVersion: oldVersion,
+                        record: VaultEntryRecord(
+                            token: newToken, field: parts.field, tokenKeyVersion: tokenizer.keyVersion, dataKeyID: sealer.dataKeyID,
+                            nonce: nonce, ciphertext: ciphertext)))
             case .failure(let error) where error.kind == .erased:
-                moves.append(Move(oldToken: token, oldVersion: oldVersion, record: VaultEntryRecord(
-                    tombstone: try tokenizer.token(forErased: token, field: parts.field), field: parts.field,
-                    tokenKeyVersion: tokenizer.keyVersion, dataKeyID: row.dataKeyID,
-                    erasedAt: row.erasedAt, erasedBy: row.erasedBy)))
+                moves.append(
+                    Move(
+                        oldToken: token, oldVersion: oldVersion,
+                        record: VaultEntryRecord(
+                            tombstone: try tokenizer.token(forErased: token, field: parts.field), field: parts.field,
+                            tokenKeyVersion: tokenizer.keyVersion, dataKeyID: row.dataKeyID,
+                            erasedAt: row.erasedAt, erasedBy: row.erasedBy)))
             case .failure(let error):
                 // Never guess: an entry that does not open, or whose value does
                 // not produce its token, stays where it is, and the job reports it.
@@ -263,8 +294,9 @@ public enum Retokenize {
             lineage.append(move.record.tokenKeyVersion)
             lineage.endRow()
         }
-        try await connection.copy("COPY token_lineage (old_token, new_token, field, old_version, new_version) FROM STDIN",
-                                  data: lineage.bytes)
+        try await connection.copy(
+            "COPY token_lineage (old_token, new_token, field, old_version, new_version) FROM STDIN",
+            data: lineage.bytes)
     }
 
     /// Sweeps `user_logins` in ranges of heap pages (a TID range scan each),
@@ -273,7 +305,8 @@ public enum Retokenize {
     /// transaction, so locks and WAL stay bounded.
     private static func rewriteRows(target: Int, pages: Int, on connections: [PostgresConnection]) async throws -> Int {
         let (ip, device) = prefixes(target)
-        let total = try await connections[0].query("""
+        let total = try await connections[0].query(
+            """
             SELECT (pg_relation_size('user_logins') / current_setting('block_size')::bigint) AS pages
             """)[0].int("pages")
         // Connection i takes ranges i, i + n, i + 2n, …: disjoint rows, so the
@@ -284,7 +317,8 @@ public enum Retokenize {
                     var rewritten = 0
                     for page in stride(from: index * pages, through: total, by: connections.count * pages) {
                         try Task.checkCancellation()
-                        rewritten += try await connection.execute("""
+                        rewritten += try await connection.execute(
+                            """
                             UPDATE user_logins u SET
                                 masked_ip = coalesce((SELECT l.new_token FROM token_lineage l WHERE l.old_token = u.masked_ip), u.masked_ip),
                                 masked_device_id = coalesce((SELECT l.new_token FROM token_lineage l WHERE l.old_token = u.masked_device_id),
@@ -307,7 +341,8 @@ public enum Retokenize {
 
     private static func rowsWithOldTokens(target: Int, on connection: PostgresConnection) async throws -> Int {
         let (ip, device) = prefixes(target)
-        return try await connection.query("""
+        return try await connection.query(
+            """
             SELECT count(*) AS n FROM user_logins WHERE left(masked_ip, $1) <> $2 OR left(masked_device_id, $3) <> $4
             """, [.int(ip.count), .text(ip), .int(device.count), .text(device)])[0].int("n")
     }
@@ -315,7 +350,8 @@ public enum Retokenize {
     static func pendingEntries(except target: Int, on connection: PostgresConnection) async throws -> [Int: Int] {
         var pending: [Int: Int] = [:]
         for row in try await connection.query(
-            "SELECT token_key_version AS v, count(*) AS n FROM vault_entries WHERE token_key_version <> $1 GROUP BY 1", [.int(target)]) {
+            "SELECT token_key_version AS v, count(*) AS n FROM vault_entries WHERE token_key_version <> $1 GROUP BY 1", [.int(target)])
+        {
             pending[try row.int("v")] = try row.int("n")
         }
         return pending

@@ -29,7 +29,8 @@ public enum Rewrap {
         var pending: [Int: Int] = [:]
         for row in try await connection.query(
             "SELECT recovery_key_version AS v, count(*) AS n FROM data_keys WHERE recovery_key_version <> $1 GROUP BY 1",
-            [.int(target.version)]) {
+            [.int(target.version)])
+        {
             pending[try row.int("v")] = try row.int("n")
         }
         let total = pending.values.reduce(0, +)
@@ -37,19 +38,25 @@ public enum Rewrap {
         try KeyAdministration.requirePrivateHalf(of: target, keyring: keyring, store: store)
 
         let subject = "data keys → recovery v\(target.version)"
-        try await AuditLog.appendCommitted([AuditRecord(action: "rewrap", subject: subject, reason: reason, outcome: "started: \(total) data keys")],
-                                           actor: actor, on: connection)
+        try await AuditLog.appendCommitted(
+            [AuditRecord(action: "rewrap", subject: subject, reason: reason, outcome: "started: \(total) data keys")],
+            actor: actor, on: connection)
         let progress = Progress(label: "rewrap", total: total, logger: logger)
         var rewrapped = 0
         var after = "00000000-0000-0000-0000-000000000000"
         while true {
             if Task.isCancelled {
                 // Stopped (SIGTERM): each batch committed on its own; the next run goes on.
-                try await AuditLog.appendCommitted([AuditRecord(action: "rewrap", subject: subject, reason: reason,
-                                                                outcome: "interrupted: \(rewrapped) data keys")], actor: actor, on: connection)
+                try await AuditLog.appendCommitted(
+                    [
+                        AuditRecord(
+                            action: "rewrap", subject: subject, reason: reason,
+                            outcome: "interrupted: \(rewrapped) data keys")
+                    ], actor: actor, on: connection)
                 throw CancellationError()
             }
-            let rows = try await connection.query("""
+            let rows = try await connection.query(
+                """
                 SELECT id::text AS id, recovery_key_version, wrapped_key FROM data_keys
                 WHERE recovery_key_version <> $1 AND id > $2::uuid ORDER BY id LIMIT 200
                 """, [.int(target.version), .text(after)])
@@ -58,15 +65,17 @@ public enum Rewrap {
             for row in rows {
                 let id = try row.string("id")
                 let version = try row.int("recovery_key_version")
-                let key = try DataKeyWrap.unwrap(try row.bytes("wrapped_key"), dataKeyID: id, recoveryVersion: version,
-                                                 with: keyring.privateKey(version: version))
+                let key = try DataKeyWrap.unwrap(
+                    try row.bytes("wrapped_key"), dataKeyID: id, recoveryVersion: version,
+                    with: keyring.privateKey(version: version))
                 updates.append((id, version, try DataKeyWrap.wrap(key, dataKeyID: id, to: target)))
             }
             let batch = updates
             let updated = try await connection.transaction { connection in
                 var count = 0
                 for update in batch {
-                    count += try connection.execute("""
+                    count += try connection.execute(
+                        """
                         UPDATE data_keys SET wrapped_key = $1, recovery_key_version = $2 WHERE id = $3::uuid AND recovery_key_version = $4
                         """, [.bytes(update.wrapped), .int(target.version), .text(update.id), .int(update.from)], prepared: true)
                 }
@@ -77,8 +86,9 @@ public enum Rewrap {
             after = try last.string("id")
         }
         progress.finish()
-        try await AuditLog.appendCommitted([AuditRecord(action: "rewrap", subject: subject, reason: reason, outcome: "completed: \(rewrapped) data keys")],
-                                           actor: actor, on: connection)
+        try await AuditLog.appendCommitted(
+            [AuditRecord(action: "rewrap", subject: subject, reason: reason, outcome: "completed: \(rewrapped) data keys")],
+            actor: actor, on: connection)
         return Summary(pending: pending, rewrapped: rewrapped, target: target.version)
     }
 }

@@ -35,7 +35,11 @@ public struct RecoveryError: Error, CustomStringConvertible, Sendable, Equatable
 
     /// The error for input that is not a token, described by its shape only.
     public static func malformed(_ input: String) -> RecoveryError {
-        RecoveryError(kind: .malformedToken, token: input, message: "the input \(TokenShape.describe(input)) is not a token (expected ip_t<version>_… or dev_t<version>_… with 43 base64url characters)")
+        RecoveryError(
+            kind: .malformedToken, token: input,
+            message:
+                "the input \(TokenShape.describe(input)) is not a token (expected ip_t<version>_… or dev_t<version>_… with 43 base64url characters)"
+        )
     }
 }
 
@@ -127,38 +131,49 @@ public final class VaultReader {
     private func open(_ token: String, _ entry: SealedEntry?) throws(RecoveryError) -> RecoveredValue {
         guard let parts = Token.parse(token) else { throw RecoveryError.malformed(token) }
         guard let entry else {
-            throw RecoveryError(kind: .unknownToken, token: token,
-                                message: "token \(token) is not in the vault (never ingested, or migrated to a newer tokenization key)")
+            throw RecoveryError(
+                kind: .unknownToken, token: token,
+                message: "token \(token) is not in the vault (never ingested, or migrated to a newer tokenization key)")
         }
         if let erasedAt = entry.erasedAt {
-            throw RecoveryError(kind: .erased, token: token,
-                                message: "token \(token) was erased on \(erasedAt) by \(entry.erasedBy ?? "unknown") (vault forget); its original is gone")
+            throw RecoveryError(
+                kind: .erased, token: token,
+                message: "token \(token) was erased on \(erasedAt) by \(entry.erasedBy ?? "unknown") (vault forget); its original is gone")
         }
         if let version = unavailable[entry.dataKeyID] {
-            throw RecoveryError(kind: .missingRecoveryKey, token: token,
-                                message: "token \(token) needs recovery key v\(version), which is not in the key file (retired before `vault rewrap` finished?)")
+            throw RecoveryError(
+                kind: .missingRecoveryKey, token: token,
+                message:
+                    "token \(token) needs recovery key v\(version), which is not in the key file (retired before `vault rewrap` finished?)")
         }
         guard entry.field == parts.field.rawValue, entry.tokenKeyVersion == parts.keyVersion, let key = ciphers[entry.dataKeyID],
-              let nonce = entry.nonce, let ciphertext = entry.ciphertext else {
+            let nonce = entry.nonce, let ciphertext = entry.ciphertext
+        else {
             throw integrityFailure(token, "its vault row is mislabelled or its data key is missing")
         }
         let plaintext: [UInt8]
         do {
-            plaintext = try key.cipher.open(ciphertext, nonce: nonce, aad: VaultAAD.entry(token: token, field: parts.field, dataKeyID: entry.dataKeyID))
+            plaintext = try key.cipher.open(
+                ciphertext, nonce: nonce, aad: VaultAAD.entry(token: token, field: parts.field, dataKeyID: entry.dataKeyID))
         } catch {
             throw integrityFailure(token, "its vault entry was altered or belongs to another token")
         }
         let value = String(decoding: plaintext, as: UTF8.self)
         guard let tokenizer = try? tokenizer(version: parts.keyVersion) else {
-            throw RecoveryError(kind: .missingTokenizationKey, token: token,
-                                message: "token \(token) is of tokenization key v\(parts.keyVersion), which is not in the key file; its value cannot be verified, so it is not shown")
+            throw RecoveryError(
+                kind: .missingTokenizationKey, token: token,
+                message:
+                    "token \(token) is of tokenization key v\(parts.keyVersion), which is not in the key file; its value cannot be verified, so it is not shown"
+            )
         }
         guard let recomputed = try? tokenizer.token(for: value, field: parts.field),
-              constantTimeEquals(Array(recomputed.utf8), Array(token.utf8)) else {
+            constantTimeEquals(Array(recomputed.utf8), Array(token.utf8))
+        else {
             throw integrityFailure(token, "the value in its vault entry does not produce this token (a forged or substituted entry)")
         }
-        return RecoveredValue(token: token, field: parts.field, value: value, tokenKeyVersion: parts.keyVersion,
-                              dataKeyID: entry.dataKeyID, recoveryKeyVersion: key.recoveryVersion)
+        return RecoveredValue(
+            token: token, field: parts.field, value: value, tokenKeyVersion: parts.keyVersion,
+            dataKeyID: entry.dataKeyID, recoveryKeyVersion: key.recoveryVersion)
     }
 
     private func integrityFailure(_ token: String, _ why: String) -> RecoveryError {

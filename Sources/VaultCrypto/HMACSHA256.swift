@@ -67,8 +67,9 @@ public enum SHA256 {
         var length: UInt32 = 0
         try out.withUnsafeMutableBufferPointer { out in
             try check(
-                EVP_Digest(data.baseAddress ?? UnsafeRawPointer(out.baseAddress!), data.count, out.baseAddress, &length,
-                           Algorithms.shared.sha256, nil),
+                EVP_Digest(
+                    data.baseAddress ?? UnsafeRawPointer(out.baseAddress!), data.count, out.baseAddress, &length,
+                    Algorithms.shared.sha256, nil),
                 "EVP_Digest(SHA256)")
         }
         return out

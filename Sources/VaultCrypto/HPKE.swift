@@ -93,7 +93,8 @@ public enum HPKE {
         let keyScheduleContext = [0] + pskIDHash.withUnsafeBytes(Array.init) + infoHash.withUnsafeBytes(Array.init)
         let secret = try labeledExtract(salt: sharedSecret, label: "secret", ikm: [UInt8](), suiteID: suiteID)
         let key = try labeledExpand(prk: secret, label: "key", info: keyScheduleContext, byteCount: aead.keyByteCount, suiteID: suiteID)
-        let baseNonce = try labeledExpand(prk: secret, label: "base_nonce", info: keyScheduleContext, byteCount: nonceByteCount, suiteID: suiteID)
+        let baseNonce = try labeledExpand(
+            prk: secret, label: "base_nonce", info: keyScheduleContext, byteCount: nonceByteCount, suiteID: suiteID)
         let exporterSecret = try labeledExpand(prk: secret, label: "exp", info: keyScheduleContext, byteCount: 32, suiteID: suiteID)
         return Context(key: key, baseNonce: baseNonce.withUnsafeBytes(Array.init), exporterSecret: exporterSecret)
     }

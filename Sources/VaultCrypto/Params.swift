@@ -8,7 +8,8 @@ import CLibCrypto
 enum Params {
     static func octets(_ key: UnsafePointer<CChar>, _ bytes: UnsafeRawBufferPointer) -> OSSL_PARAM {
         // OpenSSL rejects a NULL data pointer even for an empty string.
-        OSSL_PARAM_construct_octet_string(key, UnsafeMutableRawPointer(mutating: bytes.baseAddress ?? UnsafeRawPointer(EmptyBuffer.pointer)), bytes.count)
+        OSSL_PARAM_construct_octet_string(
+            key, UnsafeMutableRawPointer(mutating: bytes.baseAddress ?? UnsafeRawPointer(EmptyBuffer.pointer)), bytes.count)
     }
 
     static func utf8(_ key: UnsafePointer<CChar>, _ value: UnsafePointer<CChar>) -> OSSL_PARAM {

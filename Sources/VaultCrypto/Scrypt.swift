@@ -67,7 +67,8 @@ public enum Scrypt {
                                     ]
                                     try Params.with(params) { params in
                                         try check(
-                                            EVP_KDF_derive(context, out.baseAddress!.assumingMemoryBound(to: UInt8.self), out.count, params),
+                                            EVP_KDF_derive(
+                                                context, out.baseAddress!.assumingMemoryBound(to: UInt8.self), out.count, params),
                                             "EVP_KDF_derive(SCRYPT)")
                                     }
                                 }

@@ -49,7 +49,8 @@ enum CryptoBenchmark {
         // (AAD = domain ‖ token ‖ field ‖ data key id, nonces drawn in bulk).
         let tokenizer = try Tokenizer(key: try TokenizationKeyring.generate(now: Date()).active)
         let sealer = try VaultSealer(dataKeyID: UUID().uuidString.lowercased(), key: try SecureBytes.random(count: 32))
-        let ip = "203.0.113.255", device = "593-47-5928"
+        let ip = "203.0.113.255"
+        let device = "593-47-5928"
         let perMessageRate = try measure(seconds: seconds) {
             let ipToken = try tokenizer.token(for: ip, field: .ip)
             let deviceToken = try tokenizer.token(for: device, field: .deviceID)

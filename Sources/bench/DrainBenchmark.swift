@@ -8,8 +8,9 @@ import SQS
 /// and concurrency `ingest` uses. `ingest` can at best match it.
 enum DrainBenchmark {
     static func run(queueURL: String, pollers: Int) async throws {
-        let client = SQSClient(configuration: try SQSConfiguration.fromEnvironment(queueURL: queueURL, wireProtocol: nil),
-                               httpClient: HTTPClient.shared, logger: Logger(label: "drain"))
+        let client = SQSClient(
+            configuration: try SQSConfiguration.fromEnvironment(queueURL: queueURL, wireProtocol: nil),
+            httpClient: HTTPClient.shared, logger: Logger(label: "drain"))
         let started = ContinuousClock.now
         let drained = try await withThrowingTaskGroup(of: Int.self) { group in
             for _ in 0..<pollers {
@@ -18,7 +19,9 @@ enum DrainBenchmark {
                     while true {
                         let messages = try await client.receive(maximum: 10, waitSeconds: 2, visibilityTimeout: 60)
                         if messages.isEmpty { return count }
-                        let entries = messages.enumerated().map { SQSBatchEntry(id: String($0.offset), receiptHandle: $0.element.receiptHandle) }
+                        let entries = messages.enumerated().map {
+                            SQSBatchEntry(id: String($0.offset), receiptHandle: $0.element.receiptHandle)
+                        }
                         let failures = try await client.deleteBatch(entries)
                         count += messages.count - failures.count
                     }

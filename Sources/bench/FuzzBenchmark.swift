@@ -37,7 +37,9 @@ enum FuzzBenchmark {
             count += 1
             bytes += input.body.count
         }
-        print("fuzz validator: seed \(seed), \(seconds) s: \(count) inputs (\(bytes / 1_048_576) MiB), \(count / max(seconds, 1)) inputs/s, no crash")
+        print(
+            "fuzz validator: seed \(seed), \(seconds) s: \(count) inputs (\(bytes / 1_048_576) MiB), \(count / max(seconds, 1)) inputs/s, no crash"
+        )
         print("slowest input: #\(slowest.index) (\(slowest.kind)), \(String(format: "%.2f", slowest.duration / .milliseconds(1))) ms")
         print("\n| outcome | inputs |\n|---|---|")
         for (outcome, number) in reasons.sorted(by: { $0.value > $1.value }) { print("| \(outcome) | \(number) |") }

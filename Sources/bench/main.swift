@@ -18,11 +18,13 @@ do {
     case "fuzz" where arguments.count == 4 && arguments[1] == "validator":
         FuzzBenchmark.validator(seconds: Int(arguments[2]) ?? 60, seed: UInt64(arguments[3]) ?? 1)
     case "fuzz" where arguments.count == 6 && arguments[1] == "write":
-        try FuzzBenchmark.write(count: Int(arguments[2]) ?? 10_000, seed: UInt64(arguments[3]) ?? 1,
-                                channel: arguments[4] == "sqs" ? .sqs : .jsonLines, path: arguments[5])
+        try FuzzBenchmark.write(
+            count: Int(arguments[2]) ?? 10_000, seed: UInt64(arguments[3]) ?? 1,
+            channel: arguments[4] == "sqs" ? .sqs : .jsonLines, path: arguments[5])
     default:
-        print("usage: bench crypto [seconds] | bench drain QUEUE_URL [pollers] | bench fuzz validator SECONDS SEED"
-              + " | bench fuzz write COUNT SEED jsonl|sqs FILE")
+        print(
+            "usage: bench crypto [seconds] | bench drain QUEUE_URL [pollers] | bench fuzz validator SECONDS SEED"
+                + " | bench fuzz write COUNT SEED jsonl|sqs FILE")
         exit(2)
     }
 } catch {

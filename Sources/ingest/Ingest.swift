@@ -36,9 +36,11 @@ struct Migrate: ToolCommand {
         let logger = makeLogger()
         let connection = try await PostgresConnection.connect(database.conninfo, applicationName: "ingest-migrate", logger: logger)
         let applied = try await Schema.migrate(connection, logger: logger)
-        printSummary(json: output.json, ["applied": applied, "schema_version": Schema.latestVersion],
-                     text: applied.isEmpty ? "schema is up to date (version \(Schema.latestVersion))"
-                         : "applied migrations \(applied.map(String.init).joined(separator: ", ")); schema version \(Schema.latestVersion)")
+        printSummary(
+            json: output.json, ["applied": applied, "schema_version": Schema.latestVersion],
+            text: applied.isEmpty
+                ? "schema is up to date (version \(Schema.latestVersion))"
+                : "applied migrations \(applied.map(String.init).joined(separator: ", ")); schema version \(Schema.latestVersion)")
     }
 }
 

@@ -32,8 +32,9 @@ struct Run: ToolCommand {
     @Option(help: ArgumentHelp("SQS queue URL ($QUEUE_URL).", valueName: "url"))
     var queueURL: String?
 
-    @Option(help: ArgumentHelp("Read message bodies from a JSONL file instead of SQS ($INGEST_FROM_FILE).", valueName: "file"),
-            completion: .file())
+    @Option(
+        help: ArgumentHelp("Read message bodies from a JSONL file instead of SQS ($INGEST_FROM_FILE).", valueName: "file"),
+        completion: .file())
     var fromFile: String?
 
     @Option(help: ArgumentHelp("With --from-file: the send time to date rows with, ISO 8601 (default: now).", valueName: "time"))
@@ -51,9 +52,10 @@ struct Run: ToolCommand {
     @Option(help: ArgumentHelp("Messages per transaction ($INGEST_BATCH_SIZE, else 1000).", valueName: "messages"))
     var batchSize: Int?
 
-    @Option(help: ArgumentHelp(
-        "Bytes of message bodies in flight at most, received, queued or being written ($INGEST_MAX_INFLIGHT_BYTES, else 16777216): bounds memory with large bodies.",
-        valueName: "bytes"))
+    @Option(
+        help: ArgumentHelp(
+            "Bytes of message bodies in flight at most, received, queued or being written ($INGEST_MAX_INFLIGHT_BYTES, else 16777216): bounds memory with large bodies.",
+            valueName: "bytes"))
     var maxInflightBytes: Int?
 
     @Option(help: ArgumentHelp("Stop after this many messages ($INGEST_MAX_MESSAGES).", valueName: "messages"))
@@ -68,22 +70,31 @@ struct Run: ToolCommand {
     @Option(help: ArgumentHelp("SQS long-poll wait, 0…20 ($INGEST_WAIT_SECONDS, else 20; 2 with --until-empty).", valueName: "seconds"))
     var waitSeconds: Int?
 
-    @Option(help: ArgumentHelp("Deliveries after which a message is quarantined instead of retried ($INGEST_MAX_RECEIVE_COUNT, else 10).",
-                               valueName: "deliveries"))
+    @Option(
+        help: ArgumentHelp(
+            "Deliveries after which a message is quarantined instead of retried ($INGEST_MAX_RECEIVE_COUNT, else 10).",
+            valueName: "deliveries"))
     var maxReceiveCount: Int?
 
     @Option(help: "SQS wire protocol ($SQS_PROTOCOL, else auto: JSON, then query).")
     var sqsProtocol: WireProtocolChoice?
 
-    @Flag(help: "Allow an http:// SQS endpoint on a host other than this machine ($INGEST_ALLOW_INSECURE_ENDPOINT=1): for emulators on a trusted network only.")
+    @Flag(
+        help:
+            "Allow an http:// SQS endpoint on a host other than this machine ($INGEST_ALLOW_INSECURE_ENDPOINT=1): for emulators on a trusted network only."
+    )
     var allowInsecureEndpoint = false
 
-    @Option(help: ArgumentHelp("Interval between checks of the key files for a rotation ($INGEST_KEY_RELOAD_SECONDS, else 10; SIGHUP checks at once).",
-                               valueName: "seconds"))
+    @Option(
+        help: ArgumentHelp(
+            "Interval between checks of the key files for a rotation ($INGEST_KEY_RELOAD_SECONDS, else 10; SIGHUP checks at once).",
+            valueName: "seconds"))
     var keyReloadSeconds: Double?
 
-    @Option(help: ArgumentHelp("How long to keep waiting, unready, for PostgreSQL, the schema and the key registry at start before giving up with exit 75 ($INGEST_STARTUP_TIMEOUT, else 0: wait for good).",
-                               valueName: "seconds"))
+    @Option(
+        help: ArgumentHelp(
+            "How long to keep waiting, unready, for PostgreSQL, the schema and the key registry at start before giving up with exit 75 ($INGEST_STARTUP_TIMEOUT, else 0: wait for good).",
+            valueName: "seconds"))
     var startupTimeout: Double?
 
     @Option(help: ArgumentHelp("Serve /metrics and /health on this port ($INGEST_HTTP_PORT; else off).", valueName: "port"))
@@ -92,8 +103,10 @@ struct Run: ToolCommand {
     @Option(help: ArgumentHelp("Address for /metrics and /health ($INGEST_HTTP_HOST, else 0.0.0.0).", valueName: "address"))
     var httpHost: String?
 
-    @Option(help: ArgumentHelp("Encryptions per data key before rotation ($INGEST_DATA_KEY_MAX_ENCRYPTIONS, else 16777216).",
-                               valueName: "encryptions"))
+    @Option(
+        help: ArgumentHelp(
+            "Encryptions per data key before rotation ($INGEST_DATA_KEY_MAX_ENCRYPTIONS, else 16777216).",
+            valueName: "encryptions"))
     var dataKeyMaxEncryptions: Int?
 
     @Option(help: ArgumentHelp("Age of a data key at which it is rotated ($INGEST_DATA_KEY_MAX_HOURS, else 24).", valueName: "hours"))
@@ -114,16 +127,18 @@ struct Run: ToolCommand {
             }
             source = .file(path: file, sentTimestamp: Int64(sent.timeIntervalSince1970 * 1000))
         } else if let queue {
-            let choice = try sqsProtocol ?? EnvironmentFallback.string(nil, "SQS_PROTOCOL").map { name in
-                guard let choice = WireProtocolChoice(rawValue: name) else {
-                    throw ValidationError("SQS_PROTOCOL=\(name) is not json, query or auto")
-                }
-                return choice
-            } ?? .auto
+            let choice =
+                try sqsProtocol ?? EnvironmentFallback.string(nil, "SQS_PROTOCOL").map { name in
+                    guard let choice = WireProtocolChoice(rawValue: name) else {
+                        throw ValidationError("SQS_PROTOCOL=\(name) is not json, query or auto")
+                    }
+                    return choice
+                } ?? .auto
             do {
-                source = .sqs(try SQSConfiguration.fromEnvironment(
-                    queueURL: queue, wireProtocol: choice.wireProtocol,
-                    allowInsecureEndpoint: EnvironmentFallback.flag(allowInsecureEndpoint, "INGEST_ALLOW_INSECURE_ENDPOINT")))
+                source = .sqs(
+                    try SQSConfiguration.fromEnvironment(
+                        queueURL: queue, wireProtocol: choice.wireProtocol,
+                        allowInsecureEndpoint: EnvironmentFallback.flag(allowInsecureEndpoint, "INGEST_ALLOW_INSECURE_ENDPOINT")))
             } catch let error as SQSError {
                 throw OperatorError(error.description, exitCode: ExitStatus.configuration)
             }
@@ -152,12 +167,14 @@ struct Run: ToolCommand {
         configuration.startupTimeout = startup > 0 ? .milliseconds(Int64(startup * 1000)) : nil
         configuration.dataKeyPolicy.maximumAge = .seconds(hours * 3600)
         guard (1...64).contains(configuration.pollers), (1...32).contains(configuration.writers),
-              (1...10_000).contains(configuration.batchSize), (1...43_200).contains(configuration.visibilityTimeout),
-              (1 << 20...1 << 34).contains(configuration.maximumInflightBytes),
-              (0...20).contains(configuration.waitSeconds),
-              configuration.maximumReceiveCount >= 1, configuration.dataKeyPolicy.maximumEncryptions >= 1, hours > 0 else {
-            throw ValidationError("out of range: pollers 1…64, writers 1…32, batch size 1…10000, visibility timeout 1…43200 s, wait 0…20 s, in-flight bytes 1 MiB…16 GiB, "
-                                  + "max receive count ≥ 1, data key limits > 0")
+            (1...10_000).contains(configuration.batchSize), (1...43_200).contains(configuration.visibilityTimeout),
+            (1 << 20...1 << 34).contains(configuration.maximumInflightBytes),
+            (0...20).contains(configuration.waitSeconds),
+            configuration.maximumReceiveCount >= 1, configuration.dataKeyPolicy.maximumEncryptions >= 1, hours > 0
+        else {
+            throw ValidationError(
+                "out of range: pollers 1…64, writers 1…32, batch size 1…10000, visibility timeout 1…43200 s, wait 0…20 s, in-flight bytes 1 MiB…16 GiB, "
+                    + "max receive count ≥ 1, data key limits > 0")
         }
         return configuration
     }
@@ -166,7 +183,8 @@ struct Run: ToolCommand {
         MemoryTuning.apply()
         let logger = makeLogger()
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        MetricsSystem.bootstrap(DescribedPrometheusFactory(registry: registry))
+        Gauge(label: "ingest_build_info", dimensions: [("version", BuildInfo.version), ("revision", BuildInfo.revision)]).record(1)
         let service = IngestService(configuration: try configuration(), logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)
@@ -175,7 +193,8 @@ struct Run: ToolCommand {
         if port > 0 {
             guard port < 65_536 else { throw ValidationError("--http-port must be 1…65535") }
             let host = EnvironmentFallback.string(httpHost, "INGEST_HTTP_HOST") ?? "0.0.0.0"
-            services.append(.init(service: HTTPEndpoint(host: host, port: port, registry: registry, health: service.health, logger: logger)))
+            services.append(
+                .init(service: HTTPEndpoint(host: host, port: port, registry: registry, health: service.health, logger: logger)))
         }
         var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // Past this, shutdown stops waiting and cancels; messages not yet

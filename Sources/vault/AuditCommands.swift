@@ -35,12 +35,18 @@ struct Audit: AsyncParsableCommand {
             let connection = try await connectDatabase(database)
             for entry in try await AuditLog.entries(since: since.flatMap { PointInTime.parse($0) }, limit: limit, on: connection) {
                 if json {
-                    print(jsonLine(["seq": entry.sequence, "at": entry.at, "os_user": entry.osUser, "db_role": entry.databaseRole,
-                                    "action": entry.action, "subject": entry.subject, "reason": entry.reason,
-                                    "outcome": entry.outcome, "hash": Hex.encode(entry.hash)]))
+                    print(
+                        jsonLine([
+                            "seq": entry.sequence, "at": entry.at, "os_user": entry.osUser, "db_role": entry.databaseRole,
+                            "action": entry.action, "subject": entry.subject, "reason": entry.reason,
+                            "outcome": entry.outcome, "hash": Hex.encode(entry.hash),
+                        ]))
                 } else {
-                    print([String(entry.sequence), entry.at, "\(entry.osUser)/\(entry.databaseRole)", entry.action, entry.outcome,
-                           entry.subject, entry.reason].map(SafeText.escaped).joined(separator: "\t"))
+                    print(
+                        [
+                            String(entry.sequence), entry.at, "\(entry.osUser)/\(entry.databaseRole)", entry.action, entry.outcome,
+                            entry.subject, entry.reason,
+                        ].map(SafeText.escaped).joined(separator: "\t"))
                 }
             }
         }
@@ -54,8 +60,10 @@ struct Audit: AsyncParsableCommand {
                 database's owners cannot change (e.g. object storage with a retention lock) and pass it back with --head.
                 """)
 
-        @Option(help: ArgumentHelp("A head printed by an earlier verify: the log must still contain that row, unchanged.",
-                                   valueName: "seq:hash"))
+        @Option(
+            help: ArgumentHelp(
+                "A head printed by an earlier verify: the log must still contain that row, unchanged.",
+                valueName: "seq:hash"))
         var head: String?
 
         @OptionGroup var output: JSONOption
@@ -82,10 +90,15 @@ struct Audit: AsyncParsableCommand {
             switch try await AuditLog.verify(keys: keyring, recordedHead: head.flatMap(Self.parseHead), on: connection) {
             case .intact(let rows, let authenticated, let sequence, let hash):
                 let unauthenticated = rows - authenticated
-                printSummary(json: output.json, [
-                    "intact": true, "rows": rows, "authenticated": authenticated, "head": "\(sequence):\(Hex.encode(hash))",
-                    "checked_head": head ?? NSNull(),
-                ], text: "audit log intact: \(rows) rows\(unauthenticated > 0 ? " (\(unauthenticated) before migration 4, vouched for by the anchor)" : ""), head \(sequence):\(Hex.encode(hash))")
+                printSummary(
+                    json: output.json,
+                    [
+                        "intact": true, "rows": rows, "authenticated": authenticated, "head": "\(sequence):\(Hex.encode(hash))",
+                        "checked_head": head ?? NSNull(),
+                    ],
+                    text:
+                        "audit log intact: \(rows) rows\(unauthenticated > 0 ? " (\(unauthenticated) before migration 4, vouched for by the anchor)" : ""), head \(sequence):\(Hex.encode(hash))"
+                )
             case .broken(let sequence, let problem):
                 if output.json { printSummary(json: true, ["intact": false, "broken_at": sequence, "problem": problem], text: "") }
                 throw OperatorError("audit log broken at sequence \(sequence): \(problem)", exitCode: ExitStatus.integrity)

@@ -66,18 +66,21 @@ struct Keys: AsyncParsableCommand {
                 registered = try await KeyAdministration.register(
                     store: store, reason: "vault keys init", actor: try AuditActor.current(store: store), connection: connection)
             }
-            printSummary(json: output.json, [
-                "directory": store.directory, "registered": registered,
-                "files": [store.tokenizationPath, store.recoveryPublicPath, store.recoveryPrivatePath, store.auditKeyPath],
-            ], text: """
-                Created a key set in \(store.directory):
-                  \(store.tokenizationPath)     tokenization key v1 (secret: ingest and vault)
-                  \(store.recoveryPublicPath)   recovery public key v1 (ingest and vault)
-                  \(store.recoveryPrivatePath)  recovery private key v1, passphrase-sealed (compliance machines only)
-                  \(store.auditKeyPath)        audit key v1 (secret: vault only)
-                \(offline ? "not registered (--offline): run `vault keys register --reason …` where the database is reachable"
+            printSummary(
+                json: output.json,
+                [
+                    "directory": store.directory, "registered": registered,
+                    "files": [store.tokenizationPath, store.recoveryPublicPath, store.recoveryPrivatePath, store.auditKeyPath],
+                ],
+                text: """
+                    Created a key set in \(store.directory):
+                      \(store.tokenizationPath)     tokenization key v1 (secret: ingest and vault)
+                      \(store.recoveryPublicPath)   recovery public key v1 (ingest and vault)
+                      \(store.recoveryPrivatePath)  recovery private key v1, passphrase-sealed (compliance machines only)
+                      \(store.auditKeyPath)        audit key v1 (secret: vault only)
+                    \(offline ? "not registered (--offline): run `vault keys register --reason …` where the database is reachable"
                            : "registered in the database: \(registered.joined(separator: ", "))")
-                """)
+                    """)
         }
     }
 
@@ -93,10 +96,12 @@ struct Keys: AsyncParsableCommand {
 
         func execute() async throws {
             let session = try await AuditedSession.open(keys, database)
-            let added = try await KeyAdministration.register(store: session.store, reason: reason.text, actor: session.actor,
-                                                             connection: session.connection)
-            printSummary(json: output.json, ["registered": added],
-                         text: added.isEmpty ? "every key version was already registered" : "registered \(added.joined(separator: ", "))")
+            let added = try await KeyAdministration.register(
+                store: session.store, reason: reason.text, actor: session.actor,
+                connection: session.connection)
+            printSummary(
+                json: output.json, ["registered": added],
+                text: added.isEmpty ? "every key version was already registered" : "registered \(added.joined(separator: ", "))")
         }
     }
 
@@ -111,46 +116,58 @@ struct Keys: AsyncParsableCommand {
 
         func execute() async throws {
             let connection = try await connectDatabase(database)
-            let inventory = try await KeyAdministration.inventory(store: KeyStore(directory: keys.resolvedKeysDirectory), connection: connection)
+            let inventory = try await KeyAdministration.inventory(
+                store: KeyStore(directory: keys.resolvedKeysDirectory), connection: connection)
             if json {
-                print(jsonLine([
-                    "tokenization": inventory.tokenization.map {
-                        ["version": $0.version, "state": $0.state, "created_at": $0.createdAt ?? NSNull(), "vault_entries": $0.vaultEntries,
-                         "erased_entries": $0.erasedEntries, "ip_rows": $0.ipRows, "device_rows": $0.deviceRows,
-                         "registration": $0.registration.rawValue] as [String: Any]
-                    },
-                    "recovery": inventory.recovery.map {
-                        ["version": $0.version, "state": $0.state, "created_at": $0.createdAt ?? NSNull(),
-                         "private_key_present": $0.privateKeyPresent, "data_keys": $0.dataKeys, "data_keys_in_use": $0.dataKeysInUse,
-                         "vault_entries": $0.vaultEntries, "quarantined": $0.quarantined,
-                         "registration": $0.registration.rawValue] as [String: Any]
-                    },
-                    "data_keys": ["total": inventory.dataKeys, "in_use": inventory.dataKeysInUse],
-                    "entries_without_data_key": inventory.entriesWithoutDataKey,
-                ]))
+                print(
+                    jsonLine([
+                        "tokenization": inventory.tokenization.map {
+                            [
+                                "version": $0.version, "state": $0.state, "created_at": $0.createdAt ?? NSNull(),
+                                "vault_entries": $0.vaultEntries,
+                                "erased_entries": $0.erasedEntries, "ip_rows": $0.ipRows, "device_rows": $0.deviceRows,
+                                "registration": $0.registration.rawValue,
+                            ] as [String: Any]
+                        },
+                        "recovery": inventory.recovery.map {
+                            [
+                                "version": $0.version, "state": $0.state, "created_at": $0.createdAt ?? NSNull(),
+                                "private_key_present": $0.privateKeyPresent, "data_keys": $0.dataKeys, "data_keys_in_use": $0.dataKeysInUse,
+                                "vault_entries": $0.vaultEntries, "quarantined": $0.quarantined,
+                                "registration": $0.registration.rawValue,
+                            ] as [String: Any]
+                        },
+                        "data_keys": ["total": inventory.dataKeys, "in_use": inventory.dataKeysInUse],
+                        "entries_without_data_key": inventory.entriesWithoutDataKey,
+                    ]))
                 return
             }
             print("tokenization keys")
             for key in inventory.tokenization {
-                print("  v\(key.version)  \(key.state.padding(toLength: 12, withPad: " ", startingAt: 0))  created \(key.createdAt ?? "?")  "
-                      + "\(key.registration.rawValue)  vault entries \(key.vaultEntries) (+\(key.erasedEntries) erased), "
-                      + "rows: ip \(key.ipRows), device_id \(key.deviceRows)")
+                print(
+                    "  v\(key.version)  \(key.state.padding(toLength: 12, withPad: " ", startingAt: 0))  created \(key.createdAt ?? "?")  "
+                        + "\(key.registration.rawValue)  vault entries \(key.vaultEntries) (+\(key.erasedEntries) erased), "
+                        + "rows: ip \(key.ipRows), device_id \(key.deviceRows)")
             }
             print("recovery keys")
             for key in inventory.recovery {
-                print("  v\(key.version)  \(key.state.padding(toLength: 12, withPad: " ", startingAt: 0))  created \(key.createdAt ?? "?")  "
-                      + "\(key.registration.rawValue)  private key \(key.privateKeyPresent ? "here" : "not here"), "
-                      + "data keys \(key.dataKeys) (\(key.dataKeysInUse) in use), "
-                      + "protecting \(key.vaultEntries) vault entries and \(key.quarantined) quarantined messages")
+                print(
+                    "  v\(key.version)  \(key.state.padding(toLength: 12, withPad: " ", startingAt: 0))  created \(key.createdAt ?? "?")  "
+                        + "\(key.registration.rawValue)  private key \(key.privateKeyPresent ? "here" : "not here"), "
+                        + "data keys \(key.dataKeys) (\(key.dataKeysInUse) in use), "
+                        + "protecting \(key.vaultEntries) vault entries and \(key.quarantined) quarantined messages")
             }
             print("data keys: \(inventory.dataKeys) (\(inventory.dataKeysInUse) in use by ingest)")
             if inventory.entriesWithoutDataKey > 0 {
                 print("WARNING: \(inventory.entriesWithoutDataKey) vault entries have no data key row: they cannot be recovered")
             }
-            let mismatched = inventory.tokenization.filter { $0.registration == .mismatch }.map { "tokenization v\($0.version)" }
+            let mismatched =
+                inventory.tokenization.filter { $0.registration == .mismatch }.map { "tokenization v\($0.version)" }
                 + inventory.recovery.filter { $0.registration == .mismatch }.map { "recovery v\($0.version)" }
             if !mismatched.isEmpty {
-                print("WARNING: \(mismatched.joined(separator: ", ")) in the key files differ from the registered keys: a key file was swapped")
+                print(
+                    "WARNING: \(mismatched.joined(separator: ", ")) in the key files differ from the registered keys: a key file was swapped"
+                )
             }
         }
     }
@@ -193,14 +210,16 @@ struct Keys: AsyncParsableCommand {
                 next = "distribute \(store.tokenizationPath) to ingest, then run `vault retokenize`"
             case .recovery:
                 let actor = try AuditActor.current(store: store)
-                let secret = try PassphraseSource(file: passphrase.passphraseFile).read(prompt: "Passphrase for the recovery private keys: ")
+                let secret = try PassphraseSource(file: passphrase.passphraseFile).read(
+                    prompt: "Passphrase for the recovery private keys: ")
                 version = try await KeyAdministration.rotateRecovery(
                     store: store, passphrase: secret, parameters: .init(n: 1 << UInt64(scryptLogN), r: 8, p: 1), reason: reason.text,
                     actor: actor, connection: connection)
                 next = "distribute \(store.recoveryPublicPath) to ingest, then run `vault rewrap`"
             }
-            printSummary(json: output.json, ["kind": kind.rawValue, "active_version": version],
-                         text: "\(kind.rawValue) key v\(version) is active; \(next)")
+            printSummary(
+                json: output.json, ["kind": kind.rawValue, "active_version": version],
+                text: "\(kind.rawValue) key v\(version) is active; \(next)")
         }
     }
 
@@ -226,7 +245,9 @@ struct Keys: AsyncParsableCommand {
         @OptionGroup var passphrase: PassphraseOptions
 
         func validate() throws {
-            guard (tokenization == nil) != (recovery == nil) else { throw ValidationError("give exactly one of --tokenization N or --recovery N") }
+            guard (tokenization == nil) != (recovery == nil) else {
+                throw ValidationError("give exactly one of --tokenization N or --recovery N")
+            }
         }
 
         func execute() async throws {
@@ -236,16 +257,20 @@ struct Keys: AsyncParsableCommand {
             let version = tokenization ?? recovery!
             if !dryRun { try confirmation.confirm("This deletes \(kind) key v\(version)\(recovery != nil ? " and its private key" : "")") }
             if tokenization != nil {
-                try await KeyAdministration.retireTokenization(version: version, store: store, dryRun: dryRun, reason: reason.text,
-                                                               actor: session.actor, connection: session.connection)
+                try await KeyAdministration.retireTokenization(
+                    version: version, store: store, dryRun: dryRun, reason: reason.text,
+                    actor: session.actor, connection: session.connection)
             } else {
-                try await KeyAdministration.retireRecovery(version: version, store: store, keyring: passphrase.recoveryKeyring(keys),
-                                                           dryRun: dryRun, reason: reason.text, actor: session.actor,
-                                                           connection: session.connection)
+                try await KeyAdministration.retireRecovery(
+                    version: version, store: store, keyring: passphrase.recoveryKeyring(keys),
+                    dryRun: dryRun, reason: reason.text, actor: session.actor,
+                    connection: session.connection)
             }
-            printSummary(json: output.json, ["kind": kind, "version": version, "dry_run": dryRun, "retired": !dryRun],
-                         text: dryRun ? "\(kind) key v\(version) can be retired: nothing depends on it"
-                                      : "\(kind) key v\(version) retired; its key material is gone from the key files")
+            printSummary(
+                json: output.json, ["kind": kind, "version": version, "dry_run": dryRun, "retired": !dryRun],
+                text: dryRun
+                    ? "\(kind) key v\(version) can be retired: nothing depends on it"
+                    : "\(kind) key v\(version) retired; its key material is gone from the key files")
         }
     }
 }

@@ -8,9 +8,10 @@ import VaultAdmin
 import VaultCrypto
 
 struct PassphraseOptions: ParsableArguments {
-    @Option(help: ArgumentHelp(
-        "File holding the recovery-key passphrase (default: $VAULT_PASSPHRASE_FILE, else a no-echo prompt on the terminal).",
-        valueName: "file"), completion: .file())
+    @Option(
+        help: ArgumentHelp(
+            "File holding the recovery-key passphrase (default: $VAULT_PASSPHRASE_FILE, else a no-echo prompt on the terminal).",
+            valueName: "file"), completion: .file())
     var passphraseFile: String?
 
     func recoveryKeyring(_ keys: KeyOptions) -> RecoveryKeyring {
@@ -29,7 +30,8 @@ struct ReasonOption: ParsableArguments {
         guard !trimmed.isEmpty else { throw ValidationError("--reason must not be empty: say why (e.g. a ticket number)") }
         guard trimmed.count <= 500 else { throw ValidationError("--reason is longer than 500 characters") }
         if let position = SafeText.firstHidden(in: trimmed) {
-            throw ValidationError("""
+            throw ValidationError(
+                """
                 --reason has a control or invisible formatting character (such as a bidirectional override) at character \
                 \(position); the audit log takes plain text only
                 """)

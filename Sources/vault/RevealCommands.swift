@@ -44,15 +44,18 @@ struct Recover: ToolCommand {
         let session = try await AuditedSession.open(keys, database, needsPrivateKeys: true)
         let keyring = passphrase.recoveryKeyring(keys)
         let reader = VaultReader(tokenization: try session.store.tokenizationKeyring(), privateKey: keyring.privateKey(version:))
-        let outcomes = try await Recovery.recover(tokens, reason: reason.text, reader: reader, actor: session.actor,
-                                                  connection: session.connection)
+        let outcomes = try await Recovery.recover(
+            tokens, reason: reason.text, reader: reader, actor: session.actor,
+            connection: session.connection)
         for outcome in outcomes {
             if let line = render(outcome, single: token != nil) { print(line) }
         }
         if timing {
             let total = ContinuousClock.now - started
-            FileHandle.standardError.write(Data(
-                "vault: timing: \(tokens.count) tokens; passphrase KDF \(Int(keyring.unlockDuration / .milliseconds(1))) ms; everything else \(Int((total - keyring.unlockDuration) / .milliseconds(1))) ms\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    "vault: timing: \(tokens.count) tokens; passphrase KDF \(Int(keyring.unlockDuration / .milliseconds(1))) ms; everything else \(Int((total - keyring.unlockDuration) / .milliseconds(1))) ms\n"
+                        .utf8))
         }
         let failures = outcomes.compactMap { outcome -> RecoveryError? in
             if case .failure(let error) = outcome.result { return error }
@@ -71,14 +74,18 @@ struct Recover: ToolCommand {
         switch outcome.result {
         case .success(let value):
             if json {
-                return jsonLine(["token": value.token, "field": value.field.rawValue, "value": value.value,
-                                 "key_version": value.tokenKeyVersion, "data_key_id": value.dataKeyID,
-                                 "recovery_key_version": value.recoveryKeyVersion, "audit_seq": outcome.auditSequence])
+                return jsonLine([
+                    "token": value.token, "field": value.field.rawValue, "value": value.value,
+                    "key_version": value.tokenKeyVersion, "data_key_id": value.dataKeyID,
+                    "recovery_key_version": value.recoveryKeyVersion, "audit_seq": outcome.auditSequence,
+                ])
             }
             return single ? value.value : "\(value.token)\t\(value.value)"
         case .failure(let error):
             if json {
-                return jsonLine(["token": shown, "error": error.kind.rawValue, "message": error.message, "audit_seq": outcome.auditSequence])
+                return jsonLine([
+                    "token": shown, "error": error.kind.rawValue, "message": error.message, "audit_seq": outcome.auditSequence,
+                ])
             }
             return single ? nil : "\(shown is NSNull ? "-" : outcome.token)\terror: \(error.message)"
         }
@@ -122,11 +129,16 @@ struct Lookup: ToolCommand {
         let keyring = try session.store.tokenizationKeyring()
         let reader = VaultReader(tokenization: keyring, privateKey: passphrase.recoveryKeyring(keys).privateKey(version:))
         let (matches, sequence) = try await VaultAdmin.Lookup.lookup(
-            text, field: value.field, reason: reason.text, keyring: keyring, reader: reader, actor: session.actor, connection: session.connection)
+            text, field: value.field, reason: reason.text, keyring: keyring, reader: reader, actor: session.actor,
+            connection: session.connection)
         if json {
-            print(jsonLine(["audit_seq": sequence, "matches": matches.map {
-                ["key_version": $0.keyVersion, "token": $0.token, "rows": $0.rows, "vault": $0.vault] as [String: Any]
-            }]))
+            print(
+                jsonLine([
+                    "audit_seq": sequence,
+                    "matches": matches.map {
+                        ["key_version": $0.keyVersion, "token": $0.token, "rows": $0.rows, "vault": $0.vault] as [String: Any]
+                    },
+                ]))
         } else {
             for match in matches {
                 print("v\(match.keyVersion)\t\(match.token)\t\(match.rows) rows\tvault: \(match.vault)")
@@ -180,17 +192,25 @@ struct Forget: ToolCommand {
         }
         if let malformed = tokens.first(where: { Token.parse($0) == nil }) { throw RecoveryError.malformed(malformed) }
         if !dryRun { try confirmation.confirm("This erases the originals behind \(tokens.count) token\(tokens.count == 1 ? "" : "s")") }
-        let erasures = try await VaultAdmin.Forget.forget(tokens, reason: reason.text, dryRun: dryRun, actor: session.actor,
-                                                           connection: session.connection)
+        let erasures = try await VaultAdmin.Forget.forget(
+            tokens, reason: reason.text, dryRun: dryRun, actor: session.actor,
+            connection: session.connection)
         let erased = erasures.filter { $0.outcome == .erased }.count
-        printSummary(json: output.json, [
-            "dry_run": dryRun, "erased": erased,
-            "tokens": erasures.map { ["token": $0.token, "outcome": $0.outcome.rawValue, "audit_seq": $0.auditSequence ?? NSNull()] as [String: Any] },
-        ], text: erasures.map { erasure in
-            let verb = dryRun ? ["erased": "would erase", "already-erased": "already erased", "unknown": "not in the vault"]
-                : ["erased": "erased", "already-erased": "already erased", "unknown": "not in the vault, nothing erased"]
-            return "\(erasure.token)\t\(verb[erasure.outcome.rawValue]!)\(erasure.auditSequence.map { " (audit #\($0))" } ?? "")"
-        }.joined(separator: "\n"))
+        printSummary(
+            json: output.json,
+            [
+                "dry_run": dryRun, "erased": erased,
+                "tokens": erasures.map {
+                    ["token": $0.token, "outcome": $0.outcome.rawValue, "audit_seq": $0.auditSequence ?? NSNull()] as [String: Any]
+                },
+            ],
+            text: erasures.map { erasure in
+                let verb =
+                    dryRun
+                    ? ["erased": "would erase", "already-erased": "already erased", "unknown": "not in the vault"]
+                    : ["erased": "erased", "already-erased": "already erased", "unknown": "not in the vault, nothing erased"]
+                return "\(erasure.token)\t\(verb[erasure.outcome.rawValue]!)\(erasure.auditSequence.map { " (audit #\($0))" } ?? "")"
+            }.joined(separator: "\n"))
         if !dryRun, erasures.allSatisfy({ $0.outcome == .unknown }) {
             throw OperatorError("none of the tokens is in the vault; nothing was erased", exitCode: ExitStatus.failure)
         }

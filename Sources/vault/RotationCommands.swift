@@ -28,16 +28,20 @@ struct Rewrap: ToolCommand {
         let (reason, dryRun) = (reason.text, dryRun)
         nonisolated(unsafe) let keyringForJob = keyring
         let summary = try await Interruptible.run {
-            try await VaultAdmin.Rewrap.run(store: session.store, keyring: keyringForJob, dryRun: dryRun, reason: reason, actor: session.actor,
-                                            connection: session.connection, logger: jobLogger())
+            try await VaultAdmin.Rewrap.run(
+                store: session.store, keyring: keyringForJob, dryRun: dryRun, reason: reason, actor: session.actor,
+                connection: session.connection, logger: jobLogger())
         }
         let pending = summary.pending.sorted { $0.key < $1.key }.map { "v\($0.key): \($0.value)" }.joined(separator: ", ")
-        printSummary(json: output.json, [
-            "dry_run": dryRun, "target_version": summary.target, "rewrapped": summary.rewrapped,
-            "pending_by_version": Dictionary(uniqueKeysWithValues: summary.pending.map { (String($0.key), $0.value) }),
-        ], text: dryRun
-            ? "would re-wrap \(summary.pending.values.reduce(0, +)) data keys to recovery v\(summary.target)\(pending.isEmpty ? "" : " (\(pending))")"
-            : "re-wrapped \(summary.rewrapped) data keys to recovery v\(summary.target)\(pending.isEmpty ? "" : " (were \(pending))")")
+        printSummary(
+            json: output.json,
+            [
+                "dry_run": dryRun, "target_version": summary.target, "rewrapped": summary.rewrapped,
+                "pending_by_version": Dictionary(uniqueKeysWithValues: summary.pending.map { (String($0.key), $0.value) }),
+            ],
+            text: dryRun
+                ? "would re-wrap \(summary.pending.values.reduce(0, +)) data keys to recovery v\(summary.target)\(pending.isEmpty ? "" : " (\(pending))")"
+                : "re-wrapped \(summary.rewrapped) data keys to recovery v\(summary.target)\(pending.isEmpty ? "" : " (were \(pending))")")
     }
 }
 
@@ -81,20 +85,26 @@ struct Retokenize: ToolCommand {
         nonisolated(unsafe) let keyring = passphrase.recoveryKeyring(keys)
         let summary = try await Interruptible.run { [options] in
             try await VaultAdmin.Retokenize.run(
-                store: session.store, keyring: keyring, options: options, reason: reason, actor: session.actor, connection: session.connection,
+                store: session.store, keyring: keyring, options: options, reason: reason, actor: session.actor,
+                connection: session.connection,
                 connect: { try await PostgresConnection.connect(conninfo, applicationName: "vault", logger: logger) }, logger: logger)
         }
         let pending = summary.pending.sorted { $0.key < $1.key }.map { "v\($0.key): \($0.value)" }.joined(separator: ", ")
-        printSummary(json: output.json, [
-            "dry_run": dryRun, "target_version": summary.target, "passes": summary.passes, "moved_entries": summary.movedEntries,
-            "carried_erasures": summary.carriedErasures, "rewritten_rows": summary.rewrittenRows, "dropped_entries": summary.droppedEntries,
-            "remaining_entries": summary.remainingEntries, "remaining_rows": summary.remainingRows,
-            "pending_by_version": Dictionary(uniqueKeysWithValues: summary.pending.map { (String($0.key), $0.value) }),
-        ], text: dryRun
-            ? "would move \(summary.pending.values.reduce(0, +)) vault entries (\(pending.isEmpty ? "none" : pending)) and rewrite \(summary.remainingRows) rows to tokenization v\(summary.target)"
-            : "retokenized to v\(summary.target) in \(summary.passes) pass(es): moved \(summary.movedEntries) entries, "
-                + "carried \(summary.carriedErasures) erasures, rewrote \(summary.rewrittenRows) rows, "
-                + "dropped \(summary.droppedEntries) old entries; left: \(summary.remainingEntries) entries, \(summary.remainingRows) rows")
+        printSummary(
+            json: output.json,
+            [
+                "dry_run": dryRun, "target_version": summary.target, "passes": summary.passes, "moved_entries": summary.movedEntries,
+                "carried_erasures": summary.carriedErasures, "rewritten_rows": summary.rewrittenRows,
+                "dropped_entries": summary.droppedEntries,
+                "remaining_entries": summary.remainingEntries, "remaining_rows": summary.remainingRows,
+                "pending_by_version": Dictionary(uniqueKeysWithValues: summary.pending.map { (String($0.key), $0.value) }),
+            ],
+            text: dryRun
+                ? "would move \(summary.pending.values.reduce(0, +)) vault entries (\(pending.isEmpty ? "none" : pending)) and rewrite \(summary.remainingRows) rows to tokenization v\(summary.target)"
+                : "retokenized to v\(summary.target) in \(summary.passes) pass(es): moved \(summary.movedEntries) entries, "
+                    + "carried \(summary.carriedErasures) erasures, rewrote \(summary.rewrittenRows) rows, "
+                    + "dropped \(summary.droppedEntries) old entries; left: \(summary.remainingEntries) entries, \(summary.remainingRows) rows"
+        )
         if !dryRun, summary.remainingEntries > 0 || summary.remainingRows > 0 {
             throw OperatorError("work is left on older key versions (rows written meanwhile); run it again", exitCode: ExitStatus.tempfail)
         }

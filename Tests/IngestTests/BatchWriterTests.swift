@@ -8,13 +8,15 @@ import Testing
 @Suite("Batch writer against PostgreSQL")
 struct BatchWriterTests {
     func login(_ user: String, ip: String) -> LoginRow {
-        LoginRow(userID: user, deviceType: "ios", maskedIP: ip, maskedDeviceID: "dev_t1_" + String(repeating: "D", count: 43), locale: nil,
-                 appVersion: AppVersion("1.0")!, createDate: "2026-11-29")
+        LoginRow(
+            userID: user, deviceType: "ios", maskedIP: ip, maskedDeviceID: "dev_t1_" + String(repeating: "D", count: 43), locale: nil,
+            appVersion: AppVersion("1.0")!, createDate: "2026-11-29")
     }
 
     func entry(_ token: String, dataKey: String) -> VaultEntryRecord {
-        VaultEntryRecord(token: token, field: .ip, tokenKeyVersion: 1, dataKeyID: dataKey, nonce: Array(repeating: 1, count: 12),
-                         ciphertext: Array(repeating: 2, count: 23))
+        VaultEntryRecord(
+            token: token, field: .ip, tokenKeyVersion: 1, dataKeyID: dataKey, nonce: Array(repeating: 1, count: 12),
+            ciphertext: Array(repeating: 2, count: 23))
     }
 
     @Test("two writers storing the same new token at once: both commit, one vault entry")
@@ -26,9 +28,16 @@ struct BatchWriterTests {
         try await BatchWriter.insertDataKey(id: dataKey, recoveryKeyVersion: 1, wrappedKey: [0], createdBy: "test", on: first)
         let shared = "ip_t1_" + String(repeating: "S", count: 43)
         let items = { (name: String, receipt: UInt8) in
-            [BatchItem(receiptID: Array(repeating: receipt, count: 16),
-                       payload: .login(self.login(name, ip: shared), [self.entry(shared, dataKey: dataKey),
-                                                                       self.entry("ip_t1_" + String(repeating: Character(name), count: 43), dataKey: dataKey)]))]
+            [
+                BatchItem(
+                    receiptID: Array(repeating: receipt, count: 16),
+                    payload: .login(
+                        self.login(name, ip: shared),
+                        [
+                            self.entry(shared, dataKey: dataKey),
+                            self.entry("ip_t1_" + String(repeating: Character(name), count: 43), dataKey: dataKey),
+                        ]))
+            ]
         }
         let firstItems = items("A", 1)
         let secondItems = items("B", 2)
@@ -41,7 +50,8 @@ struct BatchWriterTests {
         let two = try await second.transaction { connection in try BatchWriter.write(secondItems, tokenKeyVersion: 1, on: connection) }
         let oneResult = try await one
         #expect(oneResult.loginRows == 1 && two.loginRows == 1)
-        let counts = try await first.query("""
+        let counts = try await first.query(
+            """
             SELECT (SELECT count(*) FROM vault_entries WHERE token = $1) AS shared, (SELECT count(*) FROM vault_entries) AS entries,
                    (SELECT count(*) FROM user_logins) AS rows
             """, [.text(shared)])[0]
@@ -56,7 +66,9 @@ struct BatchWriterTests {
         let connection = try await TestDatabase.connect(url)
         let receipt = Array(repeating: UInt8(7), count: 16)
         let item = BatchItem(receiptID: receipt, payload: .login(login("u", ip: "ip_t1_" + String(repeating: "Q", count: 43)), []))
-        let first = try await connection.transaction { connection in try BatchWriter.write([item, item], tokenKeyVersion: 1, on: connection) }
+        let first = try await connection.transaction { connection in
+            try BatchWriter.write([item, item], tokenKeyVersion: 1, on: connection)
+        }
         #expect(first.loginRows == 1 && first.written.count == 1)
         let again = try await connection.transaction { connection in try BatchWriter.write([item], tokenKeyVersion: 1, on: connection) }
         #expect(again.loginRows == 0 && again.written.isEmpty)

@@ -1,6 +1,5 @@
 import Foundation
 import HostileInput
-@testable import Ingest
 import Logging
 import Postgres
 import Pseudonymization
@@ -8,6 +7,8 @@ import SQS
 import TestSupport
 import VaultAdmin
 import VaultCrypto
+
+@testable import Ingest
 
 /// The real sample of the queue (100 bodies, one malformed, 29 null locales).
 func sampleBodies() throws -> [String] {
@@ -26,8 +27,9 @@ struct IngestHarness {
 
     static func make(queueAttributes: [String: String] = [:]) async throws -> IngestHarness {
         let keys = try TestKeys.create()
-        return IngestHarness(databaseURL: try await TestDatabase.create(keys: keys), keys: keys, ingestKeys: try keys.ingestKeysDirectory(),
-                             queueURL: try await AWSCLI.createQueue("ingest", attributes: queueAttributes))
+        return IngestHarness(
+            databaseURL: try await TestDatabase.create(keys: keys), keys: keys, ingestKeys: try keys.ingestKeysDirectory(),
+            queueURL: try await AWSCLI.createQueue("ingest", attributes: queueAttributes))
     }
 
     func configuration(_ source: IngestConfiguration.Source? = nil) throws -> IngestConfiguration {
@@ -79,15 +81,19 @@ func generatedBodies(count: Int, seed: UInt64 = 42, repeatEvery: Int = 5) -> [St
             ip = ips[Int.random(in: 0..<ips.count, using: &generator)]
             device = devices[Int.random(in: 0..<devices.count, using: &generator)]
         } else {
-            ip = index % 17 == 3
+            ip =
+                index % 17 == 3
                 ? "2001:db8::\(String(index, radix: 16))"
                 : "\(Int.random(in: 1...223, using: &generator)).\(Int.random(in: 0...255, using: &generator)).\(Int.random(in: 0...255, using: &generator)).\(Int.random(in: 1...254, using: &generator))"
-            device = "\(Int.random(in: 100...999, using: &generator))-\(Int.random(in: 10...99, using: &generator))-\(Int.random(in: 1000...9999, using: &generator))"
+            device =
+                "\(Int.random(in: 100...999, using: &generator))-\(Int.random(in: 10...99, using: &generator))-\(Int.random(in: 1000...9999, using: &generator))"
             ips.append(ip)
             devices.append(device)
         }
         let locale = index % 3 == 0 ? "null" : "\"\(["RU", "PH", "ID", "FR", "US", "BR"][index % 6])\""
-        bodies.append(#"{"user_id": "user-\#(seed)-\#(index)", "app_version": "\#(index % 4).\#(index % 10).\#(index % 7)", "device_type": "\#(index % 2 == 0 ? "android" : "ios")", "ip": "\#(ip)", "locale": \#(locale), "device_id": "\#(device)"}"#)
+        bodies.append(
+            #"{"user_id": "user-\#(seed)-\#(index)", "app_version": "\#(index % 4).\#(index % 10).\#(index % 7)", "device_type": "\#(index % 2 == 0 ? "android" : "ios")", "ip": "\#(ip)", "locale": \#(locale), "device_id": "\#(device)"}"#
+        )
     }
     return bodies
 }

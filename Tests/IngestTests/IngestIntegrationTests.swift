@@ -1,12 +1,13 @@
 import Foundation
 import Logging
-@testable import Ingest
 import Postgres
 import Pseudonymization
 import SQS
 import TestSupport
 import Testing
 import VaultAdmin
+
+@testable import Ingest
 
 @Suite("Ingest against PostgreSQL and the SQS emulator")
 struct IngestIntegrationTests {
@@ -27,8 +28,9 @@ struct IngestIntegrationTests {
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE locale = 'None'") == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM quarantine WHERE reason = 'missing_field'") == 1)
         // The send date, in UTC (the messages were sent moments ago).
-        #expect(try await harness.scalar(
-            "SELECT count(*) FROM user_logins WHERE create_date = (now() AT TIME ZONE 'UTC')::date") == 99)
+        #expect(
+            try await harness.scalar(
+                "SELECT count(*) FROM user_logins WHERE create_date = (now() AT TIME ZONE 'UTC')::date") == 99)
         for (version, code) in [("2.3.0", 2_003_000), ("0.96", 96_000), ("2.0", 2_000_000), ("2.00", 2_000_000)] {
             let users = bodies.filter { $0.contains(#""app_version": "\#(version)""#) }.compactMap { userID(in: $0) }
             #expect(!users.isEmpty)
@@ -42,11 +44,14 @@ struct IngestIntegrationTests {
 
         // Every token decrypts, with the recovery private key, to the original.
         // (Counted, not compared in #expect, so a failure never prints an original.)
-        var checked = 0, mismatches = 0
+        var checked = 0
+        var mismatches = 0
         for body in bodies {
             guard let user = userID(in: body), let ip = field("ip", in: body), let device = field("device_id", in: body) else { continue }
-            let row = try #require(try await connection.query(
-                "SELECT masked_ip, masked_device_id FROM user_logins WHERE user_id = $1", [.text(user)]).first)
+            let row = try #require(
+                try await connection.query(
+                    "SELECT masked_ip, masked_device_id FROM user_logins WHERE user_id = $1", [.text(user)]
+                ).first)
             if try await harness.recover(try row.string("masked_ip")).value != ip { mismatches += 1 }
             if try await harness.recover(try row.string("masked_device_id")).value != device { mismatches += 1 }
             checked += 2
@@ -68,10 +73,12 @@ struct IngestIntegrationTests {
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 198)
         #expect(try await harness.scalar("SELECT count(*) FROM vault_entries") == entries)
         // Each user now has two identical rows.
-        #expect(try await harness.scalar("""
-            SELECT count(*) FROM (SELECT user_id FROM user_logins GROUP BY user_id
-                                  HAVING count(*) = 2 AND count(DISTINCT masked_ip) = 1 AND count(DISTINCT masked_device_id) = 1) AS pairs
-            """) == 99)
+        #expect(
+            try await harness.scalar(
+                """
+                SELECT count(*) FROM (SELECT user_id FROM user_logins GROUP BY user_id
+                                      HAVING count(*) = 2 AND count(DISTINCT masked_ip) = 1 AND count(DISTINCT masked_device_id) = 1) AS pairs
+                """) == 99)
     }
 
     @Test("a message redelivered after commit (crash before delete) adds no row and is deleted")
@@ -108,7 +115,8 @@ struct IngestIntegrationTests {
         let run = try await harness.run()
         #expect(run.written == 9 && run.quarantined == ["database_rejected": 1])
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 9)
-        #expect(try await harness.scalar("SELECT count(*) FROM quarantine WHERE reason = 'database_rejected' AND detail LIKE '%23514%'") == 1)
+        #expect(
+            try await harness.scalar("SELECT count(*) FROM quarantine WHERE reason = 'database_rejected' AND detail LIKE '%23514%'") == 1)
         let depth = try await AWSCLI.depth(harness.queueURL)
         #expect(depth.visible == 0 && depth.inFlight == 0)
     }
@@ -160,10 +168,14 @@ struct IngestIntegrationTests {
     @Test("malformed input is quarantined with a reason and never stops the service")
     func hostileInput() async throws {
         let harness = try await IngestHarness.make()
-        let good = #"{"user_id": "u", "app_version": "1.2.3", "device_type": "ios", "ip": "10.0.0.1", "locale": "FR", "device_id": "111-22-3333"}"#
+        let good =
+            #"{"user_id": "u", "app_version": "1.2.3", "device_type": "ios", "ip": "10.0.0.1", "locale": "FR", "device_id": "111-22-3333"}"#
         let cases: [(String, String)] = [
             ("{not json", "invalid_json"),
-            (#"{"user_id": 5, "app_version": "1.0", "device_type": "ios", "ip": "10.0.0.1", "locale": null, "device_id": "d"}"#, "wrong_type"),
+            (
+                #"{"user_id": 5, "app_version": "1.0", "device_type": "ios", "ip": "10.0.0.1", "locale": null, "device_id": "d"}"#,
+                "wrong_type"
+            ),
             (#"{"user_id": "u"}"#, "missing_field"),
             (good.replacingOccurrences(of: #""u""#, with: "\"" + String(repeating: "u", count: 200) + "\""), "too_long"),
             (good.replacingOccurrences(of: #""u""#, with: #""a\u0000b""#), "control_character"),

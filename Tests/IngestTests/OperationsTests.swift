@@ -26,9 +26,12 @@ struct OperationsTests {
         let port = try await freePort()
         let base = "http://127.0.0.1:\(port)"
 
-        let ingest = try startProgram("ingest", [
-            "run", "--queue-url", queue, "--keys-dir", try keys.ingestKeysDirectory(), "--database-url", postgres.url,
-            "--batch-size", "10", "--wait-seconds", "1", "--http-port", String(port), "--http-host", "127.0.0.1"])
+        let ingest = try startProgram(
+            "ingest",
+            [
+                "run", "--queue-url", queue, "--keys-dir", try keys.ingestKeysDirectory(), "--database-url", postgres.url,
+                "--batch-size", "10", "--wait-seconds", "1", "--http-port", String(port), "--http-host", "127.0.0.1",
+            ])
         defer { if ingest.isRunning { kill(ingest.processIdentifier, SIGKILL) } }
         try await waitUntil { (try? await httpGet("\(base)/health/ready").status) == 200 }
         try await waitUntil { (try? await httpGet("\(base)/metrics").body.contains("ingest_ready 1")) == true }
@@ -42,7 +45,9 @@ struct OperationsTests {
         #expect(first.status == 200)
         #expect(first.body.contains("ingest_ready 1"))
         #expect(first.body.contains(#"ingest_key_version{kind="tokenization"} 1"#))
-        let bodies = (0..<40).map { #"{"user_id": "m\#($0)", "app_version": "1.0", "device_type": "ios", "ip": "10.9.0.\#($0)", "locale": null, "device_id": "d\#($0)"}"# }
+        let bodies = (0..<40).map {
+            #"{"user_id": "m\#($0)", "app_version": "1.0", "device_type": "ios", "ip": "10.9.0.\#($0)", "locale": null, "device_id": "d\#($0)"}"#
+        }
         try await AWSCLI.send(queue, bodies: bodies + ["{broken"])
         try await waitUntil {
             let metrics = try await httpGet("\(base)/metrics").body
@@ -54,6 +59,15 @@ struct OperationsTests {
         #expect(metrics.contains(#"ingest_messages_quarantined_total{reason="invalid_json"} 1"#))
         #expect(metrics.contains("ingest_batch_duration_seconds_bucket"))
         #expect(!metrics.contains("10.9.0."))
+        // Process metrics, so the memory goal can be alerted on, and the build.
+        let resident = counter("process_resident_memory_bytes", in: metrics) ?? 0
+        #expect(resident > 1_000_000 && resident < 1_000_000_000)
+        #expect(counter("process_open_fds", in: metrics) ?? 0 > 5)
+        #expect(metrics.contains("process_cpu_seconds_total") && metrics.contains("process_start_time_seconds"))
+        #expect(metrics.contains(#"ingest_build_info{"#) && metrics.contains(#"version="0.11.0""#))
+        // The whole scrape passes Prometheus's own linter.
+        let lint = try await runProgram("/usr/bin/env", ["promtool", "check", "metrics"], input: metrics)
+        #expect(lint.status == 0, "promtool check metrics: \(lint.output)\(lint.errors)")
 
         // Outage: readiness drops, messages wait, and everything lands afterwards.
         try await postgres.stopServer()
@@ -64,7 +78,11 @@ struct OperationsTests {
         #expect(probe.status != 0 && probe.errors.contains("answered 503"))
         #expect(try await runProgram(executable, ["health", "--port", String(port), "--check", "live"]).status == 0)
         #expect(try await httpGet("\(base)/metrics").body.contains(#"ingest_dependency_up{dependency="database"} 0"#))
-        try await AWSCLI.send(queue, bodies: (40..<60).map { #"{"user_id": "m\#($0)", "app_version": "1.0", "device_type": "ios", "ip": "10.9.0.\#($0)", "locale": null, "device_id": "d\#($0)"}"# })
+        try await AWSCLI.send(
+            queue,
+            bodies: (40..<60).map {
+                #"{"user_id": "m\#($0)", "app_version": "1.0", "device_type": "ios", "ip": "10.9.0.\#($0)", "locale": null, "device_id": "d\#($0)"}"#
+            })
         try await Task.sleep(for: .seconds(3))
         try await postgres.startServer()
         try await waitUntil(.seconds(60)) { (try? await httpGet("\(base)/health/ready").status) == 200 }

@@ -11,8 +11,10 @@ import VaultCrypto
 @Suite("ingest as a process")
 struct ProcessLevelTests {
     func arguments(_ harness: IngestHarness, _ extra: [String]) -> [String] {
-        ["run", "--queue-url", harness.queueURL, "--keys-dir", harness.ingestKeys,
-         "--database-url", harness.databaseURL] + extra
+        [
+            "run", "--queue-url", harness.queueURL, "--keys-dir", harness.ingestKeys,
+            "--database-url", harness.databaseURL,
+        ] + extra
     }
 
     @Test("no original IP or device id in a dump of the whole database or in the logs")
@@ -20,8 +22,9 @@ struct ProcessLevelTests {
         let harness = try await IngestHarness.make()
         let bodies = try sampleBodies() + generatedBodies(count: 200, seed: 7)
         try await Boto3.send(harness.queueURL, bodies: bodies)
-        let run = try await runProgram(try TestEnvironment.executable("ingest"), arguments(harness, ["--until-empty"]),
-                                 environment: ["LOG_LEVEL": "trace"])
+        let run = try await runProgram(
+            try TestEnvironment.executable("ingest"), arguments(harness, ["--until-empty"]),
+            environment: ["LOG_LEVEL": "trace"])
         #expect(run.status == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 299)
         let dump = try await runProgram("\(try TestEnvironment.variable("PSEUDO_PG_BIN"))/pg_dump", ["--no-owner", harness.databaseURL])
@@ -42,10 +45,12 @@ struct ProcessLevelTests {
         try await AWSCLI.send(harness.queueURL, bodies: try sampleBodies())
         let token = NSTemporaryDirectory() + "irsa-token-\(UUID().uuidString)"
         try "eyJhbGciOiJSUzI1NiJ9.projected.token".write(toFile: token, atomically: true, encoding: .utf8)
-        let run = try await runProgram(try TestEnvironment.executable("ingest"), arguments(harness, ["--until-empty"]), environment: [
-            "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/pseudonymizer-ingest",
-            "AWS_WEB_IDENTITY_TOKEN_FILE": token, "AWS_ENDPOINT_URL_STS": try TestEnvironment.variable("AWS_ENDPOINT_URL"),
-        ])
+        let run = try await runProgram(
+            try TestEnvironment.executable("ingest"), arguments(harness, ["--until-empty"]),
+            environment: [
+                "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/pseudonymizer-ingest",
+                "AWS_WEB_IDENTITY_TOKEN_FILE": token, "AWS_ENDPOINT_URL_STS": try TestEnvironment.variable("AWS_ENDPOINT_URL"),
+            ])
         #expect(run.status == 0, "\(run.errors)")
         #expect(run.errors.contains("AWS credentials obtained") && run.errors.contains("source=web identity"))
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 99)
@@ -61,7 +66,8 @@ struct ProcessLevelTests {
 
         // Short long-polls: a killed client's pending long poll can still take
         // messages on the emulator's side until its wait ends.
-        let process = try startProgram("ingest", arguments(harness, ["--batch-size", "10", "--visibility-timeout", "5", "--wait-seconds", "1"]))
+        let process = try startProgram(
+            "ingest", arguments(harness, ["--batch-size", "10", "--visibility-timeout", "5", "--wait-seconds", "1"]))
         let deadline = ContinuousClock.now + .seconds(120)
         // Once its first batches are committed, freeze further commits (a lock
         // its COPY must wait for) so the kill lands mid-run even on a slow machine.
@@ -81,7 +87,8 @@ struct ProcessLevelTests {
 
         // Messages it held become visible again after their 5 s lease.
         try await Task.sleep(for: .seconds(7))
-        let restart = try await runProgram(try TestEnvironment.executable("ingest"), arguments(harness, ["--until-empty", "--batch-size", "100"]))
+        let restart = try await runProgram(
+            try TestEnvironment.executable("ingest"), arguments(harness, ["--until-empty", "--batch-size", "100"]))
         #expect(restart.status == 0, "\(restart.errors)")
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == valid.count)
         #expect(try await harness.scalar("SELECT count(DISTINCT user_id) FROM user_logins") == valid.count)
@@ -96,7 +103,8 @@ struct ProcessLevelTests {
         let harness = try await IngestHarness.make()
         let valid = generatedBodies(count: 300, seed: 13)
         try await Boto3.send(harness.queueURL, bodies: valid)
-        let process = try startProgram("ingest", arguments(harness, ["--batch-size", "10", "--visibility-timeout", "5", "--wait-seconds", "1"]))
+        let process = try startProgram(
+            "ingest", arguments(harness, ["--batch-size", "10", "--visibility-timeout", "5", "--wait-seconds", "1"]))
         let deadline = ContinuousClock.now + .seconds(120)
         while try await harness.scalar("SELECT count(*) FROM user_logins") < 30 && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(50))
@@ -118,14 +126,18 @@ struct ProcessLevelTests {
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == valid.count)
     }
 
-    @Test("configuration errors end with one line and a non-zero code", arguments: [
-        (["run", "--queue-url", "http://127.0.0.1:1/1/q", "--keys-dir", "/nonexistent"], Int32(78), "does not exist"),
-        (["run", "--keys-dir", "/nonexistent"], Int32(64), "no source"),
-        (["run", "--queue-url", "not a url", "--keys-dir", "/nonexistent"], Int32(78), "not an http(s) SQS queue URL"),
-        (["run", "--from-file", "/dev/null", "--pollers", "0"], Int32(64), "out of range"),
-        (["run", "--queue-url", "http://sqs.example.com/1/q", "--keys-dir", "/nonexistent"], Int32(78),
-         "plain http to a host that is not this machine"),
-    ])
+    @Test(
+        "configuration errors end with one line and a non-zero code",
+        arguments: [
+            (["run", "--queue-url", "http://127.0.0.1:1/1/q", "--keys-dir", "/nonexistent"], Int32(78), "does not exist"),
+            (["run", "--keys-dir", "/nonexistent"], Int32(64), "no source"),
+            (["run", "--queue-url", "not a url", "--keys-dir", "/nonexistent"], Int32(78), "not an http(s) SQS queue URL"),
+            (["run", "--from-file", "/dev/null", "--pollers", "0"], Int32(64), "out of range"),
+            (
+                ["run", "--queue-url", "http://sqs.example.com/1/q", "--keys-dir", "/nonexistent"], Int32(78),
+                "plain http to a host that is not this machine"
+            ),
+        ])
     func configurationErrors(arguments: [String], status: Int32, message: String) async throws {
         let result = try await runProgram(try TestEnvironment.executable("ingest"), arguments)
         #expect(result.status == status)
@@ -135,9 +147,12 @@ struct ProcessLevelTests {
     @Test("an unreachable database at start: ingest waits, unready, and gives up after --startup-timeout with exit 75 and one error line")
     func unreachableDatabase() async throws {
         let keys = try TestKeys.create()
-        let result = try await runProgram(try TestEnvironment.executable("ingest"),
-                                    ["run", "--from-file", "/dev/null", "--keys-dir", try keys.ingestKeysDirectory(),
-                                     "--database-url", "postgresql://nobody@127.0.0.1:1/none", "--startup-timeout", "2"])
+        let result = try await runProgram(
+            try TestEnvironment.executable("ingest"),
+            [
+                "run", "--from-file", "/dev/null", "--keys-dir", try keys.ingestKeysDirectory(),
+                "--database-url", "postgresql://nobody@127.0.0.1:1/none", "--startup-timeout", "2",
+            ])
         #expect(result.status == 75)
         let errors = result.errors.split(separator: "\n").filter { $0.contains("ingest: error:") }
         #expect(errors.count == 1)
@@ -157,9 +172,12 @@ struct ProcessLevelTests {
 
         let queue = try await AWSCLI.createQueue("late-db")
         let port = try await freePort()
-        let ingest = try startProgram("ingest", [
-            "run", "--queue-url", queue, "--keys-dir", try keys.ingestKeysDirectory(), "--database-url", postgres.url,
-            "--wait-seconds", "1", "--http-port", String(port), "--http-host", "127.0.0.1"])
+        let ingest = try startProgram(
+            "ingest",
+            [
+                "run", "--queue-url", queue, "--keys-dir", try keys.ingestKeysDirectory(), "--database-url", postgres.url,
+                "--wait-seconds", "1", "--http-port", String(port), "--http-host", "127.0.0.1",
+            ])
         defer { if ingest.isRunning { kill(ingest.processIdentifier, SIGKILL) } }
         try await waitUntil { (try? await httpGet("http://127.0.0.1:\(port)/health/live").status) == 200 }
         let unready = try await httpGet("http://127.0.0.1:\(port)/health/ready")

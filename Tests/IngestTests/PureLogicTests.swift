@@ -1,9 +1,10 @@
 import Foundation
 import HostileInput
-@testable import Ingest
 import Pseudonymization
 import Testing
 import VaultCrypto
+
+@testable import Ingest
 
 @Suite("Backoff")
 struct BackoffTests {
@@ -32,8 +33,9 @@ struct BackoffTests {
 struct MessageQueueTests {
     func messages(_ count: Int, from start: Int = 0) -> [InboundMessage] {
         (start..<(start + count)).map {
-            InboundMessage(origin: .file, messageID: "line \($0)", receiptID: [UInt8(truncatingIfNeeded: $0)], body: [],
-                           sentTimestamp: 0, receiveCount: 1)
+            InboundMessage(
+                origin: .file, messageID: "line \($0)", receiptID: [UInt8(truncatingIfNeeded: $0)], body: [],
+                sentTimestamp: 0, receiveCount: 1)
         }
     }
 
@@ -59,8 +61,9 @@ struct MessageQueueTests {
 
     func bodies(_ sizes: [Int]) -> [InboundMessage] {
         sizes.enumerated().map { index, size in
-            InboundMessage(origin: .file, messageID: "line \(index)", receiptID: [UInt8(index)], body: Array(repeating: 0x61, count: size),
-                           sentTimestamp: 0, receiveCount: 1)
+            InboundMessage(
+                origin: .file, messageID: "line \(index)", receiptID: [UInt8(index)], body: Array(repeating: 0x61, count: size),
+                sentTimestamp: 0, receiveCount: 1)
         }
     }
 
@@ -167,8 +170,9 @@ struct KnownTokenCacheTests {
     @Test("tokens that differ only in field or version have different fingerprints")
     func fingerprints() {
         let mac = String(repeating: "Q", count: 20) + String(repeating: "w", count: 23)
-        #expect(KnownTokenCache.Fingerprint(token: "ip_t1_" + mac) == KnownTokenCache.Fingerprint(token: "dev_t2_" + mac),
-                "the fingerprint reads only the MAC, which already differs per field and version")
+        #expect(
+            KnownTokenCache.Fingerprint(token: "ip_t1_" + mac) == KnownTokenCache.Fingerprint(token: "dev_t2_" + mac),
+            "the fingerprint reads only the MAC, which already differs per field and version")
         #expect(KnownTokenCache.Fingerprint(token: "ip_t1_" + mac) != KnownTokenCache.Fingerprint(token: "ip_t1_R" + mac.dropFirst()))
     }
 }
@@ -177,7 +181,7 @@ struct KnownTokenCacheTests {
 struct LineReaderTests {
     func lines(_ text: [UInt8], limit: Int = 1 << 20) throws -> [(bytes: [UInt8], length: Int)] {
         let path = NSTemporaryDirectory() + "lines-\(UUID().uuidString)"
-        FileManager.default.createFile(atPath: path, contents: Data(text))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(text))
         let descriptor = open(path, O_RDONLY)
         defer { close(descriptor) }
         var reader = LineReader(descriptor: descriptor, limit: limit)

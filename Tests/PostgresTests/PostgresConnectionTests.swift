@@ -1,12 +1,14 @@
 import Foundation
 import Logging
 import Synchronization
-@testable import Postgres
 import TestSupport
 import Testing
 
+@testable import Postgres
+
 func connect(_ name: String = "tests") async throws -> PostgresConnection {
-    try await PostgresConnection.connect(try TestEnvironment.variable("DATABASE_URL"), applicationName: name, logger: Logger(label: "tests"))
+    try await PostgresConnection.connect(
+        try TestEnvironment.variable("DATABASE_URL"), applicationName: name, logger: Logger(label: "tests"))
 }
 
 @Suite("PostgreSQL client")

@@ -41,8 +41,10 @@ struct FuzzTests {
         #expect(accepted > 2_000)
         #expect(kinds.count > 20)
         #expect(reasons.count >= 11)
-        for reason in [QuarantineReason.invalidJSON, .invalidUTF8, .missingField, .duplicateField, .wrongType, .invalidIP,
-                       .invalidAppVersion, .controlCharacter, .tooLong, .bodyTooLarge, .notAnObject] {
+        for reason in [
+            QuarantineReason.invalidJSON, .invalidUTF8, .missingField, .duplicateField, .wrongType, .invalidIP,
+            .invalidAppVersion, .controlCharacter, .tooLong, .bodyTooLarge, .notAnObject,
+        ] {
             #expect(reasons[reason, default: 0] > 0, "no input was rejected as \(reason.rawValue)")
         }
     }

@@ -18,7 +18,8 @@ func rejection(_ body: String) -> Rejection? {
     return nil
 }
 
-let validBody = #"{"user_id": "u-1", "app_version": "2.3.0", "device_type": "android", "ip": "199.172.111.135", "locale": "RU", "device_id": "593-47-5928"}"#
+let validBody =
+    #"{"user_id": "u-1", "app_version": "2.3.0", "device_type": "android", "ip": "199.172.111.135", "locale": "RU", "device_id": "593-47-5928"}"#
 
 @Suite("Message contract")
 struct MessageValidationTests {
@@ -50,7 +51,8 @@ struct MessageValidationTests {
 
     @Test("unknown members are ignored and counted")
     func unknownMembers() throws {
-        let body = #"{"extra": {"nested": [1, 2.5e10, -0, true, null, "x"]}, "user_id": "u", "app_version": "1.0", "device_type": "ios", "ip": "::1", "locale": null, "device_id": "d", "big": 123456789012345678901234567890}"#
+        let body =
+            #"{"extra": {"nested": [1, 2.5e10, -0, true, null, "x"]}, "user_id": "u", "app_version": "1.0", "device_type": "ios", "ip": "::1", "locale": null, "device_id": "d", "big": 123456789012345678901234567890}"#
         let login = try validate(body).get()
         #expect(login.unknownFieldCount == 2)
         #expect(login.locale == nil)
@@ -124,53 +126,65 @@ extension Result where Failure == Rejection {
 
 @Suite("Canonical forms")
 struct CanonicalFormTests {
-    @Test("IP addresses get one spelling", arguments: [
-        ("199.172.111.135", "199.172.111.135"),
-        ("0.0.0.0", "0.0.0.0"),
-        ("255.255.255.255", "255.255.255.255"),
-        ("::ffff:1.2.3.4", "1.2.3.4"),
-        ("::FFFF:0102:0304", "1.2.3.4"),
-        ("2001:DB8:0:0:0:0:0:1", "2001:db8::1"),
-        ("2001:0db8:0000:0000:0001:0000:0000:0001", "2001:db8::1:0:0:1"),
-        ("2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"),
-        ("1:0:0:2:0:0:0:3", "1:0:0:2::3"),
-        ("1:0:0:2:0:0:3:4", "1::2:0:0:3:4"),
-        ("::", "::"),
-        ("::1", "::1"),
-        ("1::", "1::"),
-        ("fe80::0001", "fe80::1"),
-    ])
+    @Test(
+        "IP addresses get one spelling",
+        arguments: [
+            ("199.172.111.135", "199.172.111.135"),
+            ("0.0.0.0", "0.0.0.0"),
+            ("255.255.255.255", "255.255.255.255"),
+            ("::ffff:1.2.3.4", "1.2.3.4"),
+            ("::FFFF:0102:0304", "1.2.3.4"),
+            ("2001:DB8:0:0:0:0:0:1", "2001:db8::1"),
+            ("2001:0db8:0000:0000:0001:0000:0000:0001", "2001:db8::1:0:0:1"),
+            ("2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"),
+            ("1:0:0:2:0:0:0:3", "1:0:0:2::3"),
+            ("1:0:0:2:0:0:3:4", "1::2:0:0:3:4"),
+            ("::", "::"),
+            ("::1", "::1"),
+            ("1::", "1::"),
+            ("fe80::0001", "fe80::1"),
+        ])
     func ip(input: String, canonical: String) {
         #expect(CanonicalIP.canonicalize(input) == canonical)
     }
 
-    @Test("not addresses", arguments: ["", "01.2.3.4", "1.2.3", "1.2.3.4.5", "256.0.0.1", " 1.2.3.4", "1.2.3.4 ", "::ffff:1.2.3.256",
-                                       "1:2:3:4:5:6:7:8:9", "g::1", "fe80::1%eth0", "１.２.３.４", "0x1.0.0.1"])
+    @Test(
+        "not addresses",
+        arguments: [
+            "", "01.2.3.4", "1.2.3", "1.2.3.4.5", "256.0.0.1", " 1.2.3.4", "1.2.3.4 ", "::ffff:1.2.3.256",
+            "1:2:3:4:5:6:7:8:9", "g::1", "fe80::1%eth0", "１.２.３.４", "0x1.0.0.1",
+        ])
     func notIP(input: String) {
         #expect(CanonicalIP.canonicalize(input) == nil)
     }
 
-    @Test("app versions: order-preserving codes, equal spellings merge, distinct ones never collide", arguments: [
-        ("2.3.0", 2_003_000, "2.3.0"), ("0.96", 96_000, "0.96.0"), ("2.0", 2_000_000, "2.0.0"), ("2.00", 2_000_000, "2.0.0"),
-        ("0.26", 26_000, "0.26.0"), ("0.2.6", 2_006, "0.2.6"), ("2.6", 2_006_000, "2.6.0"), ("3", 3_000_000, "3.0.0"),
-        ("999.999.999", 999_999_999, "999.999.999"), ("0.0.0", 0, "0.0.0"),
-    ])
+    @Test(
+        "app versions: order-preserving codes, equal spellings merge, distinct ones never collide",
+        arguments: [
+            ("2.3.0", 2_003_000, "2.3.0"), ("0.96", 96_000, "0.96.0"), ("2.0", 2_000_000, "2.0.0"), ("2.00", 2_000_000, "2.0.0"),
+            ("0.26", 26_000, "0.26.0"), ("0.2.6", 2_006, "0.2.6"), ("2.6", 2_006_000, "2.6.0"), ("3", 3_000_000, "3.0.0"),
+            ("999.999.999", 999_999_999, "999.999.999"), ("0.0.0", 0, "0.0.0"),
+        ])
     func appVersion(text: String, code: Int32, canonical: String) throws {
         let version = try #require(AppVersion(text))
         #expect(version.code == code)
         #expect(version.canonical == canonical)
     }
 
-    @Test("not app versions", arguments: ["", ".", "1.", ".1", "1..2", "1.2.3.4", "1000", "1.1000", "a.b", "-1.0", " 1.0", "1.0 ", "１.２", "1,2"])
+    @Test(
+        "not app versions",
+        arguments: ["", ".", "1.", ".1", "1..2", "1.2.3.4", "1000", "1.1000", "a.b", "-1.0", " 1.0", "1.0 ", "１.２", "1,2"])
     func notAppVersion(text: String) {
         #expect(AppVersion(text) == nil)
     }
 
-    @Test("UTC dates from millisecond timestamps", arguments: [
-        (Int64(0), "1970-01-01"), (86_399_999, "1970-01-01"), (86_400_000, "1970-01-02"), (-1, "1969-12-31"),
-        (951_782_400_000, "2000-02-29"), (1_709_164_800_000, "2024-02-29"), (1_735_689_599_999, "2024-12-31"),
-        (1_735_689_600_000, "2025-01-01"), (4_102_444_800_000, "2100-01-01"),
-    ])
+    @Test(
+        "UTC dates from millisecond timestamps",
+        arguments: [
+            (Int64(0), "1970-01-01"), (86_399_999, "1970-01-01"), (86_400_000, "1970-01-02"), (-1, "1969-12-31"),
+            (951_782_400_000, "2000-02-29"), (1_709_164_800_000, "2024-02-29"), (1_735_689_599_999, "2024-12-31"),
+            (1_735_689_600_000, "2025-01-01"), (4_102_444_800_000, "2100-01-01"),
+        ])
     func utcDate(milliseconds: Int64, date: String) {
         #expect(UTCDate.string(fromMilliseconds: milliseconds) == date)
     }

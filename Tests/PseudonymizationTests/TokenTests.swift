@@ -1,7 +1,8 @@
 import Foundation
-@testable import Pseudonymization
 import Testing
 import VaultCrypto
+
+@testable import Pseudonymization
 
 @Suite("Tokens and sealing")
 struct TokenTests {
@@ -35,11 +36,13 @@ struct TokenTests {
         #expect(v1.dropFirst(6) != v2.dropFirst(6))
     }
 
-    @Test("malformed tokens are recognised", arguments: [
-        "", "ip", "ip_t1_", "xx_t1_" + String(repeating: "A", count: 43), "ip_1_" + String(repeating: "A", count: 43),
-        "ip_t0_" + String(repeating: "A", count: 43), "ip_t01_" + String(repeating: "A", count: 43),
-        "ip_t1_" + String(repeating: "A", count: 42), "ip_t1_" + String(repeating: "+", count: 43), "1.2.3.4",
-    ])
+    @Test(
+        "malformed tokens are recognised",
+        arguments: [
+            "", "ip", "ip_t1_", "xx_t1_" + String(repeating: "A", count: 43), "ip_1_" + String(repeating: "A", count: 43),
+            "ip_t0_" + String(repeating: "A", count: 43), "ip_t01_" + String(repeating: "A", count: 43),
+            "ip_t1_" + String(repeating: "A", count: 42), "ip_t1_" + String(repeating: "+", count: 43), "1.2.3.4",
+        ])
     func malformed(token: String) {
         #expect(Token.parse(token) == nil)
     }
@@ -68,9 +71,11 @@ struct TokenTests {
         let cipher = try AESGCM(key: key)
         let aad = VaultAAD.entry(token: token, field: .ip, dataKeyID: "dek-1")
         #expect(try cipher.open(sealed.ciphertext, nonce: sealed.nonce, aad: aad) == Array("1.2.3.4".utf8))
-        for wrong in [VaultAAD.entry(token: token, field: .deviceID, dataKeyID: "dek-1"),
-                      VaultAAD.entry(token: token, field: .ip, dataKeyID: "dek-2"),
-                      VaultAAD.entry(token: "ip_t1_other", field: .ip, dataKeyID: "dek-1")] {
+        for wrong in [
+            VaultAAD.entry(token: token, field: .deviceID, dataKeyID: "dek-1"),
+            VaultAAD.entry(token: token, field: .ip, dataKeyID: "dek-2"),
+            VaultAAD.entry(token: "ip_t1_other", field: .ip, dataKeyID: "dek-1"),
+        ] {
             #expect(throws: CryptoError.authenticationFailed) { try cipher.open(sealed.ciphertext, nonce: sealed.nonce, aad: wrong) }
         }
     }

@@ -1,9 +1,10 @@
 import Foundation
 import Logging
-@testable import SQS
 import Synchronization
 import TestSupport
 import Testing
+
+@testable import SQS
 
 /// A clock the tests move, for refreshes without waiting an hour.
 final class TestClock: Sendable {
@@ -25,10 +26,13 @@ struct CredentialTests {
 
     @Test("the order: static keys, web identity, container credentials, loopback test keys, IMDS")
     func order() throws {
-        let full = ["AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ROLE_ARN": "arn:aws:iam::1:role/r",
-                    "AWS_WEB_IDENTITY_TOKEN_FILE": "/t", "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://127.0.0.1:1/creds"]
+        let full = [
+            "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ROLE_ARN": "arn:aws:iam::1:role/r",
+            "AWS_WEB_IDENTITY_TOKEN_FILE": "/t", "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://127.0.0.1:1/creds",
+        ]
         func source(_ environment: [String: String], endpoint: URL? = nil) throws -> String {
-            try AWSCredentialChain.resolve(environment: environment, endpoint: endpoint ?? awsEndpoint, region: "us-east-1", logger: logger).source
+            try AWSCredentialChain.resolve(environment: environment, endpoint: endpoint ?? awsEndpoint, region: "us-east-1", logger: logger)
+                .source
         }
         #expect(try source(full) == "environment")
         #expect(try source(full.filter { !$0.key.hasPrefix("AWS_ACCESS") && !$0.key.hasPrefix("AWS_SECRET") }) == "web identity")
@@ -45,8 +49,10 @@ struct CredentialTests {
         let file = try tokenFile("first.projected.token")
         let clock = TestClock()
         let provider = try AWSCredentialChain.resolve(
-            environment: ["AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/ingest", "AWS_WEB_IDENTITY_TOKEN_FILE": file,
-                          "AWS_ENDPOINT_URL_STS": sts, "AWS_ROLE_SESSION_NAME": "tests"],
+            environment: [
+                "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/ingest", "AWS_WEB_IDENTITY_TOKEN_FILE": file,
+                "AWS_ENDPOINT_URL_STS": sts, "AWS_ROLE_SESSION_NAME": "tests",
+            ],
             endpoint: awsEndpoint, region: "us-east-1", logger: logger, now: clock.now)
         #expect(provider.source == "web identity")
         let first = try await provider.credentials()
@@ -66,11 +72,14 @@ struct CredentialTests {
         let server = try await CredentialServer.start(ttl: 3600)
         defer { server.stop() }
         let provider = try AWSCredentialChain.resolve(
-            environment: ["AWS_ROLE_ARN": "arn:aws:iam::1:role/x", "AWS_WEB_IDENTITY_TOKEN_FILE": try tokenFile("t"),
-                          "AWS_ENDPOINT_URL_STS": server.url + "/sts"],
+            environment: [
+                "AWS_ROLE_ARN": "arn:aws:iam::1:role/x", "AWS_WEB_IDENTITY_TOKEN_FILE": try tokenFile("t"),
+                "AWS_ENDPOINT_URL_STS": server.url + "/sts",
+            ],
             endpoint: awsEndpoint, region: "us-east-1", logger: logger)
         await #expect { _ = try await provider.credentials() } throws: { error in
-            (error as? SQSError)?.kind == .accessDenied && "\(error)".contains("arn:aws:iam::1:role/x") && "\(error)".contains("trust policy")
+            (error as? SQSError)?.kind == .accessDenied && "\(error)".contains("arn:aws:iam::1:role/x")
+                && "\(error)".contains("trust policy")
         }
     }
 
@@ -80,8 +89,10 @@ struct CredentialTests {
         defer { server.stop() }
         let clock = TestClock()
         let provider = try AWSCredentialChain.resolve(
-            environment: ["AWS_CONTAINER_CREDENTIALS_FULL_URI": "\(server.url)/creds",
-                          "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": try tokenFile(CredentialServer.authorization + "\n")],
+            environment: [
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI": "\(server.url)/creds",
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": try tokenFile(CredentialServer.authorization + "\n"),
+            ],
             endpoint: awsEndpoint, region: "us-east-1", logger: logger, now: clock.now)
         let first = try await provider.credentials()
         #expect(first.accessKeyID == "ASIATEST00000001" && first.sessionToken == "session-1")

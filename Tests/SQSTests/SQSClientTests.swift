@@ -2,13 +2,15 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOCore
-@testable import SQS
 import TestSupport
 import Testing
 
+@testable import SQS
+
 func makeClient(_ queueURL: String, wireProtocol: SQSProtocol?) throws -> SQSClient {
-    SQSClient(configuration: try SQSConfiguration.fromEnvironment(queueURL: queueURL, wireProtocol: wireProtocol),
-              httpClient: HTTPClient.shared, logger: Logger(label: "sqs-tests"))
+    SQSClient(
+        configuration: try SQSConfiguration.fromEnvironment(queueURL: queueURL, wireProtocol: wireProtocol),
+        httpClient: HTTPClient.shared, logger: Logger(label: "sqs-tests"))
 }
 
 @Suite("SQS client against the emulator")
@@ -76,7 +78,8 @@ struct SQSClientTests {
         let client = SQSClient(
             configuration: SQSConfiguration(
                 queueURL: URL(string: "http://127.0.0.1:1/123456789012/q")!, endpoint: URL(string: "http://127.0.0.1:1")!,
-                region: "us-east-1", credentials: StaticCredentials(AWSCredentials(accessKeyID: "test", secretAccessKey: "test")), wireProtocol: .json,
+                region: "us-east-1", credentials: StaticCredentials(AWSCredentials(accessKeyID: "test", secretAccessKey: "test")),
+                wireProtocol: .json,
                 requestTimeout: .seconds(2)),
             httpClient: HTTPClient.shared, logger: Logger(label: "sqs-tests"))
         await #expect {

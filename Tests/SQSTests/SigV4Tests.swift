@@ -1,7 +1,8 @@
 import Foundation
-@testable import SQS
 import Testing
 import VaultCrypto
+
+@testable import SQS
 
 /// AWS's published Signature Version 4 test suite (aws-sig-v4-test-suite):
 /// credentials AKIDEXAMPLE, region us-east-1, service "service", 2015-08-30T12:36:00Z.
@@ -13,9 +14,12 @@ struct SigV4Tests {
     let date = Date(timeIntervalSince1970: 1_440_938_160)
     let credential = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request"
 
-    func authorization(_ method: String, query: [(String, String)] = [], headers: [(String, String)] = [], body: String = "") throws -> String {
-        let added = try signer.sign(method: method, path: "/", query: query, headers: [("Host", "example.amazonaws.com")] + headers,
-                                    body: Array(body.utf8), date: date)
+    func authorization(_ method: String, query: [(String, String)] = [], headers: [(String, String)] = [], body: String = "") throws
+        -> String
+    {
+        let added = try signer.sign(
+            method: method, path: "/", query: query, headers: [("Host", "example.amazonaws.com")] + headers,
+            body: Array(body.utf8), date: date)
         #expect(added.first { $0.0 == "x-amz-date" }?.1 == "20150830T123600Z")
         return try #require(added.first { $0.0 == "authorization" }?.1)
     }
@@ -27,14 +31,16 @@ struct SigV4Tests {
             method: "GET", path: "/", query: [],
             headers: [("host", "example.amazonaws.com"), ("x-amz-date", "20150830T123600Z")], body: [])
         #expect(Hex.encode(try SHA256.hash(canonical.text)) == "bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63")
-        #expect(try authorization("GET") == credential
-            + ", SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31")
+        #expect(
+            try authorization("GET") == credential
+                + ", SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31")
     }
 
     @Test("get-vanilla-query-order-key-case: query sorted before signing")
     func queryOrder() throws {
-        #expect(try authorization("GET", query: [("Param2", "value2"), ("Param1", "value1")]).hasSuffix(
-            "Signature=b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"))
+        #expect(
+            try authorization("GET", query: [("Param2", "value2"), ("Param1", "value1")]).hasSuffix(
+                "Signature=b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"))
     }
 
     @Test("post-vanilla")
@@ -44,8 +50,10 @@ struct SigV4Tests {
 
     @Test("post-x-www-form-urlencoded: the body and content type are signed")
     func postForm() throws {
-        #expect(try authorization("POST", headers: [("Content-Type", "application/x-www-form-urlencoded")], body: "Param1=value1") ==
-            credential + ", SignedHeaders=content-type;host;x-amz-date, Signature=ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a")
+        #expect(
+            try authorization("POST", headers: [("Content-Type", "application/x-www-form-urlencoded")], body: "Param1=value1") == credential
+                + ", SignedHeaders=content-type;host;x-amz-date, Signature=ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a"
+        )
     }
 
     @Test("temporary credentials add a signed security token; the secret never prints")
@@ -95,7 +103,9 @@ struct MiniXMLTests {
         #expect(messages[1].child("Body")?.text == #"<raw & "text">"#)
     }
 
-    @Test("malformed XML and DTDs are refused", arguments: ["", "<a>", "<a></b>", "<!DOCTYPE x [<!ENTITY e 'x'>]><a>&e;</a>", "<a>&bogus;</a>", "text"])
+    @Test(
+        "malformed XML and DTDs are refused",
+        arguments: ["", "<a>", "<a></b>", "<!DOCTYPE x [<!ENTITY e 'x'>]><a>&e;</a>", "<a>&bogus;</a>", "text"])
     func malformed(xml: String) {
         #expect(throws: XMLError.self) { try MiniXML.parse(Array(xml.utf8)) }
     }
@@ -129,8 +139,9 @@ struct EndpointConfigurationTests {
             #expect(throws: Never.self) { try SQSConfiguration.fromEnvironment(queueURL: url, wireProtocol: nil, environment: credentials) }
         }
         #expect(throws: Never.self) {
-            try SQSConfiguration.fromEnvironment(queueURL: "http://localstack:4566/1/q", wireProtocol: nil, allowInsecureEndpoint: true,
-                                                 environment: credentials)
+            try SQSConfiguration.fromEnvironment(
+                queueURL: "http://localstack:4566/1/q", wireProtocol: nil, allowInsecureEndpoint: true,
+                environment: credentials)
         }
     }
 }

@@ -36,8 +36,11 @@ public enum AWSCLI {
     /// Visible and in-flight message counts.
     public static func depth(_ queueURL: String) async throws -> (visible: Int, inFlight: Int) {
         let output = try await run(["sqs", "get-queue-attributes", "--queue-url", queueURL, "--attribute-names", "All"])
-        let attributes = (try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])?["Attributes"] as? [String: String] ?? [:]
-        return (Int(attributes["ApproximateNumberOfMessages"] ?? "") ?? -1, Int(attributes["ApproximateNumberOfMessagesNotVisible"] ?? "") ?? -1)
+        let attributes =
+            (try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])?["Attributes"] as? [String: String] ?? [:]
+        return (
+            Int(attributes["ApproximateNumberOfMessages"] ?? "") ?? -1, Int(attributes["ApproximateNumberOfMessagesNotVisible"] ?? "") ?? -1
+        )
     }
 }
 
@@ -56,8 +59,9 @@ public enum Boto3 {
                 if failed:
                     sys.exit("send failed: %s" % failed)
             """
-        let result = try await runProgram("/usr/bin/env", ["python3", "-c", script, queueURL],
-                                    input: bodies.map { $0 + "\n" }.joined())
+        let result = try await runProgram(
+            "/usr/bin/env", ["python3", "-c", script, queueURL],
+            input: bodies.map { $0 + "\n" }.joined())
         guard result.status == 0 else { throw TestEnvironmentError("boto3 send failed: \(result.errors)") }
     }
 }

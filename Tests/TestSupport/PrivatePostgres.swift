@@ -31,7 +31,8 @@ public final class PrivatePostgres: Sendable {
         let cluster = PrivatePostgres(port: port, root: root, bin: bin, listenAddresses: ["127.0.0.1"] + extraAddresses)
         let files = try await tls?(root)
         if geteuid() == 0 { _ = try await runProgram("/bin/chown", ["-R", "postgres", root]) }
-        try await cluster.asServerUser("\(bin)/initdb", ["-D", "\(root)/data", "-U", "postgres", "--auth=trust", "--no-locale", "-E", "UTF8"])
+        try await cluster.asServerUser(
+            "\(bin)/initdb", ["-D", "\(root)/data", "-U", "postgres", "--auth=trust", "--no-locale", "-E", "UTF8"])
         var settings = ""
         if !extraAddresses.isEmpty {
             try "host all all 0.0.0.0/0 trust\n".append(toFile: "\(root)/data/pg_hba.conf")
@@ -41,8 +42,12 @@ public final class PrivatePostgres: Sendable {
         }
         if !settings.isEmpty { try settings.append(toFile: "\(root)/data/postgresql.conf") }
         try await cluster.startServer()
-        let created = try await runProgram("\(bin)/psql", ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", "postgres",
-                                                           "-qAt", "-c", "CREATE DATABASE pseudonymizer"])
+        let created = try await runProgram(
+            "\(bin)/psql",
+            [
+                "-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", "postgres",
+                "-qAt", "-c", "CREATE DATABASE pseudonymizer",
+            ])
         guard created.status == 0 else { throw TestEnvironmentError("CREATE DATABASE failed: \(created.errors)") }
         return cluster
     }
@@ -56,9 +61,13 @@ public final class PrivatePostgres: Sendable {
     }
 
     public func startServer() async throws {
-        try await asServerUser("\(bin)/pg_ctl", ["-D", "\(root)/data", "-l", "\(root)/data/server.log", "-w", "-t", "60",
-                                                  "-o", "-c listen_addresses='\(listenAddresses.joined(separator: ","))' -p \(port) -k \(root)/sockets",
-                                                  "start"])
+        try await asServerUser(
+            "\(bin)/pg_ctl",
+            [
+                "-D", "\(root)/data", "-l", "\(root)/data/server.log", "-w", "-t", "60",
+                "-o", "-c listen_addresses='\(listenAddresses.joined(separator: ","))' -p \(port) -k \(root)/sockets",
+                "start",
+            ])
     }
 
     public func stopServer() async throws {
@@ -105,7 +114,8 @@ public func nonLoopbackAddress() async throws -> String {
     let result = try await runProgram("/usr/bin/env", ["ip", "-4", "-o", "addr", "show", "scope", "global"])
     for line in result.output.split(separator: "\n") {
         let fields = line.split(separator: " ")
-        if let index = fields.firstIndex(of: "inet"), index + 1 < fields.count, let address = fields[index + 1].split(separator: "/").first {
+        if let index = fields.firstIndex(of: "inet"), index + 1 < fields.count, let address = fields[index + 1].split(separator: "/").first
+        {
             return String(address)
         }
     }
@@ -130,8 +140,12 @@ public func makeTLSFiles(in directory: String, for address: String) async throws
 
 /// A TCP port nothing listens on right now.
 public func freePort() async throws -> Int {
-    let result = try await runProgram("/usr/bin/env", ["python3", "-c",
-        "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"])
+    let result = try await runProgram(
+        "/usr/bin/env",
+        [
+            "python3", "-c",
+            "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])",
+        ])
     guard let port = Int(result.output.trimmingCharacters(in: .whitespacesAndNewlines)) else {
         throw TestEnvironmentError("could not find a free port")
     }

@@ -1,10 +1,10 @@
 public import Foundation
 public import Logging
 public import Postgres
-public import VaultAdmin
-public import VaultCrypto
 import Storage
 import Synchronization
+public import VaultAdmin
+public import VaultCrypto
 
 /// A test prerequisite that is missing. Integration tests fail, not skip,
 /// without their services: a skipped test proves nothing.
@@ -38,12 +38,14 @@ public enum TestEnvironment {
 public enum TestDatabase {
     /// The URL of a new, empty database.
     public static func createEmpty(_ prefix: String = "t") async throws -> String {
-        let admin = try await PostgresConnection.connect(try TestEnvironment.variable("DATABASE_URL"), applicationName: "tests",
-                                                         logger: TestEnvironment.logger)
+        let admin = try await PostgresConnection.connect(
+            try TestEnvironment.variable("DATABASE_URL"), applicationName: "tests",
+            logger: TestEnvironment.logger)
         let name = "\(prefix)_\(UUID().uuidString.prefix(8).lowercased())"
         try await admin.execute("CREATE DATABASE \(name)")
         await admin.close()
-        return "postgresql://\(try TestEnvironment.variable("PGUSER"))@\(try TestEnvironment.variable("PGHOST")):\(try TestEnvironment.variable("PGPORT"))/\(name)"
+        return
+            "postgresql://\(try TestEnvironment.variable("PGUSER"))@\(try TestEnvironment.variable("PGHOST")):\(try TestEnvironment.variable("PGPORT"))/\(name)"
     }
 
     /// The URL of a new database with the schema migrated and, when given,
@@ -89,7 +91,8 @@ public struct TestKeys: Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let passphrase = SecureBytes(Array("test passphrase, long enough".utf8))
         let file = directory + "/passphrase"
-        _ = FileManager.default.createFile(atPath: file, contents: Data("test passphrase, long enough\n".utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(
+            atPath: file, contents: Data("test passphrase, long enough\n".utf8), attributes: [.posixPermissions: 0o600])
         let store = KeyStore(directory: directory + "/keys")
         try store.initialize(passphrase: passphrase, parameters: .init(n: 1 << 14, r: 8, p: 1))
         return TestKeys(store: store, passphraseFile: file, passphrase: passphrase)
@@ -100,7 +103,8 @@ public struct TestKeys: Sendable {
     public func ingestKeysDirectory() throws -> String {
         let directory = store.directory + "-ingest"
         if !FileManager.default.fileExists(atPath: directory) {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             for file in ["tokenization.json", "recovery-public.json"] {
                 try FileManager.default.copyItem(atPath: "\(store.directory)/\(file)", toPath: "\(directory)/\(file)")
             }
@@ -115,18 +119,23 @@ public struct TestKeys: Sendable {
     /// Registers every key version's fingerprint in the database at `url`.
     public func register(in url: String) async throws {
         let connection = try await TestDatabase.connect(url)
-        let keys = try KeyRegistry.fileKeys(tokenization: try store.tokenizationKeyring(), recovery: try store.recoveryPublicKeys(), store: store)
+        let keys = try KeyRegistry.fileKeys(
+            tokenization: try store.tokenizationKeyring(), recovery: try store.recoveryPublicKeys(), store: store)
         try await connection.transaction { connection in try KeyRegistry.register(keys, on: connection) }
         await connection.close()
     }
 
     /// Opens vault entries as the database owner, without audit rows: for
     /// checking what ingest wrote. (Compliance logins cannot do this.)
-    public func recoverAsOwner(_ tokens: [String], on connection: PostgresConnection) async throws -> [Result<RecoveredValue, RecoveryError>] {
+    public func recoverAsOwner(_ tokens: [String], on connection: PostgresConnection) async throws -> [Result<
+        RecoveredValue, RecoveryError
+    >] {
         var entries: [String: SealedEntry] = [:]
-        for row in try await connection.query("""
+        for row in try await connection.query(
+            """
             SELECT \(SealedEntry.columns) FROM vault_entries v LEFT JOIN data_keys d ON d.id = v.data_key_id WHERE v.token = ANY($1::text[])
-            """, [.textArray(tokens)]) {
+            """, [.textArray(tokens)])
+        {
             let entry = try SealedEntry(row)
             entries[entry.token] = entry
         }
@@ -158,7 +167,9 @@ public func startProgram(_ name: String, _ arguments: [String], environment: [St
 /// Runs a program, collecting its output; `environment` adds to the test's own.
 /// The waiting happens on a thread of its own: blocking a cooperative-pool
 /// thread would stall every other test running in parallel.
-public func runProgram(_ path: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil) async throws -> ProcessResult {
+public func runProgram(_ path: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil) async throws
+    -> ProcessResult
+{
     try await withCheckedThrowingContinuation { continuation in
         Thread {
             continuation.resume(with: Result { try runProgramBlocking(path, arguments, environment: environment, input: input) })
@@ -166,7 +177,9 @@ public func runProgram(_ path: String, _ arguments: [String], environment: [Stri
     }
 }
 
-private func runProgramBlocking(_ path: String, _ arguments: [String], environment: [String: String], input: String?) throws -> ProcessResult {
+private func runProgramBlocking(_ path: String, _ arguments: [String], environment: [String: String], input: String?) throws
+    -> ProcessResult
+{
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
@@ -189,11 +202,10 @@ private func runProgramBlocking(_ path: String, _ arguments: [String], environme
     let outputData = output.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     while errorReader.isExecuting || !errorReader.isFinished { usleep(1_000) }
-    return ProcessResult(status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
-                         errors: String(decoding: errorData.withLock { $0 }, as: UTF8.self))
+    return ProcessResult(
+        status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
+        errors: String(decoding: errorData.withLock { $0 }, as: UTF8.self))
 }
-
-
 
 /// Polls `condition` until it holds, failing the test after `timeout`.
 public func waitUntil(_ timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async throws {

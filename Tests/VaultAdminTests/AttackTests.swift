@@ -4,8 +4,9 @@ import Pseudonymization
 import Storage
 import TestSupport
 import Testing
-@testable import VaultAdmin
 import VaultCrypto
+
+@testable import VaultAdmin
 
 /// Each test attacks with exactly the rights a README claim is about, and
 /// shows the attack fail.
@@ -44,10 +45,12 @@ struct AttackTests {
         let forgedValue = "203.0.113.66"
         let (nonce, ciphertext) = try VaultSealer(dataKeyID: dataKeyID, key: dataKey).seal(forgedValue, token: target, field: .ip)
         let owner = try await harness.connect()
-        try await owner.execute("INSERT INTO data_keys (id, recovery_key_version, wrapped_key, created_by) VALUES ($1, 1, $2, 'attacker')",
-                                [.text(dataKeyID), .bytes(try DataKeyWrap.wrap(dataKey, dataKeyID: dataKeyID, to: publicKey))])
-        try await owner.execute("UPDATE vault_entries SET data_key_id = $2::uuid, nonce = $3, ciphertext = $4 WHERE token = $1",
-                                [.text(target), .text(dataKeyID), .bytes(nonce), .bytes(ciphertext)])
+        try await owner.execute(
+            "INSERT INTO data_keys (id, recovery_key_version, wrapped_key, created_by) VALUES ($1, 1, $2, 'attacker')",
+            [.text(dataKeyID), .bytes(try DataKeyWrap.wrap(dataKey, dataKeyID: dataKeyID, to: publicKey))])
+        try await owner.execute(
+            "UPDATE vault_entries SET data_key_id = $2::uuid, nonce = $3, ciphertext = $4 WHERE token = $1",
+            [.text(target), .text(dataKeyID), .bytes(nonce), .bytes(ciphertext)])
 
         let recover = try await harness.vault(["recover", "--token", target, "--reason", "FORGERY"])
         #expect(recover.status == 65)
@@ -55,7 +58,9 @@ struct AttackTests {
         #expect(!recover.errors.contains(forgedValue) && !recover.output.contains(forgedValue))
         #expect(recover.errors.contains("integrity check failed for token \(target)"))
         #expect(recover.errors.contains("does not produce this token"))
-        #expect(try await harness.scalar("SELECT count(*) FROM audit_log WHERE subject = $1 AND outcome = 'integrity-failure'", [.text(target)]) == 1)
+        #expect(
+            try await harness.scalar("SELECT count(*) FROM audit_log WHERE subject = $1 AND outcome = 'integrity-failure'", [.text(target)])
+                == 1)
 
         // Lookup of the genuine value does not call the forged entry stored.
         let genuine = try #require(harness.originals[target])
@@ -77,15 +82,20 @@ struct AttackTests {
     func rewrittenAuditLog() async throws {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 3))
         let tokens = harness.originals.keys.sorted()
-        #expect(try await harness.vault(["recover", "--tokens-file", "-", "--reason", "AUDIT"], input: tokens.joined(separator: "\n")).status == 0)
+        #expect(
+            try await harness.vault(["recover", "--tokens-file", "-", "--reason", "AUDIT"], input: tokens.joined(separator: "\n")).status
+                == 0)
         #expect(try await harness.vault(["audit", "verify"]).status == 0)
 
-        try await asOwner(harness, "ALTER TABLE audit_log DISABLE TRIGGER USER; UPDATE audit_log SET outcome = 'unknown' WHERE seq = 1;" + Self.rechain)
+        try await asOwner(
+            harness, "ALTER TABLE audit_log DISABLE TRIGGER USER; UPDATE audit_log SET outcome = 'unknown' WHERE seq = 1;" + Self.rechain)
         // The plain chain is consistent again: only the MACs tell.
-        #expect(try await harness.scalar("""
-            SELECT count(*) FROM audit_log a LEFT JOIN audit_log p ON p.seq = a.seq - 1
-            WHERE a.prev_hash <> coalesce(p.hash, decode(repeat('00', 32), 'hex'))
-            """) == 0)
+        #expect(
+            try await harness.scalar(
+                """
+                SELECT count(*) FROM audit_log a LEFT JOIN audit_log p ON p.seq = a.seq - 1
+                WHERE a.prev_hash <> coalesce(p.hash, decode(repeat('00', 32), 'hex'))
+                """) == 0)
         let edited = try await harness.vault(["audit", "verify"])
         #expect(edited.status == 65)
         #expect(edited.errors.contains("broken at sequence 1"))
@@ -96,8 +106,12 @@ struct AttackTests {
     func deletedInsertedStripped() async throws {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 3))
         let tokens = harness.originals.keys.sorted()
-        #expect(try await harness.vault(["recover", "--tokens-file", "-", "--reason", "AUDIT"], input: tokens.joined(separator: "\n")).status == 0)
-        try await asOwner(harness, """
+        #expect(
+            try await harness.vault(["recover", "--tokens-file", "-", "--reason", "AUDIT"], input: tokens.joined(separator: "\n")).status
+                == 0)
+        try await asOwner(
+            harness,
+            """
             ALTER TABLE audit_log DISABLE TRIGGER USER;
             DELETE FROM audit_log WHERE seq = 2;
             UPDATE audit_log SET seq = seq - 1 WHERE seq > 2;
@@ -108,7 +122,9 @@ struct AttackTests {
 
         let other = try await VaultHarness.make(bodies: mixedBodies(count: 2))
         #expect(try await other.vault(["recover", "--token", other.originals.keys.sorted()[0], "--reason", "AUDIT"]).status == 0)
-        try await asOwner(other, """
+        try await asOwner(
+            other,
+            """
             ALTER TABLE audit_log DISABLE TRIGGER USER;
             INSERT INTO audit_log (seq, at, os_user, db_role, action, subject, reason, outcome, prev_hash, hash, mac_key_version, mac)
             SELECT 2, now(), 'alice', 'compliance_alice', 'recover', 'ip_t1_x', 'planted', 'revealed', hash, hash, 1,
@@ -128,11 +144,15 @@ struct AttackTests {
     func tailCut() async throws {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 3))
         let tokens = harness.originals.keys.sorted()
-        #expect(try await harness.vault(["recover", "--tokens-file", "-", "--reason", "A"], input: tokens[0..<3].joined(separator: "\n")).status == 0)
+        #expect(
+            try await harness.vault(["recover", "--tokens-file", "-", "--reason", "A"], input: tokens[0..<3].joined(separator: "\n")).status
+                == 0)
         let first = try await harness.vault(["audit", "verify"])
         let head = try #require(first.output.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) })
         #expect(head.hasPrefix("3:"))
-        #expect(try await harness.vault(["recover", "--tokens-file", "-", "--reason", "B"], input: tokens[3..<6].joined(separator: "\n")).status == 0)
+        #expect(
+            try await harness.vault(["recover", "--tokens-file", "-", "--reason", "B"], input: tokens[3..<6].joined(separator: "\n")).status
+                == 0)
         #expect(try await harness.vault(["audit", "verify", "--head", head]).status == 0)
 
         try await asOwner(harness, "ALTER TABLE audit_log DISABLE TRIGGER USER; DELETE FROM audit_log WHERE seq >= 3")
@@ -151,8 +171,9 @@ struct AttackTests {
             try await connection.transaction { connection in
                 let real = try AuditLog.head(on: connection)
                 let impostor = AuditLog.Head(sequence: real.sequence, hash: real.hash, at: real.at, databaseRole: "someone_else")
-                let rows = try AuditLog.prepare([AuditRecord(action: "recover", subject: "x", reason: "r", outcome: "revealed")],
-                                                after: impostor, actor: actor)
+                let rows = try AuditLog.prepare(
+                    [AuditRecord(action: "recover", subject: "x", reason: "r", outcome: "revealed")],
+                    after: impostor, actor: actor)
                 try connection.query("SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8)", AuditLog.rowParameters(rows, actions: true))
             }
         } throws: { "\($0)".contains("does not hash as the server computes it") }
@@ -202,8 +223,9 @@ struct AttackTests {
 
         let fingerprint = try #require(planted.key(version: 2)).fingerprint
         let owner = try await harness.connect()
-        try await owner.execute("INSERT INTO key_versions (kind, version, state, fingerprint) VALUES ('recovery', 2, 'active', $1)",
-                                [.bytes(fingerprint)])
+        try await owner.execute(
+            "INSERT INTO key_versions (kind, version, state, fingerprint) VALUES ('recovery', 2, 'active', $1)",
+            [.bytes(fingerprint)])
         let registered = try await harness.vault(["rewrap", "--reason", "PLANT"])
         #expect(registered.status != 0)
         #expect(registered.errors.contains("has no private key"))
@@ -253,10 +275,12 @@ struct AttackTests {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 3))
         let role = try await harness.loginRole(in: "pseudonymizer_vault")
         let connection = try await harness.connect(as: role)
-        for statement in ["SELECT ciphertext FROM vault_entries", "SELECT nonce FROM vault_entries", "SELECT * FROM vault_entries",
-                          "SELECT wrapped_key FROM data_keys", "SELECT sealed_body FROM quarantine",
-                          "INSERT INTO audit_log (seq, at, os_user, db_role, action, subject, reason, outcome, prev_hash, hash) VALUES (99, now(), 'a', 'b', 'c', 'd', 'e', 'f', '\\x00', '\\x00')",
-                          "UPDATE vault_entries SET nonce = NULL", "SELECT audit_insert('a', 1, '{}', '{}', '{}', '{}', '{}', '{}')"] {
+        for statement in [
+            "SELECT ciphertext FROM vault_entries", "SELECT nonce FROM vault_entries", "SELECT * FROM vault_entries",
+            "SELECT wrapped_key FROM data_keys", "SELECT sealed_body FROM quarantine",
+            "INSERT INTO audit_log (seq, at, os_user, db_role, action, subject, reason, outcome, prev_hash, hash) VALUES (99, now(), 'a', 'b', 'c', 'd', 'e', 'f', '\\x00', '\\x00')",
+            "UPDATE vault_entries SET nonce = NULL", "SELECT audit_insert('a', 1, '{}', '{}', '{}', '{}', '{}', '{}')",
+        ] {
             await #expect {
                 try await connection.execute(statement)
             } throws: { ($0 as? PostgresError)?.sqlState == "42501" }
@@ -267,7 +291,8 @@ struct AttackTests {
         await #expect {
             try await connection.transaction { connection in
                 let head = try AuditLog.head(on: connection)
-                let rows = try AuditLog.prepare([AuditRecord(action: "recover", subject: token, reason: "r", outcome: "unknown")], after: head, actor: actor)
+                let rows = try AuditLog.prepare(
+                    [AuditRecord(action: "recover", subject: token, reason: "r", outcome: "unknown")], after: head, actor: actor)
                 var parameters = AuditLog.rowParameters(rows, actions: false)
                 parameters.insert(.text("recover"), at: 2)
                 return try connection.query("SELECT * FROM vault_reveal($1, $2, $3, $4, $5, $6, $7, $8)", parameters).count
@@ -277,8 +302,10 @@ struct AttackTests {
         let recovered = try await harness.vault(["recover", "--token", token, "--reason", "ROLE"], user: role)
         #expect(recovered.status == 0, "\(recovered.errors)")
         #expect(recovered.output == harness.originals[token]! + "\n")
-        #expect(try await harness.scalar("SELECT count(*) FROM audit_log WHERE db_role = $1 AND subject = $2 AND outcome = 'revealed'",
-                                         [.text(role), .text(token)]) == 1)
+        #expect(
+            try await harness.scalar(
+                "SELECT count(*) FROM audit_log WHERE db_role = $1 AND subject = $2 AND outcome = 'revealed'",
+                [.text(role), .text(token)]) == 1)
         #expect(try await harness.vault(["audit", "verify"]).status == 0)
     }
 
@@ -291,8 +318,10 @@ struct AttackTests {
         #expect(retokenize.status == 0, "\(retokenize.errors)")
         #expect(try await harness.scalar("SELECT count(*) FROM audit_log WHERE db_role = $1 AND action = 'retokenize'", [.text(role)]) == 2)
         let connection = try await harness.connect(as: role)
-        for statement in ["UPDATE audit_log SET reason = 'x'", "DELETE FROM audit_log", "DELETE FROM user_logins",
-                          "SELECT * FROM vault_reveal('a', 1, 'recover', '{}', '{}', '{}', '{}', '{}')"] {
+        for statement in [
+            "UPDATE audit_log SET reason = 'x'", "DELETE FROM audit_log", "DELETE FROM user_logins",
+            "SELECT * FROM vault_reveal('a', 1, 'recover', '{}', '{}', '{}', '{}', '{}')",
+        ] {
             await #expect {
                 try await connection.execute(statement)
             } throws: { ($0 as? PostgresError)?.sqlState == "42501" }
@@ -317,7 +346,9 @@ struct TransportTests {
         #expect(try TransportSecurity.of(conninfo: "host=127.0.0.1,db.example.com dbname=x").defaultMode == "verify-full")
     }
 
-    @Test("a server on a non-loopback address: refused without sslmode and with a plaintext fallback, allowed with sslmode=disable or verified TLS")
+    @Test(
+        "a server on a non-loopback address: refused without sslmode and with a plaintext fallback, allowed with sslmode=disable or verified TLS"
+    )
     func nonLoopbackServer() async throws {
         let address = try await nonLoopbackAddress()
         let plain = try await PrivatePostgres.start(extraAddresses: [address])
@@ -340,7 +371,8 @@ struct TransportTests {
 
         let tls = try await PrivatePostgres.start(extraAddresses: [address]) { root in try await makeTLSFiles(in: root, for: address) }
         defer { Task { await tls.destroy() } }
-        let verified = try await TestDatabase.connect("postgresql://postgres@\(address):\(tls.port)/pseudonymizer?sslrootcert=\(tls.root)/ca.pem")
+        let verified = try await TestDatabase.connect(
+            "postgresql://postgres@\(address):\(tls.port)/pseudonymizer?sslrootcert=\(tls.root)/ca.pem")
         #expect(try await verified.query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0].bool("ssl"))
     }
 }
@@ -351,7 +383,8 @@ struct ReplacedFunctionTests {
     func unauditedReveal() async throws {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 2))
         let owner = try await harness.connect()
-        try await owner.executeScript("""
+        try await owner.executeScript(
+            """
             CREATE OR REPLACE FUNCTION vault_reveal(p_os_user text, p_mac_key_version integer, p_action text, p_subjects text[],
                                                     p_reasons text[], p_outcomes text[], p_hashes bytea[], p_macs bytea[])
                 RETURNS TABLE (token text, field text, token_key_version integer, data_key_id text, nonce bytea, ciphertext bytea,

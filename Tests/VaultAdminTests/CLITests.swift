@@ -13,8 +13,9 @@ struct CLITests {
     @Test("--version on both tools")
     func version() async throws {
         for tool in ["ingest", "vault"] {
-            let result = try await runProgram(try TestEnvironment.executable(tool), ["--version"],
-                                              environment: ["PSEUDONYMIZER_REVISION": "abc1234"])
+            let result = try await runProgram(
+                try TestEnvironment.executable(tool), ["--version"],
+                environment: ["PSEUDONYMIZER_REVISION": "abc1234"])
             #expect(result.status == 0)
             #expect(result.output.trimmingCharacters(in: .whitespacesAndNewlines).hasSuffix("(revision abc1234)"))
         }
@@ -39,7 +40,8 @@ struct CLITests {
             ("audit verify", ["audit", "verify", "--json"]),
         ]
         for (name, arguments) in runs {
-            let result = name == "migrate"
+            let result =
+                name == "migrate"
                 ? try await harness.ingest(arguments)
                 : try await harness.vault(arguments, input: name.hasPrefix("forget") ? token : nil)
             #expect(result.status == 0, "\(name): \(result.errors)")
@@ -56,13 +58,15 @@ struct CLITests {
         let vault = try await runProgram(try TestEnvironment.executable("vault"), ["audit", "log", "--since", "last tuesday"])
         #expect(vault.status == 64)
         #expect(vault.errors.contains("Usage: vault audit log"))
-        let ingest = try await runProgram(try TestEnvironment.executable("ingest"), ["run", "--keys-dir", "/nonexistent"],
-                                          environment: ["QUEUE_URL": "", "INGEST_FROM_FILE": ""])
+        let ingest = try await runProgram(
+            try TestEnvironment.executable("ingest"), ["run", "--keys-dir", "/nonexistent"],
+            environment: ["QUEUE_URL": "", "INGEST_FROM_FILE": ""])
         #expect(ingest.status == 64)
         #expect(ingest.errors.contains("Usage: ingest run"))
         #expect(ingest.errors.contains("See 'ingest run --help'"))
-        let json = try await runProgram(try TestEnvironment.executable("ingest"), ["run", "--from-file", "/dev/null", "--keys-dir", "/nonexistent"],
-                                        environment: ["LOG_FORMAT": "json"])
+        let json = try await runProgram(
+            try TestEnvironment.executable("ingest"), ["run", "--from-file", "/dev/null", "--keys-dir", "/nonexistent"],
+            environment: ["LOG_FORMAT": "json"])
         #expect(json.status == 78)
         let lines = json.errors.split(separator: "\n")
         #expect(lines.count == 1)
@@ -87,15 +91,20 @@ struct CLITests {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 2))
         let token = harness.originals.keys.sorted()[0]
         // setsid: no controlling terminal, as in a job.
-        let refused = try await runProgram("/usr/bin/setsid", ["--wait", try TestEnvironment.executable("vault"), "forget", "--token", token, "--reason", "C"],
-                                           environment: ["KEYS_DIR": harness.keys.store.directory, "DATABASE_URL": harness.databaseURL])
+        let refused = try await runProgram(
+            "/usr/bin/setsid", ["--wait", try TestEnvironment.executable("vault"), "forget", "--token", token, "--reason", "C"],
+            environment: ["KEYS_DIR": harness.keys.store.directory, "DATABASE_URL": harness.databaseURL])
         #expect(refused.status == 64)
         #expect(refused.errors.contains("run it on a terminal to confirm, or pass --yes"))
         #expect(try await harness.scalar("SELECT count(*) FROM vault_entries WHERE erased_at IS NOT NULL") == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM audit_log") == 0)
-        let retire = try await runProgram("/usr/bin/setsid", ["--wait", try TestEnvironment.executable("vault"), "keys", "retire", "--recovery", "1",
-                                                              "--reason", "C"],
-                                          environment: ["KEYS_DIR": harness.keys.store.directory, "DATABASE_URL": harness.databaseURL])
+        let retire = try await runProgram(
+            "/usr/bin/setsid",
+            [
+                "--wait", try TestEnvironment.executable("vault"), "keys", "retire", "--recovery", "1",
+                "--reason", "C",
+            ],
+            environment: ["KEYS_DIR": harness.keys.store.directory, "DATABASE_URL": harness.databaseURL])
         #expect(retire.status == 64)
         let done = try await harness.vault(["forget", "--yes", "--token", token, "--reason", "C"])
         #expect(done.status == 0)
@@ -112,7 +121,9 @@ struct CLITests {
         try FileManager.default.removeItem(atPath: "\(ingestKeys)/tokenization.json")
         try FileManager.default.copyItem(atPath: harness.keys.store.tokenizationPath, toPath: "\(ingestKeys)/tokenization.json")
         let file = NSTemporaryDirectory() + "again-\(UUID().uuidString).jsonl"
-        try (#"{"user_id": "again", "app_version": "1.0", "device_type": "ios", "ip": "2001:db8::1", "locale": null, "device_id": "d"}"# + "\n")
+        try
+            (#"{"user_id": "again", "app_version": "1.0", "device_type": "ios", "ip": "2001:db8::1", "locale": null, "device_id": "d"}"#
+            + "\n")
             .write(toFile: file, atomically: true, encoding: .utf8)
         #expect(try await harness.ingest(["run", "--from-file", file]).status == 0)
 
@@ -133,15 +144,19 @@ struct CLITests {
     func interruptedRetokenize() async throws {
         let harness = try await VaultHarness.make(bodies: rotationBodies(prefix: "sig", count: 4000))
         #expect(try await harness.vault(["keys", "rotate", "--tokenization", "--reason", "SIG"]).status == 0)
-        let process = try startProgram("vault", ["retokenize", "--reason", "SIG", "--batch-size", "20"],
-                                       environment: ["KEYS_DIR": harness.keys.store.directory,
-                                                     "VAULT_PASSPHRASE_FILE": harness.keys.passphraseFile, "DATABASE_URL": harness.databaseURL])
+        let process = try startProgram(
+            "vault", ["retokenize", "--reason", "SIG", "--batch-size", "20"],
+            environment: [
+                "KEYS_DIR": harness.keys.store.directory,
+                "VAULT_PASSPHRASE_FILE": harness.keys.passphraseFile, "DATABASE_URL": harness.databaseURL,
+            ])
         try await waitUntil(.seconds(60)) { try await harness.scalar("SELECT count(*) FROM token_lineage") > 0 }
         kill(process.processIdentifier, SIGTERM)
         try await waitUntil(.seconds(60)) { !process.isRunning }
         #expect(process.terminationReason == .exit)
         #expect(process.terminationStatus == 75)
-        #expect(try await harness.scalar("SELECT count(*) FROM audit_log WHERE action = 'retokenize' AND outcome LIKE 'interrupted:%'") == 1)
+        #expect(
+            try await harness.scalar("SELECT count(*) FROM audit_log WHERE action = 'retokenize' AND outcome LIKE 'interrupted:%'") == 1)
         #expect(try await harness.scalar("SELECT count(*) FROM vault_entries WHERE token_key_version = 1") > 0)
 
         let rerun = try await harness.vault(["retokenize", "--reason", "SIG (again)"])

@@ -1,9 +1,10 @@
 import Foundation
 import Ingest
 import Postgres
-@testable import Pseudonymization
 import TestSupport
 import Testing
+
+@testable import Pseudonymization
 @testable import VaultAdmin
 @testable import VaultCrypto
 
@@ -45,8 +46,10 @@ struct FormatExample: Sendable, CustomStringConvertible {
                         guard let colon = entry.firstIndex(of: ":") else { continue }
                         fields[String(entry[..<colon])] = String(entry[entry.index(after: colon)...]).trimmingCharacters(in: .whitespaces)
                     }
-                    examples.append(FormatExample(name: block.name, index: examples.filter { $0.name == block.name }.count + 1,
-                                                  fields: fields, body: block.lines.joined(separator: "\n") + "\n"))
+                    examples.append(
+                        FormatExample(
+                            name: block.name, index: examples.filter { $0.name == block.name }.count + 1,
+                            fields: fields, body: block.lines.joined(separator: "\n") + "\n"))
                     current = nil
                 } else {
                     current!.lines.append(String(line))
@@ -75,21 +78,25 @@ struct FormatsTests {
             return ["date": UTCDate.string(fromMilliseconds: Int64(example["sent-timestamp"])!)]
         case "token":
             let field = PIIField(rawValue: example["field"])!
-            let key = SecretKeyVersion(version: Int(example["version"])!, state: .active, createdAt: "", secret: SecureBytes(try example.hex("key")))
+            let key = SecretKeyVersion(
+                version: Int(example["version"])!, state: .active, createdAt: "", secret: SecureBytes(try example.hex("key")))
             let input = Array("pseudonymizer.token.v1\u{0}\(field.rawValue)\u{0}\(example["value"])".utf8)
             return ["mac-input": Hex.encode(input), "token": try Tokenizer(key: key).token(for: example["value"], field: field)]
         case "erased-token":
             let field = PIIField(rawValue: example["field"])!
-            let key = SecretKeyVersion(version: Int(example["version"])!, state: .active, createdAt: "", secret: SecureBytes(try example.hex("key")))
+            let key = SecretKeyVersion(
+                version: Int(example["version"])!, state: .active, createdAt: "", secret: SecureBytes(try example.hex("key")))
             return ["token": try Tokenizer(key: key).token(forErased: example["old-token"], field: field)]
         case "vault-entry":
             let field = PIIField(rawValue: example["field"])!
             let aad = VaultAAD.entry(token: example["token"], field: field, dataKeyID: example["data-key-id"])
-            let sealed = try AESGCM(key: try example.hex("data-key")).seal(Array(example["value"].utf8), nonce: try example.hex("nonce"), aad: aad)
+            let sealed = try AESGCM(key: try example.hex("data-key")).seal(
+                Array(example["value"].utf8), nonce: try example.hex("nonce"), aad: aad)
             return ["aad": Hex.encode(aad), "ciphertext": Hex.encode(sealed)]
         case "quarantine":
             let aad = VaultAAD.quarantine(receiptID: try example.hex("receipt-id"), dataKeyID: example["data-key-id"])
-            let sealed = try AESGCM(key: try example.hex("data-key")).seal(Array(example["body"].utf8), nonce: try example.hex("nonce"), aad: aad)
+            let sealed = try AESGCM(key: try example.hex("data-key")).seal(
+                Array(example["body"].utf8), nonce: try example.hex("nonce"), aad: aad)
             return ["aad": Hex.encode(aad), "sealed-body": Hex.encode(sealed)]
         case "receipt-id-sqs":
             return ["receipt-id": Hex.encode(try ReceiptID.sqs(messageID: example["message-id"]))]
@@ -99,37 +106,45 @@ struct FormatsTests {
             let privateKey = try X25519.PrivateKey(rawRepresentation: SecureBytes(try example.hex("recovery-private-key")))
             let version = Int(example["recovery-version"])!
             let recipient = RecoveryPublicKey(version: version, state: .active, createdAt: "", publicKey: privateKey.publicKey)
-            let wrapped = try DataKeyWrap.wrap(SecureBytes(try example.hex("data-key")), dataKeyID: example["data-key-id"], to: recipient,
-                                               ephemeral: try X25519.PrivateKey(rawRepresentation: SecureBytes(try example.hex("ephemeral-private-key"))))
+            let wrapped = try DataKeyWrap.wrap(
+                SecureBytes(try example.hex("data-key")), dataKeyID: example["data-key-id"], to: recipient,
+                ephemeral: try X25519.PrivateKey(rawRepresentation: SecureBytes(try example.hex("ephemeral-private-key"))))
             // And it opens again with the private key.
             let opened = try DataKeyWrap.unwrap(wrapped, dataKeyID: example["data-key-id"], recoveryVersion: version, with: privateKey)
             #expect(opened == SecureBytes(try example.hex("data-key")))
-            return ["recovery-public-key": Hex.encode(privateKey.publicKey.rawRepresentation),
-                    "aad": Hex.encode(DataKeyWrap.aad(dataKeyID: example["data-key-id"], recoveryVersion: version)),
-                    "wrapped-key": Hex.encode(wrapped)]
+            return [
+                "recovery-public-key": Hex.encode(privateKey.publicKey.rawRepresentation),
+                "aad": Hex.encode(DataKeyWrap.aad(dataKeyID: example["data-key-id"], recoveryVersion: version)),
+                "wrapped-key": Hex.encode(wrapped),
+            ]
         case "private-key-seal":
             let privateKey = try X25519.PrivateKey(rawRepresentation: SecureBytes(try example.hex("private-key")))
             let version = Int(example["version"])!
             let parameters = Scrypt.Parameters(n: UInt64(example["n"])!, r: UInt32(example["r"])!, p: UInt32(example["p"])!)
             let passphrase = SecureBytes(Array(example["passphrase"].utf8))
-            let sealed = try RecoveryPrivateKeys.seal(privateKey, version: version, createdAt: "", passphrase: passphrase, parameters: parameters,
-                                                      salt: try example.hex("salt"), nonce: try example.hex("nonce"))
+            let sealed = try RecoveryPrivateKeys.seal(
+                privateKey, version: version, createdAt: "", passphrase: passphrase, parameters: parameters,
+                salt: try example.hex("salt"), nonce: try example.hex("nonce"))
             let opened = try RecoveryPrivateKeys(keys: [sealed]).unlock(version: version, passphrase: passphrase, path: "example")
             #expect(opened.rawRepresentation == privateKey.rawRepresentation)
-            return ["public-key": Base64.encode(sealed.publicKey),
-                    "aad": String(decoding: RecoveryPrivateKeys.associatedData(version: version, publicKey: sealed.publicKey), as: UTF8.self),
-                    "sealed-private-key": Base64.encode(sealed.sealedPrivateKey)]
+            return [
+                "public-key": Base64.encode(sealed.publicKey),
+                "aad": String(decoding: RecoveryPrivateKeys.associatedData(version: version, publicKey: sealed.publicKey), as: UTF8.self),
+                "sealed-private-key": Base64.encode(sealed.sealedPrivateKey),
+            ]
         case "passphrase-file":
             let path = NSTemporaryDirectory() + "passphrase-\(UUID().uuidString)"
-            FileManager.default.createFile(atPath: path, contents: Data(try example.hex("file")), attributes: [.posixPermissions: 0o600])
+            _ = FileManager.default.createFile(atPath: path, contents: Data(try example.hex("file")), attributes: [.posixPermissions: 0o600])
             let passphrase = try PassphraseSource(file: path).read(prompt: "")
             return ["passphrase": passphrase.withUnsafeBytes { Hex.encode($0) }]
         case "fingerprint-tokenization":
-            let key = SecretKeyVersion(version: Int(example["version"])!, state: .active, createdAt: "", secret: SecureBytes(try example.hex("key")))
+            let key = SecretKeyVersion(
+                version: Int(example["version"])!, state: .active, createdAt: "", secret: SecureBytes(try example.hex("key")))
             return ["fingerprint": Hex.encode(try key.tokenizationFingerprint())]
         case "fingerprint-recovery":
-            let key = RecoveryPublicKey(version: Int(example["version"])!, state: .active, createdAt: "",
-                                        publicKey: try X25519.PublicKey(rawRepresentation: try example.hex("public-key")))
+            let key = RecoveryPublicKey(
+                version: Int(example["version"])!, state: .active, createdAt: "",
+                publicKey: try X25519.PublicKey(rawRepresentation: try example.hex("public-key")))
             return ["fingerprint": Hex.encode(try key.fingerprint)]
         case "audit-row":
             let hash = try auditHash(example)
@@ -137,7 +152,10 @@ struct FormatsTests {
             return ["hash": Hex.encode(hash), "mac": Hex.encode(mac)]
         case "tokenization.json":
             let keyring = try TokenizationKeyring.decode(SecureBytes(Array(example.body.utf8)), path: "FORMATS.md")
-            return ["(written again)": keyring.encoded().withUnsafeBytes { String(decoding: $0, as: UTF8.self) } == example.body ? "same" : "differs"]
+            return [
+                "(written again)": keyring.encoded().withUnsafeBytes { String(decoding: $0, as: UTF8.self) } == example.body
+                    ? "same" : "differs"
+            ]
         default:
             Issue.record("FORMATS.md example \(example) is of a kind no test checks")
             return [:]
@@ -148,7 +166,8 @@ struct FormatsTests {
         try AuditLog.rowHash(
             previous: try example.hex("previous-hash"), sequence: Int64(example["seq"])!, at: example["at"], osUser: example["os-user"],
             databaseRole: example["db-role"],
-            record: AuditRecord(action: example["action"], subject: example["subject"], reason: example["reason"], outcome: example["outcome"]))
+            record: AuditRecord(
+                action: example["action"], subject: example["subject"], reason: example["reason"], outcome: example["outcome"]))
     }
 
     @Test("every worked example in FORMATS.md is what the code computes", arguments: FormatExample.all)
@@ -162,9 +181,12 @@ struct FormatsTests {
     @Test("the document has an example of every kind, and its values are consistent across examples")
     func coverage() throws {
         let kinds = Set(FormatExample.all.map(\.name))
-        #expect(kinds == ["canonical-ip", "app-version", "create-date", "token", "erased-token", "vault-entry", "quarantine",
-                          "receipt-id-sqs", "receipt-id-file", "data-key-wrap", "private-key-seal", "passphrase-file",
-                          "fingerprint-tokenization", "fingerprint-recovery", "audit-row", "tokenization.json"])
+        #expect(
+            kinds == [
+                "canonical-ip", "app-version", "create-date", "token", "erased-token", "vault-entry", "quarantine",
+                "receipt-id-sqs", "receipt-id-file", "data-key-wrap", "private-key-seal", "passphrase-file",
+                "fingerprint-tokenization", "fingerprint-recovery", "audit-row", "tokenization.json",
+            ])
         let byName = Dictionary(grouping: FormatExample.all, by: \.name)
         // The examples build on each other: the entry seals the first token, the
         // erased token derives from it, the quarantine uses the file receipt id,
@@ -179,10 +201,13 @@ struct FormatsTests {
     func auditHashInDatabase() async throws {
         let example = try #require(FormatExample.all.first { $0.name == "audit-row" })
         let connection = try await TestDatabase.connect(try await TestDatabase.create("formats"))
-        let row = try await connection.query("SELECT audit_row_hash($1, $2, $3, $4, $5, $6, $7, $8, $9) AS hash", [
-            .bytes(try example.hex("previous-hash")), .int(Int(example["seq"])!), .text(example["at"]), .text(example["os-user"]),
-            .text(example["db-role"]), .text(example["action"]), .text(example["subject"]), .text(example["reason"]), .text(example["outcome"]),
-        ])
+        let row = try await connection.query(
+            "SELECT audit_row_hash($1, $2, $3, $4, $5, $6, $7, $8, $9) AS hash",
+            [
+                .bytes(try example.hex("previous-hash")), .int(Int(example["seq"])!), .text(example["at"]), .text(example["os-user"]),
+                .text(example["db-role"]), .text(example["action"]), .text(example["subject"]), .text(example["reason"]),
+                .text(example["outcome"]),
+            ])
         #expect(Hex.encode(try row[0].bytes("hash")) == example["hash"])
     }
 }

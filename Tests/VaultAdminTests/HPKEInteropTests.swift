@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Pseudonymization
 import Testing
+
 @testable import VaultCrypto
 
 /// This project's data-key wraps against an independent RFC 9180
@@ -24,7 +25,8 @@ struct HPKEInteropTests {
             let wrapped = try DataKeyWrap.wrap(dataKey, dataKeyID: id, to: publicKey)
             #expect(wrapped.count == 80)
             var opener = try Crypto.HPKE.Recipient(
-                privateKey: try Curve25519.KeyAgreement.PrivateKey(rawRepresentation: recipient.rawRepresentation.withUnsafeBytes { Data($0) }),
+                privateKey: try Curve25519.KeyAgreement.PrivateKey(
+                    rawRepresentation: recipient.rawRepresentation.withUnsafeBytes { Data($0) }),
                 ciphersuite: Self.suite, info: Self.info, encapsulatedKey: Data(wrapped.prefix(32)))
             let opened = try opener.open(Data(wrapped.dropFirst(32)), authenticating: Self.aad(id, 3))
             #expect(dataKey.withUnsafeBytes { Data($0) } == opened)
@@ -43,7 +45,9 @@ struct HPKEInteropTests {
             let wrapped = [UInt8](sender.encapsulatedKey) + [UInt8](ciphertext)
             let opened = try DataKeyWrap.unwrap(wrapped, dataKeyID: id, recoveryVersion: 2, with: recipient)
             #expect(opened.withUnsafeBytes { Data($0) } == dataKey)
-            #expect(throws: VaultCrypto.CryptoError.self) { try DataKeyWrap.unwrap(wrapped, dataKeyID: id, recoveryVersion: 1, with: recipient) }
+            #expect(throws: VaultCrypto.CryptoError.self) {
+                try DataKeyWrap.unwrap(wrapped, dataKeyID: id, recoveryVersion: 1, with: recipient)
+            }
             #expect(throws: VaultCrypto.CryptoError.self) {
                 try DataKeyWrap.unwrap(wrapped, dataKeyID: UUID().uuidString.lowercased(), recoveryVersion: 2, with: recipient)
             }
@@ -62,17 +66,21 @@ struct IndependentFormatTests {
     @Test("the token example is HMAC-SHA256 of the documented input")
     func token() throws {
         let example = try example("token")
-        let mac = Crypto.HMAC<Crypto.SHA256>.authenticationCode(for: try example.hex("mac-input"),
-                                                                using: SymmetricKey(data: try example.hex("key")))
-        #expect("ip_t1_" + Data(mac).base64EncodedString().replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "") == example["token"])
+        let mac = Crypto.HMAC<Crypto.SHA256>.authenticationCode(
+            for: try example.hex("mac-input"),
+            using: SymmetricKey(data: try example.hex("key")))
+        #expect(
+            "ip_t1_"
+                + Data(mac).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+                .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "") == example["token"])
     }
 
     @Test("the vault entry example is AES-256-GCM with the documented AAD")
     func vaultEntry() throws {
         let example = try example("vault-entry")
-        let sealed = try AES.GCM.seal(Data(example["value"].utf8), using: SymmetricKey(data: try example.hex("data-key")),
-                                      nonce: try AES.GCM.Nonce(data: try example.hex("nonce")), authenticating: try example.hex("aad"))
+        let sealed = try AES.GCM.seal(
+            Data(example["value"].utf8), using: SymmetricKey(data: try example.hex("data-key")),
+            nonce: try AES.GCM.Nonce(data: try example.hex("nonce")), authenticating: try example.hex("aad"))
         #expect(Hex.encode(sealed.ciphertext + sealed.tag) == example["ciphertext"])
     }
 

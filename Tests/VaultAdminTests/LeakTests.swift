@@ -13,8 +13,9 @@ struct LeakTests {
         let single = try await harness.vault(["recover", "--token", pasted, "--reason", "PASTE"])
         #expect(single.status == 1)
         #expect(single.errors.contains("(9 characters: digits, dots) is not a token"))
-        let bulk = try await harness.vault(["recover", "--tokens-file", "-", "--reason", "PASTE"],
-                                           input: [pasted, harness.originals.keys.sorted()[0]].joined(separator: "\n"))
+        let bulk = try await harness.vault(
+            ["recover", "--tokens-file", "-", "--reason", "PASTE"],
+            input: [pasted, harness.originals.keys.sorted()[0]].joined(separator: "\n"))
         let json = try await harness.vault(["recover", "--tokens-file", "-", "--reason", "PASTE", "--json"], input: pasted)
         let forget = try await harness.vault(["forget", "--yes", "--token", pasted, "--reason", "PASTE"])
         #expect(bulk.output.hasPrefix("-\terror: the input (9 characters: digits, dots) is not a token"))
@@ -23,13 +24,16 @@ struct LeakTests {
         for result in [single, bulk, json, forget] {
             #expect(!result.output.contains(pasted) && !result.errors.contains(pasted))
         }
-        #expect(try await harness.scalar("SELECT count(*) FROM audit_log WHERE subject LIKE '%192.0.2.7%' OR reason LIKE '%192.0.2.7%'") == 0)
+        #expect(
+            try await harness.scalar("SELECT count(*) FROM audit_log WHERE subject LIKE '%192.0.2.7%' OR reason LIKE '%192.0.2.7%'") == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM audit_log WHERE outcome = 'malformed-token'") == 3)
     }
 
-    @Test("--reason refuses control and bidirectional characters; audit log escapes whatever the table holds", arguments: [
-        "TICKET\u{202E}1-TEKCIT", "line\nbreak", "bell\u{07}", "zero\u{200B}width", "isolate\u{2066}x\u{2069}",
-    ])
+    @Test(
+        "--reason refuses control and bidirectional characters; audit log escapes whatever the table holds",
+        arguments: [
+            "TICKET\u{202E}1-TEKCIT", "line\nbreak", "bell\u{07}", "zero\u{200B}width", "isolate\u{2066}x\u{2069}",
+        ])
     func reasonCharacters(reason: String) async throws {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 1))
         let result = try await harness.vault(["recover", "--token", harness.originals.keys.sorted()[0], "--reason", reason])
@@ -43,7 +47,8 @@ struct LeakTests {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 1))
         #expect(try await harness.vault(["recover", "--token", harness.originals.keys.sorted()[0], "--reason", "OK"]).status == 0)
         let owner = try await harness.connect()
-        try await owner.executeScript("""
+        try await owner.executeScript(
+            """
             ALTER TABLE audit_log DISABLE TRIGGER USER;
             UPDATE audit_log SET reason = E'\\x1b[31mred\\u202Egnp.exe\\\\'
             """)
@@ -91,7 +96,10 @@ struct LeakTests {
             return pid != nil
         }
         let limits = try String(contentsOfFile: "/proc/\(pid!)/limits", encoding: .utf8)
-        #expect(limits.split(separator: "\n").contains { $0.hasPrefix("Max core file size") && $0.split(separator: " ").dropFirst(4).prefix(2) == ["0", "0"] })
+        #expect(
+            limits.split(separator: "\n").contains {
+                $0.hasPrefix("Max core file size") && $0.split(separator: " ").dropFirst(4).prefix(2) == ["0", "0"]
+            })
         // A non-dumpable process's /proc files belong to root, not to its user.
         let owner = try FileManager.default.attributesOfItem(atPath: "/proc/\(pid!)/status")[.ownerAccountID] as? NSNumber
         #expect(owner?.intValue == 0)

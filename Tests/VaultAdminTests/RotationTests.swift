@@ -11,7 +11,8 @@ import VaultCrypto
 func rotationBodies(prefix: String, count: Int, reusing earlier: [String] = []) -> [String] {
     var values: [(String, String)] = earlier.compactMap { body in
         guard let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
-              let ip = object["ip"] as? String, let device = object["device_id"] as? String else { return nil }
+            let ip = object["ip"] as? String, let device = object["device_id"] as? String
+        else { return nil }
         return (ip, device)
     }
     var bodies: [String] = []
@@ -21,21 +22,28 @@ func rotationBodies(prefix: String, count: Int, reusing earlier: [String] = []) 
             (ip, device) = values[(index * 7919) % values.count]
         } else {
             let n = abs("\(prefix)\(index)".hashValue) % 16_000_000
-            (ip, device) = (index % 10 == 0 ? "2001:db8::\(String(n & 0xffff, radix: 16)):\(String(n >> 16, radix: 16))"
-                                              : "10.\(n >> 16 & 255).\(n >> 8 & 255).\(n & 255)",
-                            "\(prefix)-dev-\(index)")
+            (ip, device) = (
+                index % 10 == 0
+                    ? "2001:db8::\(String(n & 0xffff, radix: 16)):\(String(n >> 16, radix: 16))"
+                    : "10.\(n >> 16 & 255).\(n >> 8 & 255).\(n & 255)",
+                "\(prefix)-dev-\(index)"
+            )
             values.append((ip, device))
         }
-        bodies.append(#"{"user_id": "\#(prefix)-\#(index)", "app_version": "1.0", "device_type": "ios", "ip": "\#(ip)", "locale": null, "device_id": "\#(device)"}"#)
+        bodies.append(
+            #"{"user_id": "\#(prefix)-\#(index)", "app_version": "1.0", "device_type": "ios", "ip": "\#(ip)", "locale": null, "device_id": "\#(device)"}"#
+        )
     }
     return bodies
 }
 
 func originals(of bodies: [String]) -> (ips: Set<String>, devices: Set<String>) {
-    var ips = Set<String>(), devices = Set<String>()
+    var ips = Set<String>()
+    var devices = Set<String>()
     for body in bodies {
         guard let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
-              let ip = (object["ip"] as? String).flatMap(CanonicalIP.canonicalize), let device = object["device_id"] as? String else { continue }
+            let ip = (object["ip"] as? String).flatMap(CanonicalIP.canonicalize), let device = object["device_id"] as? String
+        else { continue }
         ips.insert(ip)
         devices.insert(device)
     }
@@ -59,9 +67,12 @@ struct RotationTests {
         let preload = rotationBodies(prefix: "pre", count: 1500)
         let harness = try await VaultHarness.make(bodies: preload)
         let queue = try await AWSCLI.createQueue("rotation")
-        let ingest = try startProgram("ingest", [
-            "run", "--queue-url", queue, "--keys-dir", try harness.keys.ingestKeysDirectory(), "--database-url", harness.databaseURL,
-            "--batch-size", "20", "--key-reload-seconds", "0.3", "--wait-seconds", "1"])
+        let ingest = try startProgram(
+            "ingest",
+            [
+                "run", "--queue-url", queue, "--keys-dir", try harness.keys.ingestKeysDirectory(), "--database-url", harness.databaseURL,
+                "--batch-size", "20", "--key-reload-seconds", "0.3", "--wait-seconds", "1",
+            ])
         defer { if ingest.isRunning { kill(ingest.processIdentifier, SIGKILL) } }
 
         let first = rotationBodies(prefix: "live1", count: 60, reusing: preload)
@@ -78,14 +89,18 @@ struct RotationTests {
         let second = rotationBodies(prefix: "live2", count: 60, reusing: preload + first)
         try await Boto3.send(queue, bodies: second)
         try await waitUntil(.seconds(120)) { try await harness.scalar("SELECT count(*) FROM user_logins") == 1620 }
-        #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE user_id LIKE 'live2-%' AND masked_ip LIKE 'ip_t2_%'") == 60)
+        #expect(
+            try await harness.scalar("SELECT count(*) FROM user_logins WHERE user_id LIKE 'live2-%' AND masked_ip LIKE 'ip_t2_%'") == 60)
 
         // Retokenize in small batches, killed once a part is done.
         let oldEntries = try await harness.scalar("SELECT count(*) FROM vault_entries WHERE token_key_version = 1")
         // Tiny batches, so there is a "halfway" to kill it at.
-        let job = try startProgram("vault", ["retokenize", "--reason", "ROT-1", "--batch-size", "2"], environment: [
-            "KEYS_DIR": harness.keys.store.directory, "VAULT_PASSPHRASE_FILE": harness.keys.passphraseFile,
-            "DATABASE_URL": harness.databaseURL])
+        let job = try startProgram(
+            "vault", ["retokenize", "--reason", "ROT-1", "--batch-size", "2"],
+            environment: [
+                "KEYS_DIR": harness.keys.store.directory, "VAULT_PASSPHRASE_FILE": harness.keys.passphraseFile,
+                "DATABASE_URL": harness.databaseURL,
+            ])
         let third = rotationBodies(prefix: "live3", count: 60, reusing: preload + first + second)
         try await Boto3.send(queue, bodies: third)
         try await waitUntil(.seconds(120)) { try await harness.scalar("SELECT count(*) FROM token_lineage") >= 20 || !job.isRunning }
@@ -104,7 +119,9 @@ struct RotationTests {
         let all = preload + first + second + third
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == all.count)
         #expect(try await harness.scalar("SELECT count(DISTINCT user_id) FROM user_logins") == all.count)
-        #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE masked_ip NOT LIKE 'ip_t2_%' OR masked_device_id NOT LIKE 'dev_t2_%'") == 0)
+        #expect(
+            try await harness.scalar(
+                "SELECT count(*) FROM user_logins WHERE masked_ip NOT LIKE 'ip_t2_%' OR masked_device_id NOT LIKE 'dev_t2_%'") == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM vault_entries WHERE token_key_version <> 2") == 0)
         let (ips, devices) = originals(of: all)
         #expect(try await harness.scalar("SELECT count(DISTINCT masked_ip) FROM user_logins") == ips.count)
@@ -112,12 +129,17 @@ struct RotationTests {
 
         // Every token recovers to an original of its field (counted, never printed).
         let connection = try await harness.connect()
-        let tokens = try await connection.query("SELECT DISTINCT masked_ip AS t FROM user_logins UNION SELECT DISTINCT masked_device_id FROM user_logins")
-            .map { try $0.string("t") }
+        let tokens = try await connection.query(
+            "SELECT DISTINCT masked_ip AS t FROM user_logins UNION SELECT DISTINCT masked_device_id FROM user_logins"
+        )
+        .map { try $0.string("t") }
         let recovered = try await harness.recoverAsOwner(tokens)
         var wrong = 0
         for result in recovered {
-            guard case .success(let value) = result else { wrong += 1; continue }
+            guard case .success(let value) = result else {
+                wrong += 1
+                continue
+            }
             if !(value.field == .ip ? ips.contains(value.value) : devices.contains(value.value)) { wrong += 1 }
         }
         #expect(recovered.count == ips.count + devices.count)
@@ -139,9 +161,12 @@ struct RotationTests {
         let after = rotationBodies(prefix: "r2", count: 100, reusing: before)
         let file = NSTemporaryDirectory() + "after-\(UUID().uuidString).jsonl"
         try (after.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
-        let run = try await runProgram(try TestEnvironment.executable("ingest"),
-                                 ["run", "--from-file", file, "--keys-dir", try harness.keys.ingestKeysDirectory(),
-                                  "--database-url", harness.databaseURL])
+        let run = try await runProgram(
+            try TestEnvironment.executable("ingest"),
+            [
+                "run", "--from-file", file, "--keys-dir", try harness.keys.ingestKeysDirectory(),
+                "--database-url", harness.databaseURL,
+            ])
         #expect(run.status == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM data_keys WHERE recovery_key_version = 2") >= 1)
 
@@ -162,13 +187,18 @@ struct RotationTests {
 
         let (ips, devices) = originals(of: before + after)
         let tokens = try await harness.connect().query(
-            "SELECT DISTINCT masked_ip AS t FROM user_logins UNION SELECT DISTINCT masked_device_id FROM user_logins").map { try $0.string("t") }
-        let result = try await harness.vault(["recover", "--tokens-file", "-", "--reason", "AFTER-ROTATION", "--json"], input: tokens.joined(separator: "\n"))
+            "SELECT DISTINCT masked_ip AS t FROM user_logins UNION SELECT DISTINCT masked_device_id FROM user_logins"
+        ).map { try $0.string("t") }
+        let result = try await harness.vault(
+            ["recover", "--tokens-file", "-", "--reason", "AFTER-ROTATION", "--json"], input: tokens.joined(separator: "\n"))
         #expect(result.status == 0)
         var wrong = 0
         for line in result.output.split(separator: "\n") {
             let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
-            guard let value = object?["value"] as? String, object?["recovery_key_version"] as? Int == 2 else { wrong += 1; continue }
+            guard let value = object?["value"] as? String, object?["recovery_key_version"] as? Int == 2 else {
+                wrong += 1
+                continue
+            }
             if !(object?["field"] as? String == "ip" ? ips.contains(value) : devices.contains(value)) { wrong += 1 }
         }
         #expect(tokens.count == ips.count + devices.count)
@@ -180,9 +210,12 @@ struct RotationTests {
         let harness = try await VaultHarness.make(bodies: rotationBodies(prefix: "base", count: 20))
         let queue = try await AWSCLI.createQueue("stale")
         // It would only look at its key files again in an hour.
-        let ingest = try startProgram("ingest", [
-            "run", "--queue-url", queue, "--keys-dir", try harness.keys.ingestKeysDirectory(), "--database-url", harness.databaseURL,
-            "--batch-size", "5", "--key-reload-seconds", "3600", "--wait-seconds", "1", "--visibility-timeout", "30"])
+        let ingest = try startProgram(
+            "ingest",
+            [
+                "run", "--queue-url", queue, "--keys-dir", try harness.keys.ingestKeysDirectory(), "--database-url", harness.databaseURL,
+                "--batch-size", "5", "--key-reload-seconds", "3600", "--wait-seconds", "1", "--visibility-timeout", "30",
+            ])
         defer { if ingest.isRunning { kill(ingest.processIdentifier, SIGKILL) } }
 
         #expect(try await harness.vault(["keys", "rotate", "--tokenization", "--reason", "ROT"]).status == 0)

@@ -21,8 +21,9 @@ struct VaultHarness {
         let databaseURL = try await TestDatabase.create("vault", keys: keys)
         let file = NSTemporaryDirectory() + "vault-\(UUID().uuidString).jsonl"
         try (bodies.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
-        var configuration = IngestConfiguration(source: .file(path: file, sentTimestamp: 1_767_225_600_000), conninfo: databaseURL,
-                                                keysDirectory: try keys.ingestKeysDirectory())
+        var configuration = IngestConfiguration(
+            source: .file(path: file, sentTimestamp: 1_767_225_600_000), conninfo: databaseURL,
+            keysDirectory: try keys.ingestKeysDirectory())
         configuration.untilEmpty = true
         var logger = Logger(label: "vault-tests")
         logger.logLevel = .warning
@@ -32,8 +33,9 @@ struct VaultHarness {
         var originals: [String: String] = [:]
         for body in bodies {
             guard let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
-                  let ip = object["ip"] as? String, let device = object["device_id"] as? String,
-                  let canonical = CanonicalIP.canonicalize(ip) else { continue }
+                let ip = object["ip"] as? String, let device = object["device_id"] as? String,
+                let canonical = CanonicalIP.canonicalize(ip)
+            else { continue }
             originals[try tokenizer.token(for: canonical, field: .ip)] = canonical
             originals[try tokenizer.token(for: device, field: .deviceID)] = device
         }
@@ -57,17 +59,23 @@ struct VaultHarness {
     }
 
     /// Runs the `vault` binary with the test keys and database.
-    func vault(_ arguments: [String], user: String? = nil, input: String? = nil, environment: [String: String] = [:]) async throws -> ProcessResult {
-        try await runProgram(try TestEnvironment.executable("vault"), arguments,
-                       environment: ["KEYS_DIR": keys.store.directory, "VAULT_PASSPHRASE_FILE": keys.passphraseFile,
-                                     "DATABASE_URL": try url(as: user)].merging(environment) { $1 },
-                       input: input)
+    func vault(_ arguments: [String], user: String? = nil, input: String? = nil, environment: [String: String] = [:]) async throws
+        -> ProcessResult
+    {
+        try await runProgram(
+            try TestEnvironment.executable("vault"), arguments,
+            environment: [
+                "KEYS_DIR": keys.store.directory, "VAULT_PASSPHRASE_FILE": keys.passphraseFile,
+                "DATABASE_URL": try url(as: user),
+            ].merging(environment) { $1 },
+            input: input)
     }
 
     /// Runs the `ingest` binary against the harness database with the ingest key directory.
     func ingest(_ arguments: [String], keysDirectory: String? = nil) async throws -> ProcessResult {
-        try await runProgram(try TestEnvironment.executable("ingest"), arguments,
-                             environment: ["KEYS_DIR": try keysDirectory ?? keys.ingestKeysDirectory(), "DATABASE_URL": databaseURL])
+        try await runProgram(
+            try TestEnvironment.executable("ingest"), arguments,
+            environment: ["KEYS_DIR": try keysDirectory ?? keys.ingestKeysDirectory(), "DATABASE_URL": databaseURL])
     }
 
     /// Opens entries as the database owner (no audit): for checking results.
@@ -87,6 +95,7 @@ func mixedBodies(count: Int) -> [String] {
         case 1: ip = "::ffff:10.\(index / 65536 % 256).\(index / 256 % 256).\(index % 256)"
         default: ip = "10.\(index / 65536 % 256).\(index / 256 % 256).\(index % 256)"
         }
-        return #"{"user_id": "user-\#(index)", "app_version": "1.2.3", "device_type": "ios", "ip": "\#(ip)", "locale": null, "device_id": "dev-\#(index)-é"}"#
+        return
+            #"{"user_id": "user-\#(index)", "app_version": "1.2.3", "device_type": "ios", "ip": "\#(ip)", "locale": null, "device_id": "dev-\#(index)-é"}"#
     }
 }

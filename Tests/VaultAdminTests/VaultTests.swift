@@ -13,8 +13,9 @@ struct VaultTests {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 50))
         #expect(harness.originals.count == 100)
         let tokens = harness.originals.keys.sorted()
-        let result = try await harness.vault(["recover", "--tokens-file", "-", "--reason", "TICKET-1", "--json"],
-                                       input: tokens.joined(separator: "\n"))
+        let result = try await harness.vault(
+            ["recover", "--tokens-file", "-", "--reason", "TICKET-1", "--json"],
+            input: tokens.joined(separator: "\n"))
         #expect(result.status == 0)
         let lines = result.output.split(separator: "\n")
         #expect(lines.count == tokens.count)
@@ -36,7 +37,8 @@ struct VaultTests {
         let singleMatches = single.output == harness.originals[tokens[0]]! + "\n"
         #expect(singleMatches)
         #expect(try await harness.scalar("SELECT count(*) FROM audit_log") == 101)
-        #expect(try await harness.scalar("SELECT count(*) FROM audit_log WHERE reason = 'TICKET-2' AND subject = $1", [.text(tokens[0])]) == 1)
+        #expect(
+            try await harness.scalar("SELECT count(*) FROM audit_log WHERE reason = 'TICKET-2' AND subject = $1", [.text(tokens[0])]) == 1)
     }
 
     @Test("--reason is required: a usage error, nothing revealed, nothing audited")
@@ -58,7 +60,8 @@ struct VaultTests {
         var tokens = harness.originals.keys.sorted()
         #expect(tokens.count == 10_000)
         tokens.insert("ip_t1_" + String(repeating: "A", count: 43), at: 5000)
-        let result = try await harness.vault(["recover", "--tokens-file", "-", "--reason", "BULK-1"], input: tokens.joined(separator: "\n"))
+        let result = try await harness.vault(
+            ["recover", "--tokens-file", "-", "--reason", "BULK-1"], input: tokens.joined(separator: "\n"))
         #expect(result.status == 1)  // one token was unknown
         let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
         #expect(lines.count == tokens.count)
@@ -76,9 +79,11 @@ struct VaultTests {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 10))
         let tokens = harness.originals.keys.filter { $0.hasPrefix("ip_") }.sorted()
         let connection = try await harness.connect()
-        try await connection.execute("UPDATE vault_entries SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1) WHERE token = $1",
-                                     [.text(tokens[0])])
-        try await connection.execute("""
+        try await connection.execute(
+            "UPDATE vault_entries SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1) WHERE token = $1",
+            [.text(tokens[0])])
+        try await connection.execute(
+            """
             UPDATE vault_entries v SET nonce = o.nonce, ciphertext = o.ciphertext
             FROM vault_entries o WHERE (v.token, o.token) IN (($1, $2), ($2, $1))
             """, [.text(tokens[1]), .text(tokens[2])])
@@ -96,14 +101,17 @@ struct VaultTests {
     func auditTampering() async throws {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 3))
         let tokens = harness.originals.keys.sorted()
-        #expect(try await harness.vault(["recover", "--tokens-file", "-", "--reason", "AUDIT"], input: tokens.joined(separator: "\n")).status == 0)
+        #expect(
+            try await harness.vault(["recover", "--tokens-file", "-", "--reason", "AUDIT"], input: tokens.joined(separator: "\n")).status
+                == 0)
         let intact = try await harness.vault(["audit", "verify"])
         #expect(intact.status == 0)
         #expect(intact.output.contains("intact: 6 rows, head 6:"))
 
         // Only a superuser who disables the trigger can change rows; the chain still tells.
         let connection = try await harness.connect()
-        try await connection.executeScript("ALTER TABLE audit_log DISABLE TRIGGER USER; UPDATE audit_log SET reason = 'EDITED' WHERE seq = 3")
+        try await connection.executeScript(
+            "ALTER TABLE audit_log DISABLE TRIGGER USER; UPDATE audit_log SET reason = 'EDITED' WHERE seq = 3")
         let edited = try await harness.vault(["audit", "verify"])
         #expect(edited.status == 65)
         #expect(edited.errors.contains("broken at sequence 3"))
@@ -154,11 +162,14 @@ struct VaultTests {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 1))
         let token = harness.originals.keys.sorted()[0]
         let wrong = NSTemporaryDirectory() + "wrong-\(UUID().uuidString)"
-        _ = FileManager.default.createFile(atPath: wrong, contents: Data("not the passphrase at all".utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(
+            atPath: wrong, contents: Data("not the passphrase at all".utf8), attributes: [.posixPermissions: 0o600])
         let badPassphrase = try await harness.vault(["recover", "--token", token, "--reason", "R", "--passphrase-file", wrong])
         #expect(badPassphrase.status == 77)
         #expect(badPassphrase.errors.contains("passphrase does not unlock"))
-        let noPrivateKey = try await harness.vault(["recover", "--token", token, "--reason", "R", "--keys-dir", try harness.keys.ingestKeysDirectory()])
+        let noPrivateKey = try await harness.vault([
+            "recover", "--token", token, "--reason", "R", "--keys-dir", try harness.keys.ingestKeysDirectory(),
+        ])
         #expect(noPrivateKey.status == 77)
         #expect(noPrivateKey.errors.contains("no recovery private key"))
         let malformed = try await harness.vault(["recover", "--token", "1.2.3.4", "--reason", "R"])
@@ -177,17 +188,22 @@ struct RoleTests {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 3))
         let role = try await harness.loginRole(in: "pseudonymizer_ingest")
         let connection = try await harness.connect(as: role)
-        for statement in ["SELECT ciphertext FROM vault_entries", "SELECT * FROM vault_entries", "SELECT wrapped_key FROM data_keys",
-                          "SELECT * FROM audit_log", "SELECT * FROM user_logins", "DELETE FROM user_logins"] {
+        for statement in [
+            "SELECT ciphertext FROM vault_entries", "SELECT * FROM vault_entries", "SELECT wrapped_key FROM data_keys",
+            "SELECT * FROM audit_log", "SELECT * FROM user_logins", "DELETE FROM user_logins",
+        ] {
             await #expect {
                 try await connection.query(statement)
             } throws: { ($0 as? PostgresError)?.sqlState == "42501" }
         }
         let file = NSTemporaryDirectory() + "role-\(UUID().uuidString).jsonl"
         try (mixedBodies(count: 10).joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
-        let run = try await runProgram(try TestEnvironment.executable("ingest"),
-                                 ["run", "--from-file", file, "--keys-dir", try harness.keys.ingestKeysDirectory(),
-                                  "--database-url", try harness.url(as: role)])
+        let run = try await runProgram(
+            try TestEnvironment.executable("ingest"),
+            [
+                "run", "--from-file", file, "--keys-dir", try harness.keys.ingestKeysDirectory(),
+                "--database-url", try harness.url(as: role),
+            ])
         #expect(run.status == 0, "\(run.errors)")
         // Lines 1–3 repeat the harness's file (same position, same content: already
         // claimed), so 7 rows are new.
@@ -204,8 +220,10 @@ struct RoleTests {
         #expect(try await harness.scalar("SELECT count(*) FROM audit_log WHERE db_role = $1", [.text(role)]) == 1)
         let connection = try await harness.connect(as: role)
         // (It may insert, erase and drop vault entries and rewrite token columns: rotation jobs need that.)
-        for statement in ["UPDATE audit_log SET reason = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log",
-                          "DELETE FROM user_logins", "UPDATE user_logins SET user_id = 'x'", "INSERT INTO user_logins (user_id) VALUES ('x')"] {
+        for statement in [
+            "UPDATE audit_log SET reason = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log",
+            "DELETE FROM user_logins", "UPDATE user_logins SET user_id = 'x'", "INSERT INTO user_logins (user_id) VALUES ('x')",
+        ] {
             await #expect {
                 try await connection.execute(statement)
             } throws: { ($0 as? PostgresError)?.sqlState == "42501" }
@@ -218,7 +236,8 @@ struct RoleTests {
         // A role that can read the vault but not append to the audit log.
         let role = "reader_\(UUID().uuidString.prefix(8).lowercased())"
         let admin = try await harness.connect()
-        try await admin.executeScript("""
+        try await admin.executeScript(
+            """
             CREATE ROLE \(role) LOGIN;
             GRANT SELECT ON vault_entries, data_keys, audit_log TO \(role);
             """)

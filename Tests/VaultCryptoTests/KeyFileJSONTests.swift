@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import VaultCrypto
 
 @Suite("Key-file JSON in wiped memory")
@@ -8,11 +9,13 @@ struct KeyFileJSONTests {
         try Array(text.utf8).withUnsafeBytes { try KeyFileJSON.parse($0) }
     }
 
-    @Test("parses objects, arrays, escapes and integers; rejects what key files never hold", arguments: [
-        (#"{"a": [1, -2, {"b": "\u00e9\n\"x\""}], "c": true, "d": null}"#, true),
-        (#"{"a": 1.5}"#, false), (#"{"a": 1e3}"#, false), (#"{"a": "x""#, false), (#"{"a": 1} x"#, false),
-        (#"{"a": 1, "a": 2}"#, false), ("{\"a\": \"tab\there\"}", false), (#"[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]"#, false),
-    ])
+    @Test(
+        "parses objects, arrays, escapes and integers; rejects what key files never hold",
+        arguments: [
+            (#"{"a": [1, -2, {"b": "\u00e9\n\"x\""}], "c": true, "d": null}"#, true),
+            (#"{"a": 1.5}"#, false), (#"{"a": 1e3}"#, false), (#"{"a": "x""#, false), (#"{"a": 1} x"#, false),
+            (#"{"a": 1, "a": 2}"#, false), ("{\"a\": \"tab\there\"}", false), (#"[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]"#, false),
+        ])
     func syntax(text: String, valid: Bool) {
         #expect(((try? parse(text)) != nil) == valid)
     }
@@ -44,7 +47,8 @@ struct KeyFileJSONTests {
     @Test("a damaged field is named, its value never shown")
     func damagedFieldNamed() throws {
         let secretLooking = "c2VjcmV0LWJ1dC1ub3QtMzItYnl0ZXMtbG9uZw=="
-        let text = #"{"format": "pseudonymizer.tokenization-keys", "format_version": 1, "keys": [{"version": 1, "state": "active", "created_at": "x", "key": "\#(secretLooking)"}]}"#
+        let text =
+            #"{"format": "pseudonymizer.tokenization-keys", "format_version": 1, "keys": [{"version": 1, "state": "active", "created_at": "x", "key": "\#(secretLooking)"}]}"#
         #expect {
             try TokenizationKeyring.decode(SecureBytes(Array(text.utf8)), path: "t.json")
         } throws: { error in
@@ -52,9 +56,11 @@ struct KeyFileJSONTests {
         }
     }
 
-    @Test("base64 decoding into wiped memory is as strict as the ordinary decoder", arguments: [
-        "", "AA==", "AAA=", "AAAA", "AB==", "A===", "AAAAA", "////", "+/+/", "AA=A",
-    ])
+    @Test(
+        "base64 decoding into wiped memory is as strict as the ordinary decoder",
+        arguments: [
+            "", "AA==", "AAA=", "AAAA", "AB==", "A===", "AAAAA", "////", "+/+/", "AA=A",
+        ])
     func strictBase64(text: String) {
         let secret = Array(text.utf8).withUnsafeBytes { Base64.decodeSecret($0) }
         let plain = Base64.decode(text)

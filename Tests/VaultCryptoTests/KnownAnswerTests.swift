@@ -1,5 +1,6 @@
 import Testing
 import VaultCrypto
+
 @testable import VaultCrypto
 
 @Suite("Known-answer vectors")
@@ -50,30 +51,30 @@ struct KnownAnswerTests {
     struct X25519File: Decodable {
         struct Multiplication: Decodable { let name: String, scalar: String, u: String, output: String }
         struct DiffieHellman: Decodable {
-            let alice_private: String, alice_public: String, bob_private: String, bob_public: String, shared: String
+            let alicePrivate: String, alicePublic: String, bobPrivate: String, bobPublic: String, shared: String
         }
         struct LowOrder: Decodable { let points: [String] }
-        let scalar_multiplication: [Multiplication]
-        let diffie_hellman: DiffieHellman
-        let low_order_points: LowOrder
+        let scalarMultiplication: [Multiplication]
+        let diffieHellman: DiffieHellman
+        let lowOrderPoints: LowOrder
     }
 
     @Test("X25519 matches RFC 7748 and refuses the all-zero shared secret")
     func x25519RFC7748() throws {
         let file = try loadVectors("x25519_rfc7748", as: X25519File.self)
-        for vector in file.scalar_multiplication {
+        for vector in file.scalarMultiplication {
             let scalar = try X25519.PrivateKey(rawRepresentation: SecureBytes(hex(vector.scalar)))
             let output = try scalar.sharedSecret(with: X25519.PublicKey(rawRepresentation: hex(vector.u)))
             #expect(output.withUnsafeBytes(Array.init) == (try hex(vector.output)), "\(vector.name)")
         }
-        let dh = file.diffie_hellman
-        let alice = try X25519.PrivateKey(rawRepresentation: SecureBytes(hex(dh.alice_private)))
-        let bob = try X25519.PrivateKey(rawRepresentation: SecureBytes(hex(dh.bob_private)))
-        #expect(alice.publicKey.rawRepresentation == (try hex(dh.alice_public)))
-        #expect(bob.publicKey.rawRepresentation == (try hex(dh.bob_public)))
+        let dh = file.diffieHellman
+        let alice = try X25519.PrivateKey(rawRepresentation: SecureBytes(hex(dh.alicePrivate)))
+        let bob = try X25519.PrivateKey(rawRepresentation: SecureBytes(hex(dh.bobPrivate)))
+        #expect(alice.publicKey.rawRepresentation == (try hex(dh.alicePublic)))
+        #expect(bob.publicKey.rawRepresentation == (try hex(dh.bobPublic)))
         #expect(try alice.sharedSecret(with: bob.publicKey).withUnsafeBytes(Array.init) == hex(dh.shared))
         #expect(try bob.sharedSecret(with: alice.publicKey).withUnsafeBytes(Array.init) == hex(dh.shared))
-        for point in file.low_order_points.points {
+        for point in file.lowOrderPoints.points {
             let peer = try X25519.PublicKey(rawRepresentation: hex(point))
             #expect(throws: CryptoError(.weakSharedSecret, "")) { try alice.sharedSecret(with: peer) }
         }
@@ -111,7 +112,7 @@ struct KnownAnswerTests {
 
     struct HPKEFile: Decodable {
         struct Encryption: Decodable { let aad: String, pt: String, ct: String }
-        let info, ikmE, pkEm, skEm, ikmR, pkRm, skRm, enc, shared_secret, key, base_nonce, exporter_secret: String
+        let info, ikmE, pkEm, skEm, ikmR, pkRm, skRm, enc, sharedSecret, key, baseNonce, exporterSecret: String
         let encryption: Encryption
     }
 
@@ -127,14 +128,14 @@ struct KnownAnswerTests {
 
         let (sharedSecret, encapsulated) = try HPKE.encapsulate(to: recipient.publicKey, ephemeral: ephemeral)
         #expect(encapsulated == (try hex(v.enc)))
-        #expect(sharedSecret.withUnsafeBytes(Array.init) == (try hex(v.shared_secret)))
+        #expect(sharedSecret.withUnsafeBytes(Array.init) == (try hex(v.sharedSecret)))
         let decapsulated = try HPKE.decapsulate(X25519.PublicKey(rawRepresentation: encapsulated), with: recipient)
         #expect(decapsulated == sharedSecret)
 
         let context = try HPKE.keySchedule(sharedSecret: sharedSecret, info: hex(v.info), aead: .aes128GCM)
         #expect(context.key.withUnsafeBytes(Array.init) == (try hex(v.key)))
-        #expect(context.baseNonce == (try hex(v.base_nonce)))
-        #expect(context.exporterSecret.withUnsafeBytes(Array.init) == (try hex(v.exporter_secret)))
+        #expect(context.baseNonce == (try hex(v.baseNonce)))
+        #expect(context.exporterSecret.withUnsafeBytes(Array.init) == (try hex(v.exporterSecret)))
 
         let sealed = try HPKE.seal(
             hex(v.encryption.pt), to: recipient.publicKey, info: hex(v.info), aad: hex(v.encryption.aad),

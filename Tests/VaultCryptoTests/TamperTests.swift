@@ -68,10 +68,12 @@ struct TamperTests {
 
 @Suite("Encodings")
 struct EncodingTests {
-    @Test("base64 and base64url match RFC 4648 section 10", arguments: [
-        ("", "", ""), ("f", "Zg==", "Zg"), ("fo", "Zm8=", "Zm8"), ("foo", "Zm9v", "Zm9v"),
-        ("foob", "Zm9vYg==", "Zm9vYg"), ("fooba", "Zm9vYmE=", "Zm9vYmE"), ("foobar", "Zm9vYmFy", "Zm9vYmFy"),
-    ])
+    @Test(
+        "base64 and base64url match RFC 4648 section 10",
+        arguments: [
+            ("", "", ""), ("f", "Zg==", "Zg"), ("fo", "Zm8=", "Zm8"), ("foo", "Zm9v", "Zm9v"),
+            ("foob", "Zm9vYg==", "Zm9vYg"), ("fooba", "Zm9vYmE=", "Zm9vYmE"), ("foobar", "Zm9vYmFy", "Zm9vYmFy"),
+        ])
     func rfc4648(plain: String, standard: String, url: String) {
         #expect(Base64.encode(Array(plain.utf8)) == standard)
         #expect(Base64.encodeURL(Array(plain.utf8)) == url)

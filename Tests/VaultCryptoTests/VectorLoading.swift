@@ -6,10 +6,16 @@ func loadVectors<T: Decodable>(_ name: String, as type: T.Type = T.self) throws 
     guard let url = Bundle.module.url(forResource: name, withExtension: "json", subdirectory: "Vectors") else {
         throw VectorError.missing(name)
     }
-    return try JSONDecoder().decode(T.self, from: Data(contentsOf: url))
+    // The RFCs' vector files name fields in snake_case.
+    let decoder = JSONDecoder()
+    decoder.keyDecodingStrategy = .convertFromSnakeCase
+    return try decoder.decode(T.self, from: Data(contentsOf: url))
 }
 
-enum VectorError: Error { case missing(String), badHex(String) }
+enum VectorError: Error {
+    case missing(String)
+    case badHex(String)
+}
 
 /// Hex from a vector file; a malformed vector is a test failure, not a crash.
 func hex(_ text: String) throws -> [UInt8] {

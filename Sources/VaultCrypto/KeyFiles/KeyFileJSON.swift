@@ -62,7 +62,8 @@ enum KeyFileJSON {
                 index += 4
                 if (0xd800..<0xdc00).contains(scalar) {
                     guard index + 6 <= raw.count, raw[index] == UInt8(ascii: "\\"), raw[index + 1] == UInt8(ascii: "u"),
-                          let low = hex4(raw, at: index + 2), (0xdc00..<0xe000).contains(low) else { return nil }
+                        let low = hex4(raw, at: index + 2), (0xdc00..<0xe000).contains(low)
+                    else { return nil }
                     index += 6
                     scalar = 0x10000 + ((scalar - 0xd800) << 10) + (low - 0xdc00)
                 }
@@ -110,9 +111,15 @@ enum KeyFileJSON {
             case UInt8(ascii: "\""):
                 let (range, escaped) = try string()
                 return .string(range, escaped: escaped)
-            case UInt8(ascii: "t"): try literal("true"); return .bool(true)
-            case UInt8(ascii: "f"): try literal("false"); return .bool(false)
-            case UInt8(ascii: "n"): try literal("null"); return .null
+            case UInt8(ascii: "t"):
+                try literal("true")
+                return .bool(true)
+            case UInt8(ascii: "f"):
+                try literal("false")
+                return .bool(false)
+            case UInt8(ascii: "n"):
+                try literal("null")
+                return .null
             case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return .number(try number())
             default: throw SyntaxError(offset: index, problem: "unexpected character")
             }
@@ -128,19 +135,28 @@ enum KeyFileJSON {
             }
             while true {
                 skipWhitespace()
-                guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw SyntaxError(offset: index, problem: "expected a field name") }
+                guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else {
+                    throw SyntaxError(offset: index, problem: "expected a field name")
+                }
                 let (range, escaped) = try string()
                 guard let key = KeyFileJSON.string(range, escaped: escaped, in: bytes) else {
                     throw SyntaxError(offset: range.lowerBound, problem: "a field name is not valid UTF-8")
                 }
-                guard !members.contains(where: { $0.key == key }) else { throw SyntaxError(offset: range.lowerBound, problem: "field \(key) appears twice") }
+                guard !members.contains(where: { $0.key == key }) else {
+                    throw SyntaxError(offset: range.lowerBound, problem: "field \(key) appears twice")
+                }
                 skipWhitespace()
-                guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw SyntaxError(offset: index, problem: "expected ':'") }
+                guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else {
+                    throw SyntaxError(offset: index, problem: "expected ':'")
+                }
                 index += 1
                 members.append((key, try value(depth: depth + 1)))
                 skipWhitespace()
                 guard index < bytes.count else { throw SyntaxError(offset: index, problem: "unexpected end of file") }
-                if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
+                if bytes[index] == UInt8(ascii: ",") {
+                    index += 1
+                    continue
+                }
                 guard bytes[index] == UInt8(ascii: "}") else { throw SyntaxError(offset: index, problem: "expected ',' or '}'") }
                 index += 1
                 return .object(members)
@@ -159,7 +175,10 @@ enum KeyFileJSON {
                 elements.append(try value(depth: depth + 1))
                 skipWhitespace()
                 guard index < bytes.count else { throw SyntaxError(offset: index, problem: "unexpected end of file") }
-                if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
+                if bytes[index] == UInt8(ascii: ",") {
+                    index += 1
+                    continue
+                }
                 guard bytes[index] == UInt8(ascii: "]") else { throw SyntaxError(offset: index, problem: "expected ',' or ']'") }
                 index += 1
                 return .array(elements)
@@ -204,8 +223,9 @@ enum KeyFileJSON {
         mutating func literal(_ word: StaticString) throws(SyntaxError) {
             let count = word.utf8CodeUnitCount
             guard index + count <= bytes.count,
-                  UnsafeRawBufferPointer(rebasing: bytes[index..<(index + count)]).elementsEqual(
-                      UnsafeRawBufferPointer(start: word.utf8Start, count: count)) else {
+                UnsafeRawBufferPointer(rebasing: bytes[index..<(index + count)]).elementsEqual(
+                    UnsafeRawBufferPointer(start: word.utf8Start, count: count))
+            else {
                 throw SyntaxError(offset: index, problem: "unexpected character")
             }
             index += count
@@ -239,7 +259,8 @@ struct KeyFileObject {
 
     func string(_ key: String) throws -> String {
         guard case .string(let range, let escaped) = try node(key),
-              let value = KeyFileJSON.string(range, escaped: escaped, in: bytes) else { throw malformed(key, "is not a string") }
+            let value = KeyFileJSON.string(range, escaped: escaped, in: bytes)
+        else { throw malformed(key, "is not a string") }
         return value
     }
 
@@ -249,15 +270,17 @@ struct KeyFileObject {
 
     func integer<T: FixedWidthInteger>(_ key: String, as type: T.Type = Int.self) throws -> T {
         guard case .number(let range) = try node(key),
-              let text = String(validating: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self),
-              let value = T(text) else { throw malformed(key, "is not an integer in range") }
+            let text = String(validating: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self),
+            let value = T(text)
+        else { throw malformed(key, "is not an integer in range") }
         return value
     }
 
     /// Standard base64 of exactly `byteCount` bytes, decoded straight into wiped memory.
     func secret(_ key: String, byteCount: Int) throws -> SecureBytes {
         guard case .string(let range, escaped: false) = try node(key),
-              let secret = Base64.decodeSecret(UnsafeRawBufferPointer(rebasing: bytes[range])), secret.count == byteCount else {
+            let secret = Base64.decodeSecret(UnsafeRawBufferPointer(rebasing: bytes[range])), secret.count == byteCount
+        else {
             throw malformed(key, "is not \(byteCount) bytes of base64")
         }
         return secret
@@ -280,8 +303,9 @@ struct KeyFileObject {
         guard case .array(let elements) = try node(key) else { throw malformed(key, "is not a list") }
         return try elements.enumerated().map { index, element in
             guard case .object(let members) = element else { throw malformed("\(key)[\(index)]", "is not an object") }
-            return KeyFileObject(fields: members, bytes: bytes, path: path,
-                                 location: location.isEmpty ? "\(key)[\(index)]" : "\(location).\(key)[\(index)]")
+            return KeyFileObject(
+                fields: members, bytes: bytes, path: path,
+                location: location.isEmpty ? "\(key)[\(index)]" : "\(location).\(key)[\(index)]")
         }
     }
 }

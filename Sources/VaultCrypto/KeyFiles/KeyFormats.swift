@@ -81,8 +81,9 @@ public struct SecretKeyring<Kind: SecretKeyFileKind>: Sendable {
     static func decode(_ bytes: SecureBytes, path: String) throws -> SecretKeyring {
         try parseKeyFile(bytes, path: path, format: Kind.format) { file in
             let keys = try file.objects("keys").map { entry in
-                SecretKeyVersion(version: try entry.integer("version"), state: try keyState(entry), createdAt: try entry.string("created_at"),
-                                 secret: try entry.secret("key", byteCount: 32))
+                SecretKeyVersion(
+                    version: try entry.integer("version"), state: try keyState(entry), createdAt: try entry.string("created_at"),
+                    secret: try entry.secret("key", byteCount: 32))
             }
             do { return try SecretKeyring(keys: keys) } catch let error as KeyFileError {
                 throw KeyFileError(.malformed, "\(path): \(error.message)")
@@ -91,10 +92,15 @@ public struct SecretKeyring<Kind: SecretKeyFileKind>: Sendable {
     }
 
     func encoded() -> SecureBytes {
-        keyFile(format: Kind.format, keys: keys.map { key in
-            [("version", .integer(Int64(key.version))), ("state", .string(key.state.rawValue)), ("created_at", .string(key.createdAt)),
-             ("key", .secret(key.secret))]
-        })
+        keyFile(
+            format: Kind.format,
+            keys: keys.map { key in
+                [
+                    ("version", .integer(Int64(key.version))), ("state", .string(key.state.rawValue)),
+                    ("created_at", .string(key.createdAt)),
+                    ("key", .secret(key.secret)),
+                ]
+            })
     }
 }
 
@@ -144,7 +150,9 @@ public struct RecoveryPublicKeys: Sendable {
 
     /// `keys` plus `added` as the active version; the others become decrypt-only.
     public func adding(_ publicKey: X25519.PublicKey, version: Int, createdAt: String) throws -> RecoveryPublicKeys {
-        let demoted = keys.map { RecoveryPublicKey(version: $0.version, state: .decryptOnly, createdAt: $0.createdAt, publicKey: $0.publicKey) }
+        let demoted = keys.map {
+            RecoveryPublicKey(version: $0.version, state: .decryptOnly, createdAt: $0.createdAt, publicKey: $0.publicKey)
+        }
         return try RecoveryPublicKeys(
             keys: demoted + [RecoveryPublicKey(version: version, state: .active, createdAt: createdAt, publicKey: publicKey)])
     }
@@ -165,8 +173,9 @@ public struct RecoveryPublicKeys: Sendable {
                 guard algorithm == Self.algorithm else {
                     throw KeyFileError(.malformed, "\(path): recovery key v\(version) uses \(algorithm), expected \(Self.algorithm)")
                 }
-                return RecoveryPublicKey(version: version, state: try keyState(entry), createdAt: try entry.string("created_at"),
-                                         publicKey: try X25519.PublicKey(rawRepresentation: try entry.bytes("public_key", byteCount: 32)))
+                return RecoveryPublicKey(
+                    version: version, state: try keyState(entry), createdAt: try entry.string("created_at"),
+                    publicKey: try X25519.PublicKey(rawRepresentation: try entry.bytes("public_key", byteCount: 32)))
             }
             do { return try RecoveryPublicKeys(keys: keys) } catch let error as KeyFileError {
                 throw KeyFileError(.malformed, "\(path): \(error.message)")
@@ -175,10 +184,15 @@ public struct RecoveryPublicKeys: Sendable {
     }
 
     func encoded() -> SecureBytes {
-        keyFile(format: Self.format, keys: keys.map { key in
-            [("version", .integer(Int64(key.version))), ("state", .string(key.state.rawValue)), ("created_at", .string(key.createdAt)),
-             ("algorithm", .string(Self.algorithm)), ("public_key", .bytes(key.publicKey.rawRepresentation))]
-        })
+        keyFile(
+            format: Self.format,
+            keys: keys.map { key in
+                [
+                    ("version", .integer(Int64(key.version))), ("state", .string(key.state.rawValue)),
+                    ("created_at", .string(key.createdAt)),
+                    ("algorithm", .string(Self.algorithm)), ("public_key", .bytes(key.publicKey.rawRepresentation)),
+                ]
+            })
     }
 }
 
@@ -206,8 +220,9 @@ public struct RecoveryPrivateKeys: Sendable {
     public static func seal(
         _ privateKey: X25519.PrivateKey, version: Int, createdAt: String, passphrase: SecureBytes, parameters: Scrypt.Parameters
     ) throws -> Sealed {
-        try seal(privateKey, version: version, createdAt: createdAt, passphrase: passphrase, parameters: parameters,
-                 salt: try SystemRandom.bytes(16), nonce: try SystemRandom.bytes(AESGCM.nonceByteCount))
+        try seal(
+            privateKey, version: version, createdAt: createdAt, passphrase: passphrase, parameters: parameters,
+            salt: try SystemRandom.bytes(16), nonce: try SystemRandom.bytes(AESGCM.nonceByteCount))
     }
 
     /// With a given salt and nonce (FORMATS.md's worked example); real seals draw them at random.
@@ -220,15 +235,18 @@ public struct RecoveryPrivateKeys: Sendable {
         let key = try Scrypt.deriveKey(password: passphrase, salt: salt, parameters: parameters, byteCount: 32)
         let sealed = try AESGCM(key: key).seal(
             privateKey.rawRepresentation, nonce: nonce, aad: associatedData(version: version, publicKey: publicKey))
-        return Sealed(version: version, createdAt: createdAt, publicKey: publicKey, scrypt: parameters, salt: salt, nonce: nonce,
-                      sealedPrivateKey: sealed)
+        return Sealed(
+            version: version, createdAt: createdAt, publicKey: publicKey, scrypt: parameters, salt: salt, nonce: nonce,
+            sealedPrivateKey: sealed)
     }
 
     /// Opens recovery key `version` with `passphrase`.
     public func unlock(version: Int, passphrase: SecureBytes, path: String) throws -> X25519.PrivateKey {
         guard let entry = keys.first(where: { $0.version == version }) else {
-            throw KeyFileError(.unknownVersion,
-                "\(path) has no recovery private key v\(version) (it has \(versions.map { "v\($0)" }.joined(separator: ", "))); it may have been retired")
+            throw KeyFileError(
+                .unknownVersion,
+                "\(path) has no recovery private key v\(version) (it has \(versions.map { "v\($0)" }.joined(separator: ", "))); it may have been retired"
+            )
         }
         do { try entry.scrypt.validate() } catch let error as CryptoError {
             throw KeyFileError(.malformed, "\(path): recovery key v\(version): \(error.message)")
@@ -236,10 +254,12 @@ public struct RecoveryPrivateKeys: Sendable {
         let key = try Scrypt.deriveKey(password: passphrase, salt: entry.salt, parameters: entry.scrypt, byteCount: 32)
         let raw: SecureBytes
         do {
-            raw = try AESGCM(key: key).openSecret(entry.sealedPrivateKey, nonce: entry.nonce,
-                                                  aad: Self.associatedData(version: version, publicKey: entry.publicKey))
+            raw = try AESGCM(key: key).openSecret(
+                entry.sealedPrivateKey, nonce: entry.nonce,
+                aad: Self.associatedData(version: version, publicKey: entry.publicKey))
         } catch let error as CryptoError where error.code == .authenticationFailed {
-            throw KeyFileError(.wrongPassphrase,
+            throw KeyFileError(
+                .wrongPassphrase,
                 "the passphrase does not unlock recovery key v\(version) in \(path) (wrong passphrase, or the file was altered)")
         }
         let privateKey = try X25519.PrivateKey(rawRepresentation: raw)
@@ -269,8 +289,9 @@ public struct RecoveryPrivateKeys: Sendable {
                 }
                 return Sealed(
                     version: version, createdAt: try entry.string("created_at"), publicKey: try entry.bytes("public_key", byteCount: 32),
-                    scrypt: Scrypt.Parameters(n: try kdf.integer("n", as: UInt64.self), r: try kdf.integer("r", as: UInt32.self),
-                                              p: try kdf.integer("p", as: UInt32.self)),
+                    scrypt: Scrypt.Parameters(
+                        n: try kdf.integer("n", as: UInt64.self), r: try kdf.integer("r", as: UInt32.self),
+                        p: try kdf.integer("p", as: UInt32.self)),
                     salt: try kdf.bytes("salt"), nonce: try entry.bytes("nonce", byteCount: AESGCM.nonceByteCount),
                     sealedPrivateKey: try entry.bytes("sealed_private_key", byteCount: X25519.keyByteCount + AESGCM.tagByteCount))
             }
@@ -282,12 +303,22 @@ public struct RecoveryPrivateKeys: Sendable {
     }
 
     func encoded() -> SecureBytes {
-        keyFile(format: Self.format, keys: keys.map { key in
-            [("version", .integer(Int64(key.version))), ("created_at", .string(key.createdAt)), ("public_key", .bytes(key.publicKey)),
-             ("kdf", .object([("algorithm", .string("scrypt")), ("n", .integer(Int64(key.scrypt.n))), ("r", .integer(Int64(key.scrypt.r))),
-                              ("p", .integer(Int64(key.scrypt.p))), ("salt", .bytes(key.salt))])),
-             ("cipher", .string("AES-256-GCM")), ("nonce", .bytes(key.nonce)), ("sealed_private_key", .bytes(key.sealedPrivateKey))]
-        })
+        keyFile(
+            format: Self.format,
+            keys: keys.map { key in
+                [
+                    ("version", .integer(Int64(key.version))), ("created_at", .string(key.createdAt)),
+                    ("public_key", .bytes(key.publicKey)),
+                    (
+                        "kdf",
+                        .object([
+                            ("algorithm", .string("scrypt")), ("n", .integer(Int64(key.scrypt.n))), ("r", .integer(Int64(key.scrypt.r))),
+                            ("p", .integer(Int64(key.scrypt.p))), ("salt", .bytes(key.salt)),
+                        ])
+                    ),
+                    ("cipher", .string("AES-256-GCM")), ("nonce", .bytes(key.nonce)), ("sealed_private_key", .bytes(key.sealedPrivateKey)),
+                ]
+            })
     }
 }
 
@@ -321,7 +352,8 @@ private func parseKeyFile<T>(_ bytes: SecureBytes, path: String, format: String,
 }
 
 private func keyFile(format: String, keys: [[(String, KeyFileValue)]]) -> SecureBytes {
-    KeyFileValue.object([("format", .string(format)), ("format_version", .integer(1)), ("keys", .array(keys.map { .object($0) }))]).encoded()
+    KeyFileValue.object([("format", .string(format)), ("format_version", .integer(1)), ("keys", .array(keys.map { .object($0) }))])
+        .encoded()
 }
 
 private func keyState(_ entry: KeyFileObject) throws -> KeyState {

@@ -25,9 +25,12 @@ public struct KeyStore: Sendable {
     /// Creates a fresh key set: tokenization v1, recovery keypair v1 and audit key v1.
     /// Refuses if any key file already exists.
     public func initialize(passphrase: SecureBytes, parameters: Scrypt.Parameters = .default, now: Date = Date()) throws {
-        for path in [tokenizationPath, recoveryPublicPath, recoveryPrivatePath, auditKeyPath] where FileManager.default.fileExists(atPath: path) {
-            throw KeyFileError(.alreadyExists,
-                "\(path) already exists; refusing to overwrite keys (data protected by them would become unrecoverable). Use another --keys-dir, or rotate with `vault keys rotate`")
+        for path in [tokenizationPath, recoveryPublicPath, recoveryPrivatePath, auditKeyPath]
+        where FileManager.default.fileExists(atPath: path) {
+            throw KeyFileError(
+                .alreadyExists,
+                "\(path) already exists; refusing to overwrite keys (data protected by them would become unrecoverable). Use another --keys-dir, or rotate with `vault keys rotate`"
+            )
         }
         try SecureFile.createDirectory(directory)
         let tokenization = try TokenizationKeyring.generate(now: now)
@@ -56,8 +59,10 @@ public struct KeyStore: Sendable {
 
     public func recoveryPrivateKeys() throws -> RecoveryPrivateKeys {
         guard FileManager.default.fileExists(atPath: recoveryPrivatePath) else {
-            throw KeyFileError(.missing,
-                "\(recoveryPrivatePath) does not exist: this machine holds no recovery private key (by design, only compliance machines do); run this command where the recovery key is installed")
+            throw KeyFileError(
+                .missing,
+                "\(recoveryPrivatePath) does not exist: this machine holds no recovery private key (by design, only compliance machines do); run this command where the recovery key is installed"
+            )
         }
         return try RecoveryPrivateKeys.decode(SecureFile.readSecret(recoveryPrivatePath), path: recoveryPrivatePath)
     }
@@ -66,8 +71,10 @@ public struct KeyStore: Sendable {
 
     public func auditKeyring() throws -> AuditKeyring {
         guard hasAuditKeys else {
-            throw KeyFileError(.missing,
-                "\(auditKeyPath) does not exist: audit rows cannot be authenticated without it. It comes with the vault key set (`vault keys init`); on a key set made before it existed, create it with `vault keys rotate --audit`")
+            throw KeyFileError(
+                .missing,
+                "\(auditKeyPath) does not exist: audit rows cannot be authenticated without it. It comes with the vault key set (`vault keys init`); on a key set made before it existed, create it with `vault keys rotate --audit`"
+            )
         }
         return try AuditKeyring.decode(SecureFile.readSecret(auditKeyPath), path: auditKeyPath)
     }

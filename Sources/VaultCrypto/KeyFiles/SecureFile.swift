@@ -32,7 +32,9 @@ public enum SecureFile {
         defer { close(descriptor) }
         // The checks look at the file that was opened, not at whatever the path names a moment later.
         var info = stat()
-        guard fstat(descriptor, &info) == 0 else { throw KeyFileError(.io, "\(path) cannot be examined (\(String(cString: strerror(errno))))") }
+        guard fstat(descriptor, &info) == 0 else {
+            throw KeyFileError(.io, "\(path) cannot be examined (\(String(cString: strerror(errno))))")
+        }
         try check(info, path: path, secret: secret)
         try checkDirectory(of: path)
         guard (info.st_mode & S_IFMT) == S_IFREG, Int(info.st_size) <= maximumByteCount else {
@@ -73,17 +75,22 @@ public enum SecureFile {
         let mode = info.st_mode & 0o777
         let octal = "0" + String(mode, radix: 8)
         guard info.st_uid == geteuid() || info.st_uid == 0 else {
-            throw KeyFileError(.insecurePermissions,
-                "\(path) belongs to uid \(info.st_uid), not to this user (uid \(geteuid())) or root; whoever owns a key file can swap the key: run `chown \(geteuid()) \(path)` if the file is genuine")
+            throw KeyFileError(
+                .insecurePermissions,
+                "\(path) belongs to uid \(info.st_uid), not to this user (uid \(geteuid())) or root; whoever owns a key file can swap the key: run `chown \(geteuid()) \(path)` if the file is genuine"
+            )
         }
         guard mode & 0o022 == 0 else {
-            throw KeyFileError(.insecurePermissions,
-                "\(path) is writable by group or others (mode \(octal)); anyone who can change it can swap the key: run `chmod \(secret ? "600" : "644") \(path)`")
+            throw KeyFileError(
+                .insecurePermissions,
+                "\(path) is writable by group or others (mode \(octal)); anyone who can change it can swap the key: run `chmod \(secret ? "600" : "644") \(path)`"
+            )
         }
         guard secret else { return }
         let forbidden: mode_t = info.st_uid == 0 ? 0o037 : 0o077
         guard mode & forbidden == 0 else {
-            throw KeyFileError(.insecurePermissions,
+            throw KeyFileError(
+                .insecurePermissions,
                 "\(path) is accessible to group or others (mode \(octal)); it holds secrets: run `chmod 600 \(path)`")
         }
     }
@@ -96,12 +103,15 @@ public enum SecureFile {
         guard stat(directory.isEmpty ? "." : directory, &info) == 0 else { return }
         let mode = info.st_mode & 0o7777
         guard info.st_uid == geteuid() || info.st_uid == 0 else {
-            throw KeyFileError(.insecurePermissions,
+            throw KeyFileError(
+                .insecurePermissions,
                 "the key directory \(directory) belongs to uid \(info.st_uid), not to this user or root; its owner can swap the key files")
         }
         guard mode & 0o022 == 0 || mode & S_ISVTX != 0 else {
-            throw KeyFileError(.insecurePermissions,
-                "the key directory \(directory) is writable by group or others (mode 0\(String(mode, radix: 8))); they could swap the key files: run `chmod 700 \(directory)`")
+            throw KeyFileError(
+                .insecurePermissions,
+                "the key directory \(directory) is writable by group or others (mode 0\(String(mode, radix: 8))); they could swap the key files: run `chmod 700 \(directory)`"
+            )
         }
     }
 
@@ -122,7 +132,9 @@ public enum SecureFile {
         let temporary = "\(directory)/.\((path as NSString).lastPathComponent).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, visibility.mode)
         guard descriptor >= 0 else {
-            throw KeyFileError(.io, "cannot create a file in \(directory) (\(String(cString: strerror(errno)))); check the directory exists and is writable")
+            throw KeyFileError(
+                .io,
+                "cannot create a file in \(directory) (\(String(cString: strerror(errno)))); check the directory exists and is writable")
         }
         defer { unlink(temporary) }
         // The umask may have narrowed the mode; set it exactly.
