@@ -134,7 +134,8 @@ struct FormatsTests {
             ]
         case "passphrase-file":
             let path = NSTemporaryDirectory() + "passphrase-\(UUID().uuidString)"
-            _ = FileManager.default.createFile(atPath: path, contents: Data(try example.hex("file")), attributes: [.posixPermissions: 0o600])
+            _ = FileManager.default.createFile(
+                atPath: path, contents: Data(try example.hex("file")), attributes: [.posixPermissions: 0o600])
             let passphrase = try PassphraseSource(file: path).read(prompt: "")
             return ["passphrase": passphrase.withUnsafeBytes { Hex.encode($0) }]
         case "fingerprint-tokenization":
