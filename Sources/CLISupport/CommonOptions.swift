@@ -6,7 +6,8 @@ public struct KeyOptions: ParsableArguments {
     @Option(
         name: .customLong("keys-dir"),
         help: ArgumentHelp(
-            "Directory with the key files (default: $KEYS_DIR, else ./keys).", valueName: "dir"))
+            "Directory with the key files (default: $KEYS_DIR, else ./keys).", valueName: "dir"),
+        completion: .directory)
     public var keysDirectory: String?
 
     public init() {}
