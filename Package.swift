@@ -56,7 +56,7 @@ let package = Package(
         // Seeded hostile message bodies for the fuzz test and `bench fuzz`.
         .target(name: "HostileInput"),
         .target(
-            name: "SQS",
+            name: "AWS",
             dependencies: [
                 "VaultCrypto",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -65,11 +65,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .target(name: "Storage", dependencies: ["Postgres", "Pseudonymization", "VaultCrypto"]),
+        // Where keys live: tokens from local or AWS KMS keys (with a cache), KMS-sealed recovery keys.
+        .target(
+            name: "KeyCustody",
+            dependencies: [
+                "AWS", "Pseudonymization", "VaultCrypto", .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
+        .target(name: "Storage", dependencies: ["AWS", "KeyCustody", "Postgres", "Pseudonymization", "VaultCrypto"]),
         .target(
             name: "Ingest",
             dependencies: [
-                "CProcess", "VaultCrypto", "Postgres", "Pseudonymization", "SQS", "Storage",
+                "CProcess", "VaultCrypto", "Postgres", "Pseudonymization", "AWS", "KeyCustody", "Storage",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -85,20 +94,26 @@ let package = Package(
         .target(
             name: "CLISupport",
             dependencies: [
-                "CProcess", "VaultCrypto", "Postgres", "SQS", "Storage",
+                "CProcess", "VaultCrypto", "Postgres", "AWS", "Storage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
-        .target(name: "VaultAdmin", dependencies: ["VaultCrypto", "Postgres", "Pseudonymization", "Storage"]),
+        .target(name: "VaultAdmin", dependencies: ["AWS", "KeyCustody", "VaultCrypto", "Postgres", "Pseudonymization", "Storage"]),
         // Helpers for integration tests: throwaway databases, the AWS CLI, key sets, built binaries.
-        .target(name: "TestSupport", dependencies: ["Postgres", "VaultCrypto", "Storage", "VaultAdmin"], path: "Tests/TestSupport"),
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "AWS", "KeyCustody", "Postgres", "VaultCrypto", "Storage", "VaultAdmin",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            path: "Tests/TestSupport"),
         .executableTarget(
             name: "ingest",
             dependencies: [
-                "VaultCrypto", "Postgres", "Ingest", "CLISupport", "SQS", "Storage",
+                "VaultCrypto", "Postgres", "Ingest", "CLISupport", "AWS", "Storage",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -110,7 +125,7 @@ let package = Package(
         .executableTarget(
             name: "vault",
             dependencies: [
-                "VaultCrypto", "Postgres", "VaultAdmin", "CLISupport",
+                "VaultCrypto", "Postgres", "VaultAdmin", "CLISupport", "KeyCustody",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -118,7 +133,7 @@ let package = Package(
         .executableTarget(
             name: "bench",
             dependencies: [
-                "VaultCrypto", "Postgres", "Pseudonymization", "SQS", "HostileInput",
+                "VaultCrypto", "Postgres", "Pseudonymization", "AWS", "HostileInput",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -131,8 +146,8 @@ let package = Package(
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
         .testTarget(name: "PseudonymizationTests", dependencies: ["Pseudonymization", "VaultCrypto", "HostileInput"]),
         .testTarget(
-            name: "SQSTests",
-            dependencies: ["SQS", "VaultCrypto", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]
+            name: "AWSTests",
+            dependencies: ["AWS", "VaultCrypto", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "VaultAdminTests",
@@ -144,7 +159,7 @@ let package = Package(
         .testTarget(
             name: "IngestTests",
             dependencies: [
-                "Ingest", "Pseudonymization", "Storage", "SQS", "Postgres", "VaultCrypto", "VaultAdmin", "TestSupport", "HostileInput",
+                "Ingest", "Pseudonymization", "Storage", "AWS", "Postgres", "VaultCrypto", "VaultAdmin", "TestSupport", "HostileInput",
             ]
         ),
     ]

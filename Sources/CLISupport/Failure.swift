@@ -1,7 +1,7 @@
+import AWS
 import ArgumentParser
 import Foundation
 import Postgres
-import SQS
 import Storage
 import VaultCrypto
 
@@ -70,6 +70,15 @@ func classify(_ error: any Error) -> (String, Int32) {
         return (error.description, error.exitCode)
     case let error as SQSError:
         return (error.description, error.isTransient ? ExitStatus.failure : ExitStatus.configuration)
+    case let error as AWSError:
+        return (error.description, error.isTransient ? ExitStatus.failure : ExitStatus.configuration)
+    case let error as KMSError:
+        switch error.kind {
+        case .transient: return (error.description, ExitStatus.failure)
+        case .accessDenied: return (error.description, ExitStatus.permission)
+        case .invalidCiphertext: return (error.description, ExitStatus.integrity)
+        case .keyUnusable, .invalidRequest: return (error.description, ExitStatus.configuration)
+        }
     case let error as PostgresError where error.code == .insecureTransport:
         return (error.message, ExitStatus.configuration)
     case let error as PostgresError where error.code == .connectionFailed:

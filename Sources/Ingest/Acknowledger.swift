@@ -1,5 +1,5 @@
+import AWS
 import Logging
-import SQS
 
 /// What happens to messages after their batch committed, and while it waits.
 public protocol Acknowledger: Sendable {

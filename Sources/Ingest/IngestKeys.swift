@@ -1,3 +1,5 @@
+public import AWS
+public import KeyCustody
 public import Logging
 public import Storage
 import Synchronization
@@ -23,19 +25,27 @@ public final class IngestKeys: Sendable {
     public let store: KeyStore
     private let state: Mutex<Snapshot>
     private let registry: Registry
+    /// For KMS-held tokenization versions: made when the key files first name one.
+    private let kms: LazyKMSClient
     private let logger: Logger
 
     /// Reads the key files; `verifyRegistered` checks them before first use.
-    public init(store: KeyStore, registry: @escaping Registry, logger: Logger) throws {
+    public init(store: KeyStore, registry: @escaping Registry, kms: LazyKMSClient, logger: Logger) throws {
         self.store = store
         self.registry = registry
+        self.kms = kms
         self.logger = logger
         state = Mutex(try Self.read(store))
     }
 
+    /// The KMS client when `keyring` has a KMS-held version; nil when it needs none.
+    public func kmsClient(for keyring: TokenizationKeyring) throws -> KMSClient? { try kms.client(for: keyring) }
+
+    public func shutdown() async { await kms.shutdown() }
+
     /// Refuses key files whose versions are not the registered ones.
     public func verifyRegistered() async throws {
-        try Self.verify(current, store: store, registered: try await registry())
+        try await verify(current, registered: try await registry())
     }
 
     public var current: Snapshot { state.withLock { $0 } }
@@ -54,13 +64,13 @@ public final class IngestKeys: Sendable {
         }
         guard current.fingerprint != fresh.fingerprint else { return nil }
         do {
-            try Self.verify(fresh, store: store, registered: try await registry())
+            try await verify(fresh, registered: try await registry())
         } catch let error as KeyRegistryError {
             logger.error("refusing the changed key files; keeping the keys in use", metadata: ["error": "\(error)"])
             return nil
         } catch {
             logger.warning(
-                "cannot check the changed key files against the database yet; keeping the keys in use",
+                "cannot check the changed key files yet (database or KMS unavailable); keeping the keys in use",
                 metadata: ["error": "\(error)"])
             return nil
         }
@@ -78,18 +88,22 @@ public final class IngestKeys: Sendable {
         return fresh
     }
 
-    private static func verify(_ snapshot: Snapshot, store: KeyStore, registered: [KeyRegistry.Registered]) throws {
+    private func verify(_ snapshot: Snapshot, registered: [KeyRegistry.Registered]) async throws {
         try KeyRegistry.verify(
-            try KeyRegistry.fileKeys(tokenization: snapshot.keyring, recovery: snapshot.recovery, store: store),
+            try await KeyRegistry.fileKeys(
+                tokenization: snapshot.keyring, recovery: snapshot.recovery, store: store, kms: try kmsClient(for: snapshot.keyring)),
             against: registered)
     }
 
     private static func read(_ store: KeyStore) throws -> Snapshot {
         let keyring = try store.tokenizationKeyring()
         let recovery = try store.recoveryPublicKeys()
-        // What identifies this key material: versions, states and key fingerprints.
-        var description = try keyring.keys.map { "t\($0.version):\($0.state):\(Hex.encode(try $0.tokenizationFingerprint()))" }
-            .joined(separator: ",")
+        // What identifies this key material: versions, states, and key
+        // fingerprints (a KMS-held version's key id: no KMS call for this).
+        var description = try keyring.keys.map { key in
+            let identity = try key.kmsKeyID.map { "kms:\($0)" } ?? Hex.encode(try key.localTokenizationFingerprint())
+            return "t\(key.version):\(key.state):\(identity)"
+        }.joined(separator: ",")
         description += try recovery.keys.map { "r\($0.version):\($0.state):\(Hex.encode(try $0.fingerprint))" }.joined(separator: ",")
         return Snapshot(keyring: keyring, recovery: recovery, fingerprint: try SHA256.hash(description))
     }

@@ -1,11 +1,12 @@
+public import AWS
 import AsyncHTTPClient
 import Foundation
+import KeyCustody
 public import Logging
 import Metrics
 import NIOCore
 import Postgres
 import Pseudonymization
-public import SQS
 public import ServiceLifecycle
 public import Storage
 import UnixSignals
@@ -42,6 +43,10 @@ public struct IngestConfiguration: Sendable {
     public var startupTimeout: Duration?
     /// How often readiness pings the database.
     public var healthProbeInterval: Duration = .seconds(2)
+    /// Values whose tokens are kept for KMS-held tokenization keys (0: none).
+    public var tokenCacheEntries = 100_000
+    /// Plain http to a non-loopback SQS or KMS endpoint (emulators on a trusted network).
+    public var allowInsecureEndpoint = false
     /// Tests only: after commit, make messages visible again instead of deleting
     /// them, as a crash between commit and delete would.
     var redeliverInsteadOfDelete = false
@@ -76,14 +81,19 @@ public final class IngestService: Service {
         let connect: @Sendable () async throws -> PostgresConnection = {
             try await PostgresConnection.connect(conninfo, applicationName: "ingest", logger: logger)
         }
+        let kms = LazyKMSClient(allowInsecureEndpoint: configuration.allowInsecureEndpoint, logger: logger)
         let keys = try IngestKeys(
             store: KeyStore(directory: configuration.keysDirectory),
             registry: {
                 let connection = try await connect()
                 defer { Task { await connection.close() } }
                 return try await KeyRegistry.registered(on: connection)
-            }, logger: logger)
-        let prober = Task { await Self.probe(health: health, keys: keys, connect: connect, every: configuration.healthProbeInterval) }
+            }, kms: kms, logger: logger)
+        defer { Task { await keys.shutdown() } }
+        let tokenCache = try TokenCache(capacity: configuration.tokenCacheEntries)
+        let prober = Task {
+            await Self.probe(health: health, keys: keys, tokenCache: tokenCache, connect: connect, every: configuration.healthProbeInterval)
+        }
         defer { prober.cancel() }
         // A database that is not there yet (or not migrated, or without the key
         // fingerprints yet) is waited for, unready: no crash loop while the rest
@@ -163,7 +173,7 @@ public final class IngestService: Service {
         var writers: [Writer] = []
         for index in 0..<configuration.writers {
             let processor = try MessageProcessor(
-                keys: keys, knownTokens: knownTokens,
+                keys: keys, tokenCache: tokenCache, knownTokens: knownTokens,
                 maximumReceiveCount: configuration.maximumReceiveCount, statistics: statistics)
             writers.append(
                 Writer(
@@ -226,8 +236,9 @@ public final class IngestService: Service {
     }
 
     /// Returns once PostgreSQL answers, the schema is current and the key files
-    /// are the registered ones; until then readiness says what is missing.
-    /// A swapped key file or a database refusing TLS ends the service at once.
+    /// are the registered ones (KMS answering for a KMS-held version); until
+    /// then readiness says what is missing. A swapped key file, a database
+    /// refusing TLS, or a KMS key refused or disabled ends the service at once.
     static func waitUntilUsable(
         keys: IngestKeys, connect: @Sendable () async throws -> PostgresConnection, health: HealthState, timeout: Duration?, logger: Logger
     ) async throws {
@@ -245,6 +256,7 @@ public final class IngestService: Service {
                     problem = "the database schema is at version \(version), this build needs \(Schema.latestVersion): run `ingest migrate`"
                 } else {
                     try await keys.verifyRegistered()
+                    health.kmsReachable(true)
                     health.waitingFor(nil)
                     if attempt > 0 { logger.info("the database is ready; starting", metadata: ["attempts": "\(attempt + 1)"]) }
                     return
@@ -254,6 +266,9 @@ public final class IngestService: Service {
                 problem = "\(error)"
             } catch let error as KeyRegistryError where error.code == .unregistered {
                 problem = error.message
+            } catch let error as KMSError where error.isTransient {
+                health.kmsReachable(false)
+                problem = "\(error)"
             }
             health.waitingFor(problem)
             if let timeout, ContinuousClock.now - started >= timeout {
@@ -272,11 +287,14 @@ public final class IngestService: Service {
     /// `interval` on a connection of its own (an idle service would otherwise
     /// not notice an outage) and publishes the active key versions.
     private static func probe(
-        health: HealthState, keys: IngestKeys, connect: @escaping @Sendable () async throws -> PostgresConnection, every interval: Duration
+        health: HealthState, keys: IngestKeys, tokenCache: TokenCache,
+        connect: @escaping @Sendable () async throws -> PostgresConnection, every interval: Duration
     ) async {
         let ready = Gauge(label: "ingest_ready")
         let databaseUp = Gauge(label: "ingest_dependency_up", dimensions: [("dependency", "database")])
         let queueUp = Gauge(label: "ingest_dependency_up", dimensions: [("dependency", "sqs")])
+        let kmsUp = Gauge(label: "ingest_dependency_up", dimensions: [("dependency", "kms")])
+        let cacheEntries = Gauge(label: "ingest_token_cache_entries")
         let tokenizationVersion = Gauge(label: "ingest_key_version", dimensions: [("kind", "tokenization")])
         let recoveryVersion = Gauge(label: "ingest_key_version", dimensions: [("kind", "recovery")])
         var connection: PostgresConnection? = nil
@@ -293,6 +311,8 @@ public final class IngestService: Service {
             ready.record(health.readiness.ready ? 1 : 0)
             databaseUp.record(health.isDatabaseReachable ? 1 : 0)
             queueUp.record(health.isQueueReachable ? 1 : 0)
+            kmsUp.record(health.isKMSReachable ? 1 : 0)
+            cacheEntries.record(tokenCache.statistics.entries)
             tokenizationVersion.record(keys.current.keyring.active.version)
             recoveryVersion.record(keys.current.recovery.active.version)
             try? await Task.sleep(for: interval)

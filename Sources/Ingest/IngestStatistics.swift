@@ -14,6 +14,7 @@ public final class IngestStatistics: Sendable {
         public var unknownFields = 0
         public var databaseRetries = 0
         public var queueRetries = 0
+        public var kmsRetries = 0
         public var deleteFailures = 0
         public var dataKeysCreated = 0
 
@@ -23,6 +24,7 @@ public final class IngestStatistics: Sendable {
     public enum Dependency: String, Sendable {
         case database
         case sqs
+        case kms
     }
 
     private let state = Mutex(Snapshot())
@@ -74,6 +76,7 @@ public final class IngestStatistics: Sendable {
             switch dependency {
             case .database: stats.databaseRetries += 1
             case .sqs: stats.queueRetries += 1
+            case .kms: stats.kmsRetries += 1
             }
         }
         Counter(label: "ingest_retries_total", dimensions: [("dependency", dependency.rawValue)]).increment()

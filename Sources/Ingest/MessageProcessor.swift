@@ -1,3 +1,4 @@
+import KeyCustody
 import Pseudonymization
 import Storage
 import VaultCrypto
@@ -8,21 +9,28 @@ import VaultCrypto
 /// Owned by one writer (its crypto contexts are not thread-safe).
 final class MessageProcessor {
     private let keys: IngestKeys
-    private var tokenizer: Tokenizer
+    private let tokenCache: TokenCache?
+    private var minter: TokenMinter
+    /// The key files `minter` was made from.
+    private var minterKeys: IngestKeys.Snapshot
     private let knownTokens: KnownTokenCache
     private let maximumReceiveCount: Int
     private let statistics: IngestStatistics
     private var sealer: VaultSealer?
 
-    init(keys: IngestKeys, knownTokens: KnownTokenCache, maximumReceiveCount: Int, statistics: IngestStatistics) throws {
+    init(
+        keys: IngestKeys, tokenCache: TokenCache?, knownTokens: KnownTokenCache, maximumReceiveCount: Int, statistics: IngestStatistics
+    ) throws {
         self.keys = keys
-        self.tokenizer = try Tokenizer(key: keys.current.keyring.active)
+        self.tokenCache = tokenCache
+        minterKeys = keys.current
+        minter = try TokenMinter(keyring: minterKeys.keyring, kms: try keys.kmsClient(for: minterKeys.keyring), cache: tokenCache)
         self.knownTokens = knownTokens
         self.maximumReceiveCount = maximumReceiveCount
         self.statistics = statistics
     }
 
-    var tokenKeyVersion: Int { tokenizer.keyVersion }
+    private(set) var tokenKeyVersion: Int = 0
 
     struct Output {
         var items: [BatchItem]
@@ -30,18 +38,25 @@ final class MessageProcessor {
         var newTokens: [KnownTokenCache.Fingerprint]
     }
 
-    /// Processes with the active tokenization key of the current key files.
+    /// Processes with the active tokenization key of the current key files:
+    /// validates every message, tokenizes the batch's values in one call (a
+    /// KMS-held key's misses go out concurrently), then seals what is new.
+    /// A KMS failure throws before anything is built: no row without its token.
     func process(_ messages: [InboundMessage], dataKeys: DataKeyManager) async throws -> Output {
-        let active = keys.current.keyring.active
-        if active.version != tokenizer.keyVersion { tokenizer = try Tokenizer(key: active) }
+        let current = keys.current
+        if current.fingerprint != minterKeys.fingerprint {
+            minter = try TokenMinter(keyring: current.keyring, kms: try keys.kmsClient(for: current.keyring), cache: tokenCache)
+            minterKeys = current
+        }
+        let version = current.keyring.active.version
         enum Step {
-            case login(LoginRow, ipToken: String, deviceToken: String, ValidatedLogin)
+            case login(ValidatedLogin)
             case rejected(Rejection)
         }
         var steps: [Step] = []
         steps.reserveCapacity(messages.count)
-        var sealsNeeded = 0
-        var pending = Set<String>()  // tokens sealed by this batch already
+        var requests: [TokenRequest] = []
+        requests.reserveCapacity(messages.count * 2)
         var unknownFields = 0
         for message in messages {
             if message.isCut {
@@ -51,7 +66,6 @@ final class MessageProcessor {
                             .bodyTooLarge,
                             "the line has \(message.byteCount) bytes, more than the \(message.body.count) a message may have; its first \(message.body.count) bytes are sealed here"
                         )))
-                sealsNeeded += 1
                 continue
             }
             if message.receiveCount > maximumReceiveCount {
@@ -60,47 +74,53 @@ final class MessageProcessor {
                         Rejection(
                             .tooManyDeliveries,
                             "delivered \(message.receiveCount) times, more than the \(maximumReceiveCount) allowed")))
-                sealsNeeded += 1
                 continue
             }
             do {
                 let login = try LoginMessage.validate(message.body)
                 unknownFields += login.unknownFieldCount
-                let ipToken = try tokenizer.token(for: login.ip, field: .ip)
-                let deviceToken = try tokenizer.token(for: login.deviceID, field: .deviceID)
-                for token in [ipToken, deviceToken]
-                where !knownTokens.contains(.init(token: token)) && pending.insert(token).inserted {
-                    sealsNeeded += 1
-                }
-                let row = LoginRow(
-                    userID: login.userID, deviceType: login.deviceType, maskedIP: ipToken, maskedDeviceID: deviceToken,
-                    locale: login.locale, appVersion: login.appVersion,
-                    createDate: UTCDate.string(fromMilliseconds: message.sentTimestamp))
-                steps.append(.login(row, ipToken: ipToken, deviceToken: deviceToken, login))
-            } catch let rejection as Rejection {
-                steps.append(.rejected(rejection))
-                sealsNeeded += 1
+                requests.append(TokenRequest(field: .ip, value: login.ip))
+                requests.append(TokenRequest(field: .deviceID, value: login.deviceID))
+                steps.append(.login(login))
+            } catch {
+                steps.append(.rejected(error))
             }
         }
         if unknownFields > 0 { statistics.unknownFields(unknownFields) }
+        let tokens = try await minter.tokens(requests, version: version)
+        tokenKeyVersion = version
+
+        // The tokens this batch must seal: not known to be stored, first occurrence only.
+        var pending = Set<String>()
+        var sealsNeeded = 0
+        for token in tokens where !knownTokens.contains(.init(token: token)) && pending.insert(token).inserted { sealsNeeded += 1 }
+        for step in steps { if case .rejected = step { sealsNeeded += 1 } }
 
         let sealer = try await sealer(for: dataKeys.lease(encryptions: max(sealsNeeded, 1)))
         var output = Output(items: [], newTokens: [])
         output.items.reserveCapacity(messages.count)
         var sealed = Set<String>()
+        var nextToken = 0
         for (message, step) in zip(messages, steps) {
             switch step {
-            case .login(let row, let ipToken, let deviceToken, let login):
+            case .login(let login):
+                let ipToken = tokens[nextToken]
+                let deviceToken = tokens[nextToken + 1]
+                nextToken += 2
                 var entries: [VaultEntryRecord] = []
                 for (token, field, value) in [(ipToken, PIIField.ip, login.ip), (deviceToken, .deviceID, login.deviceID)]
                 where pending.contains(token) && sealed.insert(token).inserted {
                     let (nonce, ciphertext) = try sealer.seal(value, token: token, field: field)
                     entries.append(
                         VaultEntryRecord(
-                            token: token, field: field, tokenKeyVersion: tokenizer.keyVersion,
-                            dataKeyID: sealer.dataKeyID, nonce: nonce, ciphertext: ciphertext))
+                            token: token, field: field, tokenKeyVersion: version, dataKeyID: sealer.dataKeyID, nonce: nonce,
+                            ciphertext: ciphertext))
                     output.newTokens.append(.init(token: token))
                 }
+                let row = LoginRow(
+                    userID: login.userID, deviceType: login.deviceType, maskedIP: ipToken, maskedDeviceID: deviceToken,
+                    locale: login.locale, appVersion: login.appVersion,
+                    createDate: UTCDate.string(fromMilliseconds: message.sentTimestamp))
                 output.items.append(BatchItem(receiptID: message.receiptID, payload: .login(row, entries)))
             case .rejected(let rejection):
                 output.items.append(try quarantine(message, rejection, sealer: sealer))

@@ -1,6 +1,6 @@
+import AWS
 import Foundation
 import Logging
-import SQS
 import Synchronization
 
 /// How many messages may still be taken, for `--max-messages`.
@@ -257,6 +257,8 @@ public final class HealthState: Sendable {
         var queue = false
         var database = false
         var keysLoaded = false
+        /// False while KMS calls fail (only a KMS-held tokenization key makes any).
+        var kms = true
         /// A writer is retrying a batch: the database answers but refuses it
         /// (read-only, disk full, a revoked grant) or went away mid-batch.
         var writesFailing = false
@@ -271,6 +273,7 @@ public final class HealthState: Sendable {
 
     public var isQueueReachable: Bool { state.withLock { $0.queue } }
     public var isDatabaseReachable: Bool { state.withLock { $0.database } }
+    public var isKMSReachable: Bool { state.withLock { $0.kms } }
 
     /// Ready to take traffic; otherwise the reasons why not.
     public var readiness: (ready: Bool, problems: [String]) {
@@ -279,6 +282,7 @@ public final class HealthState: Sendable {
             if !state.database { problems.append("database unreachable") }
             if !state.queue { problems.append("queue unreachable") }
             if !state.keysLoaded { problems.append("keys not loaded") }
+            if !state.kms { problems.append("kms unreachable") }
             if state.writesFailing { problems.append("database refuses writes") }
             if let waiting = state.waitingFor { problems.append("starting: \(waiting)") }
             if state.shuttingDown { problems.append("shutting down") }
@@ -288,6 +292,7 @@ public final class HealthState: Sendable {
 
     func queueReachable(_ value: Bool) { state.withLock { $0.queue = value } }
     func databaseReachable(_ value: Bool) { state.withLock { $0.database = value } }
+    func kmsReachable(_ value: Bool) { state.withLock { $0.kms = value } }
     func keysLoaded() { state.withLock { $0.keysLoaded = true } }
     func writesFailing(_ value: Bool) { state.withLock { $0.writesFailing = value } }
     func shuttingDown() { state.withLock { $0.shuttingDown = true } }

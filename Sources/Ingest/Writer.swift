@@ -1,3 +1,4 @@
+import AWS
 import Logging
 import Postgres
 import Pseudonymization
@@ -171,16 +172,40 @@ final class Writer {
     ) async throws -> T {
         var attempt = 0
         var conflicts = 0
+        var kmsFailing = false
+        var databaseFailing = false
         var lastExtension = started
         while true {
             do {
                 let value = try await body()
-                if attempt > 0 {
+                if kmsFailing {
+                    logger.info("KMS reachable again", metadata: ["writer": "\(name)", "attempts": "\(attempt + 1)"])
+                    health.kmsReachable(true)
+                    kmsFailing = false
+                }
+                if databaseFailing {
                     logger.info("database reachable again", metadata: ["writer": "\(name)", "attempts": "\(attempt + 1)"])
                     health.databaseReachable(true)
                     health.writesFailing(false)
                 }
                 return value
+            } catch let error as KMSError where error.isTransient {
+                // KMS-held tokenization key out of reach: like a database outage,
+                // the messages stay leased and wait; no row is built without its token.
+                if attempt == 0 || attempt % 10 == 0 {
+                    logger.warning(
+                        "KMS unavailable; retrying with backoff",
+                        metadata: ["writer": "\(name)", "attempt": "\(attempt + 1)", "error": "\(error)"])
+                }
+                statistics.retry(.kms)
+                health.kmsReachable(false)
+                kmsFailing = true
+                if ContinuousClock.now - lastExtension > options.leaseExtensionInterval {
+                    await acknowledger.extendLeases(messages)
+                    lastExtension = .now
+                }
+                try await Task.sleep(for: backoff.delay(attempt: attempt))
+                attempt += 1
             } catch let error as PostgresError where error.sqlState == "23505" {
                 // A concurrent writer stored a receipt or token between this
                 // batch's check and its COPY; the retry sees it. Not an outage.
@@ -204,6 +229,7 @@ final class Writer {
                     }
                 }
                 statistics.retry(.database)
+                databaseFailing = true
                 health.writesFailing(true)
                 if !(await connection?.isHealthy ?? false) {
                     health.databaseReachable(false)

@@ -54,30 +54,64 @@ public enum Token {
     }
 }
 
-/// Computes tokens under one tokenization key version. Reuses one keyed HMAC
-/// context; not thread-safe (one per task).
-public final class Tokenizer {
-    public let keyVersion: Int
-    private let hmac: HMACSHA256
-    private let prefixes: [PIIField: [UInt8]]
-    /// "ip_t1_" / "dev_t1_": the visible token prefix per field.
-    private let tokenPrefixes: [PIIField: [UInt8]]
-    private var output = [UInt8](repeating: 0, count: HMACSHA256.byteCount)
-    private var scratch: [UInt8] = []
+/// A value to tokenize: its field and canonical form.
+public struct TokenRequest: Hashable, Sendable {
+    public let field: PIIField
+    public let value: String
 
+    public init(field: PIIField, value: String) {
+        self.field = field
+        self.value = value
+    }
+}
+
+/// What a token is made of, wherever its key lives: the MAC input and the
+/// text around the MAC.
+public enum TokenFormat {
     /// Domain separation: the HMAC input is `domain ‖ 0 ‖ field ‖ 0 ‖ value`, so
     /// an IP and a device id with the same text get unrelated tokens, and no
     /// other use of the key can produce a token.
     static let domain = "pseudonymizer.token.v1"
+    static let erasedDomain = "pseudonymizer.erased-token.v1"
 
+    static func prefix(_ domain: String, _ field: PIIField) -> [UInt8] { Array("\(domain)\u{0}\(field.rawValue)\u{0}".utf8) }
+
+    /// The MAC input of `request`'s token.
+    public static func macInput(_ request: TokenRequest) -> [UInt8] { prefix(domain, request.field) + Array(request.value.utf8) }
+
+    /// The MAC input of the token an erased entry moves to (see `Tokenizer.token(forErased:field:)`).
+    public static func erasedMACInput(oldToken: String, field: PIIField) -> [UInt8] { prefix(erasedDomain, field) + Array(oldToken.utf8) }
+
+    /// "ip_t1_" / "dev_t1_": the visible token prefix per field and version.
+    static func textPrefix(_ field: PIIField, version: Int) -> [UInt8] { Array("\(field.tag)_t\(version)_".utf8) }
+
+    /// The token for a 32-byte MAC.
+    public static func token(mac: some Collection<UInt8>, field: PIIField, version: Int) -> String {
+        var text = textPrefix(field, version: version)
+        Array(mac).withUnsafeBytes { Base64.appendURL($0, to: &text) }
+        return String(decoding: text, as: UTF8.self)
+    }
+}
+
+/// Computes tokens under one local tokenization key version. Reuses one keyed
+/// HMAC context; not thread-safe (one per task).
+public final class Tokenizer {
+    public let keyVersion: Int
+    private let hmac: HMACSHA256
+    private let prefixes: [PIIField: [UInt8]]
+    private let tokenPrefixes: [PIIField: [UInt8]]
+    private var output = [UInt8](repeating: 0, count: HMACSHA256.byteCount)
+    private var scratch: [UInt8] = []
+
+    /// A KMS-held version is refused: its tokens come from KMS.
     public init(key: TokenizationKey) throws {
         keyVersion = key.version
-        hmac = try HMACSHA256(key: key.secret)
+        hmac = try HMACSHA256(key: key.localSecret())
         var prefixes: [PIIField: [UInt8]] = [:]
         var tokenPrefixes: [PIIField: [UInt8]] = [:]
         for field in PIIField.allCases {
-            prefixes[field] = Array("\(Self.domain)\u{0}\(field.rawValue)\u{0}".utf8)
-            tokenPrefixes[field] = Array("\(field.tag)_t\(key.version)_".utf8)
+            prefixes[field] = TokenFormat.prefix(TokenFormat.domain, field)
+            tokenPrefixes[field] = TokenFormat.textPrefix(field, version: key.version)
         }
         self.prefixes = prefixes
         self.tokenPrefixes = tokenPrefixes
@@ -92,7 +126,7 @@ public final class Tokenizer {
     /// that person's old rows grouped while their value stays unrecoverable (a
     /// new login with the same value gets its ordinary, unrelated token).
     public func token(forErased oldToken: String, field: PIIField) throws -> String {
-        try mac(Array("pseudonymizer.erased-token.v1\u{0}\(field.rawValue)\u{0}".utf8), oldToken, field: field)
+        try mac(TokenFormat.prefix(TokenFormat.erasedDomain, field), oldToken, field: field)
     }
 
     private func mac(_ prefix: [UInt8], _ value: String, field: PIIField) throws -> String {

@@ -1,3 +1,5 @@
+public import AWS
+import KeyCustody
 public import Postgres
 public import VaultCrypto
 
@@ -69,14 +71,17 @@ public enum KeyRegistry {
     }
 
     /// The versions in the files of `store` that the database checks: the
-    /// tokenization keyring and the recovery public keys.
-    public static func fileKeys(tokenization: TokenizationKeyring?, recovery: RecoveryPublicKeys?, store: KeyStore) throws -> [FileKey] {
+    /// tokenization keyring (a KMS-held version's fingerprint is a KMS call)
+    /// and the recovery public keys.
+    public static func fileKeys(
+        tokenization: TokenizationKeyring?, recovery: RecoveryPublicKeys?, store: KeyStore, kms: KMSClient?
+    ) async throws -> [FileKey] {
         var keys: [FileKey] = []
         for key in tokenization?.keys ?? [] {
             keys.append(
                 FileKey(
-                    kind: .tokenization, version: key.version, state: key.state, fingerprint: try key.tokenizationFingerprint(),
-                    path: store.tokenizationPath))
+                    kind: .tokenization, version: key.version, state: key.state,
+                    fingerprint: try await TokenMinter.fingerprint(of: key, kms: kms), path: store.tokenizationPath))
         }
         for key in recovery?.keys ?? [] {
             keys.append(

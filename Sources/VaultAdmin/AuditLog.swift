@@ -91,7 +91,7 @@ public enum AuditLog {
     /// The rows `records` become after `head`, chained and authenticated.
     static func prepare(_ records: [AuditRecord], after head: Head, actor: AuditActor) throws -> [AuditEntry] {
         let key = actor.keys.active
-        let mac = try HMACSHA256(key: key.secret)
+        let mac = try HMACSHA256(key: key.localSecret(keyName: "audit key"))
         var previous = head.hash
         var entries: [AuditEntry] = []
         entries.reserveCapacity(records.count)
@@ -205,7 +205,7 @@ public enum AuditLog {
                             sequence: entry.sequence,
                             problem: "it is authenticated with audit key v\(version), which audit-key.json does not hold")
                     }
-                    if macs[version] == nil { macs[version] = try HMACSHA256(key: key.secret) }
+                    if macs[version] == nil { macs[version] = try HMACSHA256(key: key.localSecret(keyName: "audit key")) }
                     guard constantTimeEquals(try macs[version]!.authenticationCode(for: macInput(entry.hash)), mac) else {
                         return .broken(
                             sequence: entry.sequence,

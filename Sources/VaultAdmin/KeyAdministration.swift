@@ -1,4 +1,6 @@
-import Foundation
+import AWS
+public import Foundation
+public import KeyCustody
 public import Postgres
 import Pseudonymization
 import Storage
@@ -13,6 +15,10 @@ public struct KeyInventory: Sendable {
         /// "active", "decrypt-only", or "missing" (in the data, not in the key file).
         public let state: String
         public let createdAt: String?
+        /// "local", "aws-kms", or nil when not in the key file.
+        public let backend: String?
+        /// The KMS key of an aws-kms version.
+        public let kmsKeyID: String?
         public let vaultEntries: Int
         public let erasedEntries: Int
         public let ipRows: Int
@@ -58,7 +64,7 @@ public struct KeyInventory: Sendable {
 public enum KeyAdministration {
     // MARK: Inventory
 
-    public static func inventory(store: KeyStore, connection: PostgresConnection) async throws -> KeyInventory {
+    public static func inventory(store: KeyStore, kms: LazyKMSClient, connection: PostgresConnection) async throws -> KeyInventory {
         let keyring = try store.tokenizationKeyring()
         let publicKeys = try store.recoveryPublicKeys()
         let privateVersions = Set((try? store.recoveryPrivateKeys().versions) ?? [])
@@ -74,7 +80,8 @@ public enum KeyAdministration {
                 return .unregistered
             }
         }
-        let fileKeys = try KeyRegistry.fileKeys(tokenization: keyring, recovery: publicKeys, store: store)
+        let fileKeys = try await KeyRegistry.fileKeys(
+            tokenization: keyring, recovery: publicKeys, store: store, kms: try kms.client(for: keyring))
         func fileKey(_ kind: KeyRegistry.Kind, _ version: Int) -> KeyRegistry.FileKey? {
             fileKeys.first { $0.kind == kind && $0.version == version }
         }
@@ -106,7 +113,8 @@ public enum KeyAdministration {
             let key = keyring.key(version: version)
             return KeyInventory.Tokenization(
                 version: version, state: key?.state.rawValue ?? "missing", createdAt: key?.createdAt,
-                vaultEntries: entries[version]?.live ?? 0, erasedEntries: entries[version]?.erased ?? 0,
+                backend: key?.material.backend, kmsKeyID: key?.kmsKeyID, vaultEntries: entries[version]?.live ?? 0,
+                erasedEntries: entries[version]?.erased ?? 0,
                 ipRows: ipRows[version] ?? 0, deviceRows: deviceRows[version] ?? 0,
                 registration: registration(fileKey(.tokenization, version)))
         }
@@ -167,10 +175,12 @@ public enum KeyAdministration {
     /// database does not know yet (`vault keys init` and `rotate` do it for the
     /// versions they create; this is for key sets made offline). A version
     /// registered with another key is refused. Returns what was registered.
-    public static func register(store: KeyStore, reason: String, actor: AuditActor, connection: PostgresConnection) async throws -> [String]
-    {
-        let keys = try KeyRegistry.fileKeys(
-            tokenization: try store.tokenizationKeyring(), recovery: try store.recoveryPublicKeys(), store: store)
+    public static func register(
+        store: KeyStore, kms: LazyKMSClient, reason: String, actor: AuditActor, connection: PostgresConnection
+    ) async throws -> [String] {
+        let tokenization = try store.tokenizationKeyring()
+        let keys = try await KeyRegistry.fileKeys(
+            tokenization: tokenization, recovery: try store.recoveryPublicKeys(), store: store, kms: try kms.client(for: tokenization))
         return try await connection.transaction { connection in
             let added = try KeyRegistry.register(keys, on: connection).map { "\($0.kind.rawValue) v\($0.version)" }
             if !added.isEmpty {
@@ -189,20 +199,22 @@ public enum KeyAdministration {
     /// database (a key file writer swapped one). Every job that writes data
     /// under a key checks first.
     public static func verifyRegistered(
-        tokenization: TokenizationKeyring?, recovery: RecoveryPublicKeys?, store: KeyStore, connection: PostgresConnection
+        tokenization: TokenizationKeyring?, recovery: RecoveryPublicKeys?, store: KeyStore, kms: LazyKMSClient? = nil,
+        connection: PostgresConnection
     ) async throws {
         try KeyRegistry.verify(
-            try KeyRegistry.fileKeys(tokenization: tokenization, recovery: recovery, store: store),
+            try await KeyRegistry.fileKeys(
+                tokenization: tokenization, recovery: recovery, store: store, kms: try tokenization.flatMap { try kms?.client(for: $0) }),
             against: try await KeyRegistry.registered(on: connection))
     }
 
     /// Refuses an active recovery public key that is not the public half of a
     /// private key in recovery-private.json: data wrapped to it could never be
     /// opened again (and whoever added it may hold its private half).
-    public static func requirePrivateHalf(of key: RecoveryPublicKey, keyring: RecoveryKeyring, store: KeyStore) throws {
+    public static func requirePrivateHalf(of key: RecoveryPublicKey, keyring: RecoveryKeyring, store: KeyStore) async throws {
         let privateKey: X25519.PrivateKey
         do {
-            privateKey = try keyring.privateKey(version: key.version)
+            privateKey = try await keyring.privateKey(version: key.version)
         } catch let error as KeyFileError where error.code == .unknownVersion {
             throw KeyFileError(
                 .refused,
@@ -224,40 +236,83 @@ public enum KeyAdministration {
     // MARK: Rotation
 
     /// Adds tokenization key v(n+1) as the active one; v(n) becomes decrypt-only.
-    public static func rotateTokenization(store: KeyStore, reason: String, actor: AuditActor, connection: PostgresConnection) async throws
-        -> Int
-    {
+    /// With `kmsKeyID`, the new version is that AWS KMS `HMAC_256` key (checked
+    /// with `DescribeKey`, recorded by its ARN): the key file holds no secret for it.
+    public static func rotateTokenization(
+        store: KeyStore, kmsKeyID: String? = nil, kms: LazyKMSClient, reason: String, actor: AuditActor, connection: PostgresConnection
+    ) async throws -> Int {
         let current = try store.tokenizationKeyring()
-        try await verifyRegistered(tokenization: current, recovery: nil, store: store, connection: connection)
-        let rotated = try current.rotated(now: Date())
+        try await verifyRegistered(tokenization: current, recovery: nil, store: store, kms: kms, connection: connection)
+        var material: MACKeyMaterial? = nil
+        if let kmsKeyID {
+            let description = try await KMSTokenizationKeyCheck.requireUsable(kmsKeyID, kms: try kms.client())
+            material = .awsKMS(keyID: description.arn)
+        }
+        let rotated = try current.rotated(now: Date(), material: material)
+        // The fingerprint first: a KMS key that does not answer leaves the files as they were.
+        let fileKeys = try await KeyRegistry.fileKeys(tokenization: rotated, recovery: nil, store: store, kms: try kms.client(for: rotated))
         try store.save(rotated)
         try await connection.transaction { connection in
-            try KeyRegistry.register(try KeyRegistry.fileKeys(tokenization: rotated, recovery: nil, store: store), on: connection)
+            try KeyRegistry.register(fileKeys, on: connection)
             try KeyRegistry.record(.tokenization, versions: rotated.keys.map { ($0.version, $0.state) }, on: connection)
             try AuditLog.append(
                 [
                     AuditRecord(
-                        action: "keys.rotate", subject: "tokenization v\(rotated.active.version)",
+                        action: "keys.rotate", subject: "tokenization v\(rotated.active.version) (\(rotated.active.material.backend))",
                         reason: reason, outcome: "created")
                 ], actor: actor, on: connection)
         }
         return rotated.active.version
     }
 
-    /// Adds recovery keypair v(n+1): the private key sealed under the same
-    /// passphrase (checked by opening the current key first), the public key
-    /// active. The current public key must be registered and be the public half
-    /// of the current private key.
+    /// How a new recovery private key is sealed.
+    public enum RecoverySealing {
+        case passphrase(SecureBytes, Scrypt.Parameters)
+        /// A symmetric AWS KMS key (`Encrypt` with an encryption context).
+        case awsKMS(keyID: String, LazyKMSClient)
+
+        func seal(_ privateKey: X25519.PrivateKey, version: Int, createdAt: String) async throws -> RecoveryPrivateKeys.Sealed {
+            switch self {
+            case .passphrase(let passphrase, let parameters):
+                return try RecoveryPrivateKeys.seal(
+                    privateKey, version: version, createdAt: createdAt, passphrase: passphrase, parameters: parameters)
+            case .awsKMS(let keyID, let kms):
+                return try await KMSRecoverySealing.seal(
+                    privateKey, version: version, createdAt: createdAt, keyID: keyID, kms: try kms.client())
+            }
+        }
+    }
+
+    /// Creates a fresh key set in `store`: tokenization v1 (a new local key, or
+    /// the KMS key `tokenizationKMSKeyID`), recovery keypair v1 sealed as
+    /// `sealing` says, audit key v1. The KMS calls come first: a key that does
+    /// not work leaves no files behind.
+    public static func createKeySet(
+        store: KeyStore, sealing: RecoverySealing, tokenizationKMSKeyID: String?, kms: LazyKMSClient, now: Date = Date()
+    ) async throws {
+        var material: MACKeyMaterial? = nil
+        if let tokenizationKMSKeyID {
+            material = .awsKMS(keyID: try await KMSTokenizationKeyCheck.requireUsable(tokenizationKMSKeyID, kms: try kms.client()).arn)
+        }
+        let tokenization = try TokenizationKeyring.generate(now: now, material: material)
+        let recovery = try X25519.PrivateKey()
+        let sealed = try await sealing.seal(recovery, version: 1, createdAt: ISO8601DateFormatter().string(from: now))
+        try store.create(tokenization: tokenization, recoveryPrivateKey: sealed, recoveryPublicKey: recovery.publicKey, now: now)
+    }
+
+    /// Adds recovery keypair v(n+1), the private key sealed as `sealing` says,
+    /// the public key active. The current public key must be registered and be
+    /// the public half of the current private key (opened with `keyring`: the
+    /// passphrase, or KMS).
     public static func rotateRecovery(
-        store: KeyStore, passphrase: SecureBytes, parameters: Scrypt.Parameters, reason: String, actor: AuditActor,
+        store: KeyStore, keyring: RecoveryKeyring, sealing: RecoverySealing, reason: String, actor: AuditActor,
         connection: PostgresConnection
     ) async throws -> Int {
         var privateKeys = try store.recoveryPrivateKeys()
         let publicKeys = try store.recoveryPublicKeys()
         let publicMax = publicKeys.keys.map(\.version).max() ?? 0
         try await verifyRegistered(tokenization: nil, recovery: publicKeys, store: store, connection: connection)
-        // The passphrase must open the current key: one passphrase for the whole file.
-        try requirePrivateHalf(of: publicKeys.active, keyring: RecoveryKeyring(store: store) { passphrase }, store: store)
+        try await requirePrivateHalf(of: publicKeys.active, keyring: keyring, store: store)
         let newKey: X25519.PrivateKey
         let version: Int
         let createdAt: String
@@ -265,21 +320,20 @@ public enum KeyAdministration {
             // A rotation interrupted after the private file was written: finish it.
             version = pending.version
             createdAt = pending.createdAt
-            newKey = try privateKeys.unlock(version: version, passphrase: passphrase, path: store.recoveryPrivatePath)
+            newKey = try await keyring.privateKey(version: version)
         } else {
             version = publicMax + 1
             newKey = try X25519.PrivateKey()
             createdAt = ISO8601DateFormatter().string(from: Date())
-            privateKeys = privateKeys.adding(
-                try RecoveryPrivateKeys.seal(
-                    newKey, version: version, createdAt: createdAt, passphrase: passphrase, parameters: parameters))
+            privateKeys = privateKeys.adding(try await sealing.seal(newKey, version: version, createdAt: createdAt))
             // The private half first: a public key must never exist without its way back.
             try store.save(privateKeys)
         }
         let rotated = try publicKeys.adding(newKey.publicKey, version: version, createdAt: createdAt)
         try store.save(rotated)
+        let fileKeys = try await KeyRegistry.fileKeys(tokenization: nil, recovery: rotated, store: store, kms: nil)
         try await connection.transaction { connection in
-            try KeyRegistry.register(try KeyRegistry.fileKeys(tokenization: nil, recovery: rotated, store: store), on: connection)
+            try KeyRegistry.register(fileKeys, on: connection)
             try KeyRegistry.record(.recovery, versions: rotated.keys.map { ($0.version, $0.state) }, on: connection)
             try AuditLog.append(
                 [AuditRecord(action: "keys.rotate", subject: "recovery v\(version)", reason: reason, outcome: "created")],
@@ -308,7 +362,8 @@ public enum KeyAdministration {
 
     /// With `dryRun`, every check runs and nothing is removed.
     public static func retireTokenization(
-        version: Int, store: KeyStore, dryRun: Bool = false, reason: String, actor: AuditActor, connection: PostgresConnection
+        version: Int, store: KeyStore, kms: LazyKMSClient, dryRun: Bool = false, reason: String, actor: AuditActor,
+        connection: PostgresConnection
     ) async throws {
         let keyring = try store.tokenizationKeyring()
         guard keyring.key(version: version) != nil else {
@@ -318,7 +373,7 @@ public enum KeyAdministration {
             throw KeyFileError(
                 .refused, "tokenization key v\(version) is the active one; rotate first (`vault keys rotate --tokenization`)")
         }
-        let inventory = try await inventory(store: store, connection: connection)
+        let inventory = try await inventory(store: store, kms: kms, connection: connection)
         if let entry = inventory.tokenization.first(where: { $0.version == version }), entry.dependents > 0 {
             throw KeyFileError(
                 .refused,
@@ -342,8 +397,8 @@ public enum KeyAdministration {
     /// private key of the version that wraps it (a public key added by someone
     /// else, and data keys rewrapped to it, would otherwise lose everything).
     public static func retireRecovery(
-        version: Int, store: KeyStore, keyring: RecoveryKeyring, dryRun: Bool = false, reason: String, actor: AuditActor,
-        connection: PostgresConnection
+        version: Int, store: KeyStore, keyring: RecoveryKeyring, kms: LazyKMSClient, dryRun: Bool = false, reason: String,
+        actor: AuditActor, connection: PostgresConnection
     ) async throws {
         let publicKeys = try store.recoveryPublicKeys()
         guard publicKeys.key(version: version) != nil else {
@@ -352,7 +407,7 @@ public enum KeyAdministration {
         guard publicKeys.active.version != version else {
             throw KeyFileError(.refused, "recovery key v\(version) is the active one; rotate first (`vault keys rotate --recovery`)")
         }
-        let inventory = try await inventory(store: store, connection: connection)
+        let inventory = try await inventory(store: store, kms: kms, connection: connection)
         if let entry = inventory.recovery.first(where: { $0.version == version }), entry.dataKeys > 0 {
             throw KeyFileError(
                 .refused,
@@ -404,7 +459,7 @@ public enum KeyAdministration {
                 do {
                     _ = try DataKeyWrap.unwrap(
                         try row.bytes("wrapped_key"), dataKeyID: id, recoveryVersion: version,
-                        with: try keyring.privateKey(version: version))
+                        with: try await keyring.privateKey(version: version))
                 } catch let error as KeyFileError where error.code == .wrongPassphrase {
                     throw error
                 } catch {

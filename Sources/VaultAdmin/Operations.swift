@@ -1,3 +1,4 @@
+public import KeyCustody
 public import Postgres
 public import Pseudonymization
 public import VaultCrypto
@@ -76,7 +77,7 @@ enum AuditedReveal {
         _ tokens: [String], action: String, released: Released, reader: VaultReader, reason: String, actor: AuditActor,
         connection: PostgresConnection
     ) async throws -> [(result: Result<RecoveredValue, RecoveryError>, auditSequence: Int64)] {
-        let results = try reader.open(tokens, entries: released.entries)
+        let results = try await reader.open(tokens, entries: released.entries)
         var failed: [(index: Int, record: AuditRecord)] = []
         for (index, (token, result)) in zip(tokens, results).enumerated() {
             guard case .failure(let error) = result,
@@ -136,10 +137,11 @@ public enum Lookup {
     }
 
     public static func lookup(
-        _ value: String, field: PIIField, reason: String, keyring: TokenizationKeyring, reader: VaultReader, actor: AuditActor,
+        _ value: String, field: PIIField, reason: String, minter: TokenMinter, reader: VaultReader, actor: AuditActor,
         connection: PostgresConnection
     ) async throws -> (matches: [Match], auditSequence: Int64) {
-        let tokens = try ValueTokens.tokens(of: value, field: field, keyring: keyring).map(\.token)
+        let keyring = minter.keyring
+        let tokens = try await ValueTokens.tokens(of: value, field: field, minter: minter).map(\.token)
         let column = field == .ip ? "masked_ip" : "masked_device_id"
         var rows: [String: Int] = [:]
         for row in try await connection.query(
@@ -234,7 +236,7 @@ public enum Forget {
 
 /// The tokens a value has under every version of a tokenization keyring.
 public enum ValueTokens {
-    public static func tokens(of value: String, field: PIIField, keyring: TokenizationKeyring) throws -> [(version: Int, token: String)] {
+    public static func tokens(of value: String, field: PIIField, minter: TokenMinter) async throws -> [(version: Int, token: String)] {
         let canonical: String
         switch field {
         case .ip:
@@ -244,6 +246,10 @@ public enum ValueTokens {
             guard !value.isEmpty else { throw LookupError("the device id given is empty") }
             canonical = value
         }
-        return try keyring.keys.map { ($0.version, try Tokenizer(key: $0).token(for: canonical, field: field)) }
+        var tokens: [(version: Int, token: String)] = []
+        for key in minter.keyring.keys {
+            tokens.append((key.version, try await minter.token(TokenRequest(field: field, value: canonical), version: key.version)))
+        }
+        return tokens
     }
 }

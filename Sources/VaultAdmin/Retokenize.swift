@@ -1,4 +1,5 @@
 import Foundation
+public import KeyCustody
 public import Logging
 public import Postgres
 import Pseudonymization
@@ -50,8 +51,9 @@ public enum Retokenize {
     }
 
     public static func run(
-        store: KeyStore, keyring recoveryKeys: RecoveryKeyring, options: Options, reason: String, actor: AuditActor,
-        connection: PostgresConnection, connect: @escaping @Sendable () async throws -> PostgresConnection, logger: Logger
+        store: KeyStore, keyring recoveryKeys: RecoveryKeyring, kms: LazyKMSClient, options: Options, reason: String,
+        actor: AuditActor, connection: PostgresConnection, connect: @escaping @Sendable () async throws -> PostgresConnection,
+        logger: Logger
     ) async throws -> Summary {
         let tokenization = try store.tokenizationKeyring()
         let recoveryPublicKeys = try store.recoveryPublicKeys()
@@ -60,8 +62,7 @@ public enum Retokenize {
         if options.dryRun { return try await finish(summary, connection: connection) }
         // Tokens and new data-key wraps only under the registered keys.
         try await KeyAdministration.verifyRegistered(
-            tokenization: tokenization, recovery: recoveryPublicKeys, store: store,
-            connection: connection)
+            tokenization: tokenization, recovery: recoveryPublicKeys, store: store, kms: kms, connection: connection)
 
         // One retokenize at a time (the lineage COPY relies on it); a session
         // lock, so a killed run's lock goes with its connection.
@@ -77,8 +78,8 @@ public enum Retokenize {
                     action: "retokenize", subject: subject, reason: reason,
                     outcome: "started: \(total) entries")
             ], actor: actor, on: connection)
-        let tokenizer = try Tokenizer(key: target)
-        let reader = VaultReader(tokenization: tokenization, privateKey: recoveryKeys.privateKey(version:))
+        let minter = try TokenMinter(keyring: tokenization, kms: try kms.client(for: tokenization), maximumConcurrentCalls: 32)
+        let reader = VaultReader(minter: minter, privateKey: recoveryKeys.privateKey(version:))
         let dataKeys = DataKeyManager(
             recoveryKey: recoveryPublicKeys.active, policy: DataKeyPolicy(),
             createdBy: "vault retokenize (\(actor.osUser))", logger: logger, connect: connect)
@@ -156,7 +157,7 @@ public enum Retokenize {
                         let lease = try await dataKeys.lease(encryptions: oldTokens.count)
                         if sealer?.dataKeyID != lease.id { sealer = try VaultSealer(dataKeyID: lease.id, key: lease.key) }
                         let moves = try await prepareMoves(
-                            oldTokens, rows: byToken, reader: reader, tokenizer: tokenizer,
+                            oldTokens, rows: byToken, reader: reader, minter: minter, target: target.version,
                             sealer: sealer!, oldVersion: oldVersion)
                         try await entriesCommitted?.value
                         let entries = Task { try await commitEntries(moves, on: entryWriter) }
@@ -238,35 +239,43 @@ public enum Retokenize {
     }
 
     private static func prepareMoves(
-        _ tokens: [String], rows: [String: SealedEntry], reader: VaultReader, tokenizer: Tokenizer, sealer: VaultSealer, oldVersion: Int
+        _ tokens: [String], rows: [String: SealedEntry], reader: VaultReader, minter: TokenMinter, target: Int, sealer: VaultSealer,
+        oldVersion: Int
     ) async throws -> [Move] {
-        let opened = try reader.open(tokens, entries: rows)
-        var moves: [Move] = []
+        let opened = try await reader.open(tokens, entries: rows)
+        var values: [(token: String, value: RecoveredValue)] = []
+        var erased: [(token: String, field: PIIField, row: SealedEntry)] = []
         for (token, result) in zip(tokens, opened) {
             guard let parts = Token.parse(token), let row = rows[token] else { continue }
             switch result {
-            case .success(let value):
-                let newToken = try tokenizer.token(for: value.value, field: parts.field)
-                let (nonce, ciphertext) = try sealer.seal(value.value, token: newToken, field: parts.field)
-                moves.append(
-                    Move(
-                        oldToken: token, oldVersion: oldVersion,
-                        record: VaultEntryRecord(
-                            token: newToken, field: parts.field, tokenKeyVersion: tokenizer.keyVersion, dataKeyID: sealer.dataKeyID,
-                            nonce: nonce, ciphertext: ciphertext)))
-            case .failure(let error) where error.kind == .erased:
-                moves.append(
-                    Move(
-                        oldToken: token, oldVersion: oldVersion,
-                        record: VaultEntryRecord(
-                            tombstone: try tokenizer.token(forErased: token, field: parts.field), field: parts.field,
-                            tokenKeyVersion: tokenizer.keyVersion, dataKeyID: row.dataKeyID,
-                            erasedAt: row.erasedAt, erasedBy: row.erasedBy)))
+            case .success(let value): values.append((token, value))
+            case .failure(let error) where error.kind == .erased: erased.append((token, parts.field, row))
             case .failure(let error):
                 // Never guess: an entry that does not open, or whose value does
                 // not produce its token, stays where it is, and the job reports it.
                 throw RetokenizeError("cannot move token \(token): \(error.message)")
             }
+        }
+        let newTokens = try await minter.tokens(
+            values.map { TokenRequest(field: $0.value.field, value: $0.value.value) }, version: target)
+        let tombstones = try await minter.erasedTokens(erased.map { ($0.token, $0.field) }, version: target)
+        var moves: [Move] = []
+        for ((token, value), newToken) in zip(values, newTokens) {
+            let (nonce, ciphertext) = try sealer.seal(value.value, token: newToken, field: value.field)
+            moves.append(
+                Move(
+                    oldToken: token, oldVersion: oldVersion,
+                    record: VaultEntryRecord(
+                        token: newToken, field: value.field, tokenKeyVersion: target, dataKeyID: sealer.dataKeyID,
+                        nonce: nonce, ciphertext: ciphertext)))
+        }
+        for ((token, field, row), tombstone) in zip(erased, tombstones) {
+            moves.append(
+                Move(
+                    oldToken: token, oldVersion: oldVersion,
+                    record: VaultEntryRecord(
+                        tombstone: tombstone, field: field, tokenKeyVersion: target, dataKeyID: row.dataKeyID,
+                        erasedAt: row.erasedAt, erasedBy: row.erasedBy)))
         }
         return moves
     }

@@ -35,7 +35,7 @@ public enum Rewrap {
         }
         let total = pending.values.reduce(0, +)
         guard !dryRun, total > 0 else { return Summary(pending: pending, rewrapped: 0, target: target.version) }
-        try KeyAdministration.requirePrivateHalf(of: target, keyring: keyring, store: store)
+        try await KeyAdministration.requirePrivateHalf(of: target, keyring: keyring, store: store)
 
         let subject = "data keys → recovery v\(target.version)"
         try await AuditLog.appendCommitted(
@@ -67,7 +67,7 @@ public enum Rewrap {
                 let version = try row.int("recovery_key_version")
                 let key = try DataKeyWrap.unwrap(
                     try row.bytes("wrapped_key"), dataKeyID: id, recoveryVersion: version,
-                    with: keyring.privateKey(version: version))
+                    with: try await keyring.privateKey(version: version))
                 updates.append((id, version, try DataKeyWrap.wrap(key, dataKeyID: id, to: target)))
             }
             let batch = updates

@@ -1,4 +1,5 @@
 import Foundation
+public import KeyCustody
 public import Postgres
 public import Pseudonymization
 public import VaultCrypto
@@ -103,32 +104,49 @@ public struct SealedEntry: Sendable {
 /// Opens vault entries: each data key unwrapped once (with the recovery
 /// private key of the version that wrapped it), each entry opened with AAD =
 /// token ‖ field ‖ data key id, and then the value is tokenized again under
-/// the token's key version and compared with the token in constant time.
-/// Whatever does not hold is an integrity error that names the token: a
-/// ciphertext moved to another row, or an entry forged by someone who only has
-/// the public key (HPKE base mode authenticates no sender), never shows a value.
+/// the token's key version (locally or by KMS, a batch at a time) and compared
+/// with the token in constant time. Whatever does not hold is an integrity
+/// error that names the token: a ciphertext moved to another row, or an entry
+/// forged by someone who only has the public key (HPKE base mode
+/// authenticates no sender), never shows a value.
 /// Reveals nothing by itself: callers audit before they show.
 public final class VaultReader {
-    private let privateKey: (Int) throws -> X25519.PrivateKey
-    private let tokenization: TokenizationKeyring
-    private var tokenizers: [Int: Tokenizer] = [:]
+    private let privateKey: (Int) async throws -> X25519.PrivateKey
+    private let minter: TokenMinter
     private var ciphers: [String: (cipher: AESGCM, recoveryVersion: Int)] = [:]
     /// Data keys whose recovery key version is not in the key file.
     private var unavailable: [String: Int] = [:]
 
-    public init(tokenization: TokenizationKeyring, privateKey: @escaping (Int) throws -> X25519.PrivateKey) {
-        self.tokenization = tokenization
+    public init(minter: TokenMinter, privateKey: @escaping (Int) async throws -> X25519.PrivateKey) {
+        self.minter = minter
         self.privateKey = privateKey
     }
 
     /// One result per token, in order; `entries` holds the entries found, by token.
-    /// Throws only for failures of the whole batch (a wrong passphrase).
-    public func open(_ tokens: [String], entries: [String: SealedEntry]) throws -> [Result<RecoveredValue, RecoveryError>] {
-        try loadDataKeys(entries.values.filter { $0.erasedAt == nil })
-        return tokens.map { token in Result { () throws(RecoveryError) in try open(token, entries[token]) } }
+    /// Throws only for failures of the whole batch (a wrong passphrase, KMS unavailable).
+    public func open(_ tokens: [String], entries: [String: SealedEntry]) async throws -> [Result<RecoveredValue, RecoveryError>] {
+        try await loadDataKeys(entries.values.filter { $0.erasedAt == nil })
+        var results = tokens.map { token in Result { () throws(RecoveryError) in try decrypt(token, entries[token]) } }
+        // Every opened value must produce its token again: one minting call per key version.
+        var byVersion: [Int: [Int]] = [:]
+        for (index, result) in results.enumerated() {
+            if case .success(let value) = result { byVersion[value.tokenKeyVersion, default: []].append(index) }
+        }
+        for (version, indices) in byVersion {
+            let values = indices.map { try! results[$0].get() }
+            let recomputed = try await minter.tokens(values.map { TokenRequest(field: $0.field, value: $0.value) }, version: version)
+            for (index, (value, token)) in zip(indices, zip(values, recomputed))
+            where !constantTimeEquals(Array(token.utf8), Array(value.token.utf8)) {
+                results[index] = .failure(
+                    integrityFailure(
+                        value.token, "the value in its vault entry does not produce this token (a forged or substituted entry)"))
+            }
+        }
+        return results
     }
 
-    private func open(_ token: String, _ entry: SealedEntry?) throws(RecoveryError) -> RecoveredValue {
+    /// Opens one entry; the value is not verified against its token yet.
+    private func decrypt(_ token: String, _ entry: SealedEntry?) throws(RecoveryError) -> RecoveredValue {
         guard let parts = Token.parse(token) else { throw RecoveryError.malformed(token) }
         guard let entry else {
             throw RecoveryError(
@@ -151,6 +169,13 @@ public final class VaultReader {
         else {
             throw integrityFailure(token, "its vault row is mislabelled or its data key is missing")
         }
+        guard minter.keyring.key(version: parts.keyVersion) != nil else {
+            throw RecoveryError(
+                kind: .missingTokenizationKey, token: token,
+                message:
+                    "token \(token) is of tokenization key v\(parts.keyVersion), which is not in the key file; its value cannot be verified, so it is not shown"
+            )
+        }
         let plaintext: [UInt8]
         do {
             plaintext = try key.cipher.open(
@@ -158,21 +183,8 @@ public final class VaultReader {
         } catch {
             throw integrityFailure(token, "its vault entry was altered or belongs to another token")
         }
-        let value = String(decoding: plaintext, as: UTF8.self)
-        guard let tokenizer = try? tokenizer(version: parts.keyVersion) else {
-            throw RecoveryError(
-                kind: .missingTokenizationKey, token: token,
-                message:
-                    "token \(token) is of tokenization key v\(parts.keyVersion), which is not in the key file; its value cannot be verified, so it is not shown"
-            )
-        }
-        guard let recomputed = try? tokenizer.token(for: value, field: parts.field),
-            constantTimeEquals(Array(recomputed.utf8), Array(token.utf8))
-        else {
-            throw integrityFailure(token, "the value in its vault entry does not produce this token (a forged or substituted entry)")
-        }
         return RecoveredValue(
-            token: token, field: parts.field, value: value, tokenKeyVersion: parts.keyVersion,
+            token: token, field: parts.field, value: String(decoding: plaintext, as: UTF8.self), tokenKeyVersion: parts.keyVersion,
             dataKeyID: entry.dataKeyID, recoveryKeyVersion: key.recoveryVersion)
     }
 
@@ -180,24 +192,16 @@ public final class VaultReader {
         RecoveryError(kind: .integrity, token: token, message: "integrity check failed for token \(token): \(why); nothing was revealed")
     }
 
-    private func tokenizer(version: Int) throws -> Tokenizer {
-        if let tokenizer = tokenizers[version] { return tokenizer }
-        guard let key = tokenization.key(version: version) else { throw KeyFileError(.unknownVersion, "no tokenization key v\(version)") }
-        let tokenizer = try Tokenizer(key: key)
-        tokenizers[version] = tokenizer
-        return tokenizer
-    }
-
     /// Unwraps the data keys not unwrapped yet. A key that will not unwrap is
     /// left out: its entries then fail, each naming its token.
     /// (An entry may carry its data key's wrapped key or leave it to another
     /// entry under the same key.)
-    private func loadDataKeys(_ entries: [SealedEntry]) throws {
+    private func loadDataKeys(_ entries: [SealedEntry]) async throws {
         for entry in entries where ciphers[entry.dataKeyID] == nil && unavailable[entry.dataKeyID] == nil {
             guard let version = entry.recoveryKeyVersion, let wrapped = entry.wrappedKey else { continue }
             let recoveryKey: X25519.PrivateKey
             do {
-                recoveryKey = try privateKey(version)
+                recoveryKey = try await privateKey(version)
             } catch let error as KeyFileError where error.code == .unknownVersion {
                 unavailable[entry.dataKeyID] = version
                 continue

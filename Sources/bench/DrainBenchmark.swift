@@ -1,7 +1,7 @@
+import AWS
 import AsyncHTTPClient
 import Foundation
 import Logging
-import SQS
 
 /// The baseline for the end-to-end benchmark: a consumer that does nothing
 /// but receive (10 at a time, long polling) and delete, with the same client

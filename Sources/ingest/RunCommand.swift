@@ -1,10 +1,10 @@
+import AWS
 import ArgumentParser
 import CLISupport
 import Foundation
 import Ingest
 import Metrics
 import Prometheus
-import SQS
 import ServiceLifecycle
 import Storage
 import UnixSignals
@@ -81,9 +81,15 @@ struct Run: ToolCommand {
 
     @Flag(
         help:
-            "Allow an http:// SQS endpoint on a host other than this machine ($INGEST_ALLOW_INSECURE_ENDPOINT=1): for emulators on a trusted network only."
+            "Allow an http:// SQS or KMS endpoint on a host other than this machine ($INGEST_ALLOW_INSECURE_ENDPOINT=1): for emulators on a trusted network only."
     )
     var allowInsecureEndpoint = false
+
+    @Option(
+        help: ArgumentHelp(
+            "Values whose tokens are cached when the tokenization key is in AWS KMS, about 130 bytes each ($INGEST_TOKEN_CACHE_ENTRIES, else 100000; 0: every value is a KMS call).",
+            valueName: "entries"))
+    var tokenCacheEntries: Int?
 
     @Option(
         help: ArgumentHelp(
@@ -112,6 +118,8 @@ struct Run: ToolCommand {
     @Option(help: ArgumentHelp("Age of a data key at which it is rotated ($INGEST_DATA_KEY_MAX_HOURS, else 24).", valueName: "hours"))
     var dataKeyMaxHours: Double?
 
+    var allowsInsecureEndpoint: Bool { EnvironmentFallback.flag(allowInsecureEndpoint, "INGEST_ALLOW_INSECURE_ENDPOINT") }
+
     func configuration() throws -> IngestConfiguration {
         let file = EnvironmentFallback.string(fromFile, "INGEST_FROM_FILE")
         let queue = EnvironmentFallback.string(queueURL, "QUEUE_URL")
@@ -138,14 +146,18 @@ struct Run: ToolCommand {
                 source = .sqs(
                     try SQSConfiguration.fromEnvironment(
                         queueURL: queue, wireProtocol: choice.wireProtocol,
-                        allowInsecureEndpoint: EnvironmentFallback.flag(allowInsecureEndpoint, "INGEST_ALLOW_INSECURE_ENDPOINT")))
+                        allowInsecureEndpoint: allowsInsecureEndpoint))
             } catch let error as SQSError {
+                throw OperatorError(error.description, exitCode: ExitStatus.configuration)
+            } catch let error as AWSError {
                 throw OperatorError(error.description, exitCode: ExitStatus.configuration)
             }
         } else {
             throw ValidationError("no source: give --queue-url (or QUEUE_URL) or --from-file")
         }
         var configuration = IngestConfiguration(source: source, conninfo: database.conninfo, keysDirectory: keys.resolvedKeysDirectory)
+        configuration.allowInsecureEndpoint = allowsInsecureEndpoint
+        configuration.tokenCacheEntries = try EnvironmentFallback.value(tokenCacheEntries, "INGEST_TOKEN_CACHE_ENTRIES", default: 100_000)
         configuration.pollers = try EnvironmentFallback.value(pollers, "INGEST_POLLERS", default: 4)
         configuration.writers = try EnvironmentFallback.value(writers, "INGEST_WRITERS", default: 2)
         configuration.batchSize = try EnvironmentFallback.value(batchSize, "INGEST_BATCH_SIZE", default: 1000)

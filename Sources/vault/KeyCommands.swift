@@ -1,6 +1,7 @@
 import ArgumentParser
 import CLISupport
 import Foundation
+import KeyCustody
 import Postgres
 import Storage
 import VaultAdmin
@@ -32,9 +33,11 @@ struct Keys: AsyncParsableCommand {
             abstract: "Create a fresh key set (tokenization key, recovery keypair, audit key: v1 each) and register it in the database.",
             discussion: """
                 Writes tokenization.json (0600), recovery-public.json (0644), recovery-private.json \
-                (0600, the private key sealed under the passphrase with scrypt and AES-256-GCM) and audit-key.json (0600), \
+                (0600, the private key sealed under the passphrase with scrypt and AES-256-GCM, or by an AWS KMS key \
+                with --recovery-kms-key-id) and audit-key.json (0600), \
                 then registers the fingerprints of the tokenization and recovery keys in the database (run `ingest migrate` \
-                first), so that a swapped key file is refused. With --offline nothing is registered: run \
+                first), so that a swapped key file is refused. With --tokenization-kms-key-id the tokenization key is an \
+                AWS KMS HMAC_256 key: tokenization.json then holds only its ARN. With --offline nothing is registered: run \
                 `vault keys register` once the database is reachable. Refuses to overwrite an existing key set.
                 """
         )
@@ -49,6 +52,15 @@ struct Keys: AsyncParsableCommand {
         @Flag(help: "Create the files only; register them later with `vault keys register`.")
         var offline = false
 
+        @Option(help: ArgumentHelp("Make tokenization key v1 this AWS KMS HMAC_256 key (ARN, id or alias).", valueName: "key"))
+        var tokenizationKMSKeyID: String?
+
+        @Option(
+            help: ArgumentHelp(
+                "Seal recovery private key v1 with this symmetric AWS KMS key instead of a passphrase (ARN, id or alias).",
+                valueName: "key"))
+        var recoveryKMSKeyID: String?
+
         @OptionGroup var output: JSONOption
 
         func validate() throws {
@@ -58,13 +70,15 @@ struct Keys: AsyncParsableCommand {
         func execute() async throws {
             let store = KeyStore(directory: keys.resolvedKeysDirectory)
             let connection = offline ? nil : try await connectDatabase(database)
-            let secret = try PassphraseSource(file: passphrase.passphraseFile)
-                .read(prompt: "Passphrase for the recovery private key: ", confirm: true)
-            try store.initialize(passphrase: secret, parameters: .init(n: 1 << UInt64(scryptLogN), r: 8, p: 1))
+            let kms = vaultKMS()
+            try await KeyAdministration.createKeySet(
+                store: store,
+                sealing: try passphrase.sealing(kmsKeyID: recoveryKMSKeyID, kms: kms, scryptLogN: scryptLogN, confirm: true),
+                tokenizationKMSKeyID: tokenizationKMSKeyID, kms: kms)
             var registered: [String] = []
             if let connection {
                 registered = try await KeyAdministration.register(
-                    store: store, reason: "vault keys init", actor: try AuditActor.current(store: store), connection: connection)
+                    store: store, kms: kms, reason: "vault keys init", actor: try AuditActor.current(store: store), connection: connection)
             }
             printSummary(
                 json: output.json,
@@ -74,9 +88,9 @@ struct Keys: AsyncParsableCommand {
                 ],
                 text: """
                     Created a key set in \(store.directory):
-                      \(store.tokenizationPath)     tokenization key v1 (secret: ingest and vault)
+                      \(store.tokenizationPath)     tokenization key v1 (\(tokenizationKMSKeyID == nil ? "secret" : "in AWS KMS"): ingest and vault)
                       \(store.recoveryPublicPath)   recovery public key v1 (ingest and vault)
-                      \(store.recoveryPrivatePath)  recovery private key v1, passphrase-sealed (compliance machines only)
+                      \(store.recoveryPrivatePath)  recovery private key v1, \(recoveryKMSKeyID == nil ? "passphrase" : "KMS")-sealed (compliance machines only)
                       \(store.auditKeyPath)        audit key v1 (secret: vault only)
                     \(offline ? "not registered (--offline): run `vault keys register --reason …` where the database is reachable"
                            : "registered in the database: \(registered.joined(separator: ", "))")
@@ -97,7 +111,7 @@ struct Keys: AsyncParsableCommand {
         func execute() async throws {
             let session = try await AuditedSession.open(keys, database)
             let added = try await KeyAdministration.register(
-                store: session.store, reason: reason.text, actor: session.actor,
+                store: session.store, kms: session.kms, reason: reason.text, actor: session.actor,
                 connection: session.connection)
             printSummary(
                 json: output.json, ["registered": added],
@@ -117,13 +131,14 @@ struct Keys: AsyncParsableCommand {
         func execute() async throws {
             let connection = try await connectDatabase(database)
             let inventory = try await KeyAdministration.inventory(
-                store: KeyStore(directory: keys.resolvedKeysDirectory), connection: connection)
+                store: KeyStore(directory: keys.resolvedKeysDirectory), kms: vaultKMS(), connection: connection)
             if json {
                 print(
                     jsonLine([
                         "tokenization": inventory.tokenization.map {
                             [
                                 "version": $0.version, "state": $0.state, "created_at": $0.createdAt ?? NSNull(),
+                                "backend": $0.backend ?? NSNull(), "kms_key_id": $0.kmsKeyID ?? NSNull(),
                                 "vault_entries": $0.vaultEntries,
                                 "erased_entries": $0.erasedEntries, "ip_rows": $0.ipRows, "device_rows": $0.deviceRows,
                                 "registration": $0.registration.rawValue,
@@ -146,6 +161,7 @@ struct Keys: AsyncParsableCommand {
             for key in inventory.tokenization {
                 print(
                     "  v\(key.version)  \(key.state.padding(toLength: 12, withPad: " ", startingAt: 0))  created \(key.createdAt ?? "?")  "
+                        + "\(key.kmsKeyID.map { "aws-kms \($0)" } ?? key.backend ?? "-")  "
                         + "\(key.registration.rawValue)  vault entries \(key.vaultEntries) (+\(key.erasedEntries) erased), "
                         + "rows: ip \(key.ipRows), device_id \(key.deviceRows)")
             }
@@ -177,7 +193,9 @@ struct Keys: AsyncParsableCommand {
             abstract: "Add a new key version and make it the active one for new work.",
             discussion: """
                 --tokenization: new tokens use it as soon as ingest reloads its key files (SIGHUP or within seconds); \
-                then run `vault retokenize`. --recovery: new data keys are wrapped to it; then run `vault rewrap`. \
+                then run `vault retokenize`. With --kms-key-id the new version is that AWS KMS HMAC_256 key. \
+                --recovery: new data keys are wrapped to it; then run `vault rewrap`. With --kms-key-id its private key \
+                is sealed by that symmetric AWS KMS key instead of the passphrase. \
                 Copy the changed public files (tokenization.json, recovery-public.json) to the ingest secret. \
                 --audit: new audit rows are authenticated with it; keep the old versions for `vault audit verify`.
                 """)
@@ -186,6 +204,11 @@ struct Keys: AsyncParsableCommand {
         @OptionGroup var reason: ReasonOption
         @Option(help: ArgumentHelp("scrypt cost for the new private key as log2(N), 14…22.", valueName: "n"))
         var scryptLogN: Int = 17
+        @Option(
+            help: ArgumentHelp(
+                "--tokenization: the AWS KMS HMAC_256 key to use; --recovery: the symmetric KMS key to seal the private key with.",
+                valueName: "key"))
+        var kmsKeyID: String?
         @OptionGroup var output: JSONOption
         @OptionGroup var keys: KeyOptions
         @OptionGroup var database: DatabaseOptions
@@ -193,11 +216,13 @@ struct Keys: AsyncParsableCommand {
 
         func validate() throws {
             guard (14...22).contains(scryptLogN) else { throw ValidationError("--scrypt-log-n must be between 14 and 22") }
+            guard kmsKeyID == nil || kind != .audit else { throw ValidationError("--kms-key-id goes with --tokenization or --recovery") }
         }
 
         func execute() async throws {
             let store = KeyStore(directory: keys.resolvedKeysDirectory)
             let connection = try await connectDatabase(database)
+            let kms = vaultKMS()
             let version: Int
             let next: String
             switch kind {
@@ -206,15 +231,19 @@ struct Keys: AsyncParsableCommand {
                 next = "keep \(store.auditKeyPath) with the vault key set"
             case .tokenization:
                 version = try await KeyAdministration.rotateTokenization(
-                    store: store, reason: reason.text, actor: try AuditActor.current(store: store), connection: connection)
+                    store: store, kmsKeyID: kmsKeyID, kms: kms, reason: reason.text, actor: try AuditActor.current(store: store),
+                    connection: connection)
                 next = "distribute \(store.tokenizationPath) to ingest, then run `vault retokenize`"
             case .recovery:
                 let actor = try AuditActor.current(store: store)
-                let secret = try PassphraseSource(file: passphrase.passphraseFile).read(
-                    prompt: "Passphrase for the recovery private keys: ")
+                let sealing = try passphrase.sealing(kmsKeyID: kmsKeyID, kms: kms, scryptLogN: scryptLogN, confirm: false)
+                // One passphrase for the file: the one that seals the new key must open the current one.
+                let keyring = RecoveryKeyring(store: store, kms: kms) {
+                    if case .passphrase(let secret, _) = sealing { return secret }
+                    return try PassphraseSource(file: passphrase.passphraseFile).read(prompt: "Passphrase for the recovery private keys: ")
+                }
                 version = try await KeyAdministration.rotateRecovery(
-                    store: store, passphrase: secret, parameters: .init(n: 1 << UInt64(scryptLogN), r: 8, p: 1), reason: reason.text,
-                    actor: actor, connection: connection)
+                    store: store, keyring: keyring, sealing: sealing, reason: reason.text, actor: actor, connection: connection)
                 next = "distribute \(store.recoveryPublicPath) to ingest, then run `vault rewrap`"
             }
             printSummary(
@@ -258,11 +287,11 @@ struct Keys: AsyncParsableCommand {
             if !dryRun { try confirmation.confirm("This deletes \(kind) key v\(version)\(recovery != nil ? " and its private key" : "")") }
             if tokenization != nil {
                 try await KeyAdministration.retireTokenization(
-                    version: version, store: store, dryRun: dryRun, reason: reason.text,
+                    version: version, store: store, kms: session.kms, dryRun: dryRun, reason: reason.text,
                     actor: session.actor, connection: session.connection)
             } else {
                 try await KeyAdministration.retireRecovery(
-                    version: version, store: store, keyring: passphrase.recoveryKeyring(keys),
+                    version: version, store: store, keyring: passphrase.recoveryKeyring(keys, kms: session.kms), kms: session.kms,
                     dryRun: dryRun, reason: reason.text, actor: session.actor,
                     connection: session.connection)
             }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CLISupport
 import Foundation
+import KeyCustody
 import Logging
 import Postgres
 import Pseudonymization
@@ -14,10 +15,22 @@ struct PassphraseOptions: ParsableArguments {
             valueName: "file"), completion: .file())
     var passphraseFile: String?
 
-    func recoveryKeyring(_ keys: KeyOptions) -> RecoveryKeyring {
-        RecoveryKeyring(store: KeyStore(directory: keys.resolvedKeysDirectory)) {
+    /// Opens passphrase-sealed keys with the passphrase (asked for when first
+    /// needed) and KMS-sealed ones with `kms`.
+    func recoveryKeyring(_ keys: KeyOptions, kms: LazyKMSClient) -> RecoveryKeyring {
+        RecoveryKeyring(store: KeyStore(directory: keys.resolvedKeysDirectory), kms: kms) {
             try PassphraseSource(file: passphraseFile).read(prompt: "Passphrase for the recovery private key: ")
         }
+    }
+}
+
+extension PassphraseOptions {
+    /// How a new recovery private key is sealed: by the KMS key, else under the
+    /// passphrase (read now; `confirm`: typed twice at a prompt).
+    func sealing(kmsKeyID: String?, kms: LazyKMSClient, scryptLogN: Int, confirm: Bool) throws -> KeyAdministration.RecoverySealing {
+        if let kmsKeyID { return .awsKMS(keyID: kmsKeyID, kms) }
+        let secret = try PassphraseSource(file: passphraseFile).read(prompt: "Passphrase for the recovery private key: ", confirm: confirm)
+        return .passphrase(secret, .init(n: 1 << UInt64(scryptLogN), r: 8, p: 1))
     }
 }
 
@@ -98,12 +111,28 @@ func jsonLine(_ object: [String: Any]) -> String {
 
 func jobLogger() -> Logger { ToolLogging.bootstrap(label: "vault") }
 
-/// What a command that audits needs: the keys' directory, the audit key, and
-/// the database.
+/// The KMS client for KMS-held keys, made from the AWS environment when a key
+/// first needs it. `VAULT_ALLOW_INSECURE_ENDPOINT=1` allows plain http to a
+/// KMS emulator that is not on this machine.
+func vaultKMS() -> LazyKMSClient {
+    LazyKMSClient(
+        allowInsecureEndpoint: ProcessInfo.processInfo.environment["VAULT_ALLOW_INSECURE_ENDPOINT"] == "1", sharedHTTP: true,
+        logger: Logger(label: "vault"))
+}
+
+/// What a command that audits needs: the keys' directory, the audit key, the
+/// database, and KMS for KMS-held keys.
 struct AuditedSession {
     let store: KeyStore
     let actor: AuditActor
     let connection: PostgresConnection
+    let kms = vaultKMS()
+
+    /// Tokens under every version of the key files' tokenization keyring.
+    func minter() throws -> TokenMinter {
+        let keyring = try store.tokenizationKeyring()
+        return try TokenMinter(keyring: keyring, kms: try kms.client(for: keyring))
+    }
 
     /// With `needsPrivateKeys`, a machine without the recovery private keys is
     /// told so first (before the database or the audit key).

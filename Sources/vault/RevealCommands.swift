@@ -1,6 +1,7 @@
 import ArgumentParser
 import CLISupport
 import Foundation
+import KeyCustody
 import Pseudonymization
 import VaultAdmin
 import VaultCrypto
@@ -42,8 +43,8 @@ struct Recover: ToolCommand {
         let started = ContinuousClock.now
         let tokens = try token.map { [$0] } ?? readLines(tokensFile!, what: "tokens file")
         let session = try await AuditedSession.open(keys, database, needsPrivateKeys: true)
-        let keyring = passphrase.recoveryKeyring(keys)
-        let reader = VaultReader(tokenization: try session.store.tokenizationKeyring(), privateKey: keyring.privateKey(version:))
+        let keyring = passphrase.recoveryKeyring(keys, kms: session.kms)
+        let reader = VaultReader(minter: try session.minter(), privateKey: keyring.privateKey(version:))
         let outcomes = try await Recovery.recover(
             tokens, reason: reason.text, reader: reader, actor: session.actor,
             connection: session.connection)
@@ -54,7 +55,7 @@ struct Recover: ToolCommand {
             let total = ContinuousClock.now - started
             FileHandle.standardError.write(
                 Data(
-                    "vault: timing: \(tokens.count) tokens; passphrase KDF \(Int(keyring.unlockDuration / .milliseconds(1))) ms; everything else \(Int((total - keyring.unlockDuration) / .milliseconds(1))) ms\n"
+                    "vault: timing: \(tokens.count) tokens; recovery key unlock (passphrase KDF or KMS) \(Int(keyring.unlockDuration / .milliseconds(1))) ms; everything else \(Int((total - keyring.unlockDuration) / .milliseconds(1))) ms\n"
                         .utf8))
         }
         let failures = outcomes.compactMap { outcome -> RecoveryError? in
@@ -126,10 +127,10 @@ struct Lookup: ToolCommand {
     func execute() async throws {
         let text = try value.value()
         let session = try await AuditedSession.open(keys, database, needsPrivateKeys: true)
-        let keyring = try session.store.tokenizationKeyring()
-        let reader = VaultReader(tokenization: keyring, privateKey: passphrase.recoveryKeyring(keys).privateKey(version:))
+        let minter = try session.minter()
+        let reader = VaultReader(minter: minter, privateKey: passphrase.recoveryKeyring(keys, kms: session.kms).privateKey(version:))
         let (matches, sequence) = try await VaultAdmin.Lookup.lookup(
-            text, field: value.field, reason: reason.text, keyring: keyring, reader: reader, actor: session.actor,
+            text, field: value.field, reason: reason.text, minter: minter, reader: reader, actor: session.actor,
             connection: session.connection)
         if json {
             print(
@@ -187,8 +188,7 @@ struct Forget: ToolCommand {
         } else if let tokensFile {
             tokens = try readLines(tokensFile, what: "tokens file")
         } else {
-            tokens = try ValueTokens.tokens(of: try value.value(), field: value.field, keyring: try session.store.tokenizationKeyring())
-                .map(\.token)
+            tokens = try await ValueTokens.tokens(of: try value.value(), field: value.field, minter: try session.minter()).map(\.token)
         }
         if let malformed = tokens.first(where: { Token.parse($0) == nil }) { throw RecoveryError.malformed(malformed) }
         if !dryRun { try confirmation.confirm("This erases the originals behind \(tokens.count) token\(tokens.count == 1 ? "" : "s")") }

@@ -24,7 +24,7 @@ struct Rewrap: ToolCommand {
 
     func execute() async throws {
         let session = try await AuditedSession.open(keys, database)
-        let keyring = passphrase.recoveryKeyring(keys)
+        let keyring = passphrase.recoveryKeyring(keys, kms: session.kms)
         let (reason, dryRun) = (reason.text, dryRun)
         nonisolated(unsafe) let keyringForJob = keyring
         let summary = try await Interruptible.run {
@@ -82,10 +82,10 @@ struct Retokenize: ToolCommand {
         options.pagesPerStatement = pagesPerStatement
         let logger = jobLogger()
         let reason = reason.text
-        nonisolated(unsafe) let keyring = passphrase.recoveryKeyring(keys)
+        nonisolated(unsafe) let keyring = passphrase.recoveryKeyring(keys, kms: session.kms)
         let summary = try await Interruptible.run { [options] in
             try await VaultAdmin.Retokenize.run(
-                store: session.store, keyring: keyring, options: options, reason: reason, actor: session.actor,
+                store: session.store, keyring: keyring, kms: session.kms, options: options, reason: reason, actor: session.actor,
                 connection: session.connection,
                 connect: { try await PostgresConnection.connect(conninfo, applicationName: "vault", logger: logger) }, logger: logger)
         }

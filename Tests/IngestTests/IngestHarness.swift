@@ -1,9 +1,9 @@
+import AWS
 import Foundation
 import HostileInput
 import Logging
 import Postgres
 import Pseudonymization
-import SQS
 import TestSupport
 import VaultAdmin
 import VaultCrypto

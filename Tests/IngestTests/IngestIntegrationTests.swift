@@ -1,8 +1,8 @@
+import AWS
 import Foundation
 import Logging
 import Postgres
 import Pseudonymization
-import SQS
 import TestSupport
 import Testing
 import VaultAdmin

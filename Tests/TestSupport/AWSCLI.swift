@@ -1,4 +1,7 @@
-import Foundation
+public import AWS
+import AsyncHTTPClient
+public import Foundation
+public import KeyCustody
 
 /// The real AWS CLI against the emulator the test scripts started: an
 /// independent client to produce and inspect messages.
@@ -64,4 +67,55 @@ public enum Boto3 {
             input: bodies.map { $0 + "\n" }.joined())
         guard result.status == 0 else { throw TestEnvironmentError("boto3 send failed: \(result.errors)") }
     }
+}
+
+/// The emulator's KMS (moto implements `CreateKey` with `HMAC_256`,
+/// `GenerateMac`, `Encrypt` and `Decrypt` with encryption contexts).
+public enum TestKMS {
+    /// Our client, at AWS_ENDPOINT_URL, on the process-wide HTTP client.
+    public static func client() throws -> KMSClient {
+        try KMSClient.fromEnvironment(httpClient: .shared, logger: TestEnvironment.logger)
+    }
+
+    public static func lazy() -> LazyKMSClient { LazyKMSClient { try client() } }
+
+    /// A new `HMAC_256` key for `GENERATE_VERIFY_MAC`, made with the AWS CLI; its ARN.
+    public static func createHMACKey() async throws -> String {
+        try await createKey(["--key-spec", "HMAC_256", "--key-usage", "GENERATE_VERIFY_MAC"])
+    }
+
+    /// A new symmetric encryption key; its ARN.
+    public static func createSymmetricKey() async throws -> String { try await createKey([]) }
+
+    private static func createKey(_ arguments: [String]) async throws -> String {
+        let json =
+            try JSONSerialization.jsonObject(with: Data(try await AWSCLI.run(["kms", "create-key"] + arguments).utf8)) as? [String: Any]
+        guard let arn = (json?["KeyMetadata"] as? [String: Any])?["Arn"] as? String else {
+            throw TestEnvironmentError("kms create-key printed no KeyMetadata.Arn")
+        }
+        return arn
+    }
+
+    /// HMAC-SHA256 by KMS of each message, computed by boto3: an independent
+    /// client for checking the tokens ingest wrote. Messages in and MACs out as hex.
+    public static func generateMacs(keyID: String, messages: [[UInt8]]) async throws -> [[UInt8]] {
+        let script = """
+            import boto3, sys
+            kms = boto3.client("kms")
+            for line in sys.stdin.read().split():
+                mac = kms.generate_mac(KeyId=sys.argv[1], MacAlgorithm="HMAC_SHA_256", Message=bytes.fromhex(line))["Mac"]
+                print(mac.hex())
+            """
+        let result = try await runProgram(
+            "/usr/bin/env", ["python3", "-c", script, keyID], input: messages.map { hex($0) + "\n" }.joined())
+        guard result.status == 0 else { throw TestEnvironmentError("boto3 generate_mac failed: \(result.errors)") }
+        return result.output.split(separator: "\n").map { line in
+            stride(from: 0, to: line.count, by: 2).map { offset in
+                let start = line.index(line.startIndex, offsetBy: offset)
+                return UInt8(line[start..<line.index(start, offsetBy: 2)], radix: 16)!
+            }
+        }
+    }
+
+    private static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
 }

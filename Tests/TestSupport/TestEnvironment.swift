@@ -1,4 +1,5 @@
 public import Foundation
+public import KeyCustody
 public import Logging
 public import Postgres
 import Storage
@@ -85,8 +86,23 @@ public struct TestKeys: Sendable {
     public let store: KeyStore
     public let passphraseFile: String
     public let passphrase: SecureBytes
+    /// For KMS-held keys: the emulator's KMS.
+    public let kms = TestKMS.lazy()
 
-    public static func create() throws -> TestKeys {
+    /// A key set whose tokenization key v1 is the KMS key `tokenizationKMSKeyID`
+    /// and/or whose recovery private key is sealed by the KMS key `recoveryKMSKeyID`.
+    public static func create(tokenizationKMSKeyID: String?, recoveryKMSKeyID: String? = nil) async throws -> TestKeys {
+        let keys = try create(writingKeys: false)
+        try await KeyAdministration.createKeySet(
+            store: keys.store,
+            sealing: recoveryKMSKeyID.map { .awsKMS(keyID: $0, keys.kms) } ?? .passphrase(keys.passphrase, .init(n: 1 << 14, r: 8, p: 1)),
+            tokenizationKMSKeyID: tokenizationKMSKeyID, kms: keys.kms)
+        return keys
+    }
+
+    public static func create() throws -> TestKeys { try create(writingKeys: true) }
+
+    private static func create(writingKeys: Bool) throws -> TestKeys {
         let directory = NSTemporaryDirectory() + "keys-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let passphrase = SecureBytes(Array("test passphrase, long enough".utf8))
@@ -94,7 +110,7 @@ public struct TestKeys: Sendable {
         _ = FileManager.default.createFile(
             atPath: file, contents: Data("test passphrase, long enough\n".utf8), attributes: [.posixPermissions: 0o600])
         let store = KeyStore(directory: directory + "/keys")
-        try store.initialize(passphrase: passphrase, parameters: .init(n: 1 << 14, r: 8, p: 1))
+        if writingKeys { try store.initialize(passphrase: passphrase, parameters: .init(n: 1 << 14, r: 8, p: 1)) }
         return TestKeys(store: store, passphraseFile: file, passphrase: passphrase)
     }
 
@@ -112,15 +128,22 @@ public struct TestKeys: Sendable {
         return directory
     }
 
-    public func privateKey(version: Int) throws -> X25519.PrivateKey {
-        try store.recoveryPrivateKeys().unlock(version: version, passphrase: passphrase, path: store.recoveryPrivatePath)
+    public func privateKey(version: Int) async throws -> X25519.PrivateKey {
+        try await RecoveryKeyring(store: store, kms: kms) { passphrase }.privateKey(version: version)
+    }
+
+    /// Tokens under every version of the key files, as vault computes them.
+    public func minter() throws -> TokenMinter {
+        let keyring = try store.tokenizationKeyring()
+        return try TokenMinter(keyring: keyring, kms: try kms.client(for: keyring))
     }
 
     /// Registers every key version's fingerprint in the database at `url`.
     public func register(in url: String) async throws {
         let connection = try await TestDatabase.connect(url)
-        let keys = try KeyRegistry.fileKeys(
-            tokenization: try store.tokenizationKeyring(), recovery: try store.recoveryPublicKeys(), store: store)
+        let tokenization = try store.tokenizationKeyring()
+        let keys = try await KeyRegistry.fileKeys(
+            tokenization: tokenization, recovery: try store.recoveryPublicKeys(), store: store, kms: try kms.client(for: tokenization))
         try await connection.transaction { connection in try KeyRegistry.register(keys, on: connection) }
         await connection.close()
     }
@@ -139,8 +162,8 @@ public struct TestKeys: Sendable {
             let entry = try SealedEntry(row)
             entries[entry.token] = entry
         }
-        let reader = VaultReader(tokenization: try store.tokenizationKeyring(), privateKey: { try self.privateKey(version: $0) })
-        return try reader.open(tokens, entries: entries)
+        let reader = VaultReader(minter: try minter(), privateKey: { try await self.privateKey(version: $0) })
+        return try await reader.open(tokens, entries: entries)
     }
 }
 

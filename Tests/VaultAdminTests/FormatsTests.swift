@@ -78,14 +78,14 @@ struct FormatsTests {
             return ["date": UTCDate.string(fromMilliseconds: Int64(example["sent-timestamp"])!)]
         case "token":
             let field = PIIField(rawValue: example["field"])!
-            let key = SecretKeyVersion(
-                version: Int(example["version"])!, state: .active, createdAt: "", secret: SecureBytes(try example.hex("key")))
+            let key = MACKeyVersion(
+                version: Int(example["version"])!, state: .active, createdAt: "", material: .local(SecureBytes(try example.hex("key"))))
             let input = Array("pseudonymizer.token.v1\u{0}\(field.rawValue)\u{0}\(example["value"])".utf8)
             return ["mac-input": Hex.encode(input), "token": try Tokenizer(key: key).token(for: example["value"], field: field)]
         case "erased-token":
             let field = PIIField(rawValue: example["field"])!
-            let key = SecretKeyVersion(
-                version: Int(example["version"])!, state: .active, createdAt: "", secret: SecureBytes(try example.hex("key")))
+            let key = MACKeyVersion(
+                version: Int(example["version"])!, state: .active, createdAt: "", material: .local(SecureBytes(try example.hex("key"))))
             return ["token": try Tokenizer(key: key).token(forErased: example["old-token"], field: field)]
         case "vault-entry":
             let field = PIIField(rawValue: example["field"])!
@@ -139,9 +139,9 @@ struct FormatsTests {
             let passphrase = try PassphraseSource(file: path).read(prompt: "")
             return ["passphrase": passphrase.withUnsafeBytes { Hex.encode($0) }]
         case "fingerprint-tokenization":
-            let key = SecretKeyVersion(
-                version: Int(example["version"])!, state: .active, createdAt: "", secret: SecureBytes(try example.hex("key")))
-            return ["fingerprint": Hex.encode(try key.tokenizationFingerprint())]
+            let key = MACKeyVersion(
+                version: Int(example["version"])!, state: .active, createdAt: "", material: .local(SecureBytes(try example.hex("key"))))
+            return ["fingerprint": Hex.encode(try key.localTokenizationFingerprint())]
         case "fingerprint-recovery":
             let key = RecoveryPublicKey(
                 version: Int(example["version"])!, state: .active, createdAt: "",

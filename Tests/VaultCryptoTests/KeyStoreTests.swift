@@ -126,7 +126,7 @@ struct KeyStoreTests {
         let rotated = try keyring.rotated(now: Date())
         #expect(rotated.active.version == 2)
         #expect(rotated.key(version: 1)?.state == .decryptOnly)
-        #expect(rotated.key(version: 1)?.secret == keyring.active.secret)
+        #expect(try rotated.key(version: 1)?.localSecret() == keyring.active.localSecret())
         #expect(throws: KeyFileError(.refused, "")) { try rotated.removing(version: 2) }
         #expect(try rotated.removing(version: 1).keys.map(\.version) == [2])
     }

@@ -10,82 +10,151 @@ public enum KeyState: String, Sendable, CustomStringConvertible {
     public var description: String { rawValue }
 }
 
-/// One version of a 32-byte secret key: a tokenization (HMAC) key or an audit (MAC) key.
-public struct SecretKeyVersion: Sendable {
+/// Where a MAC key's secret is.
+public enum MACKeyMaterial: Sendable {
+    /// The 32 key bytes, in the key file.
+    case local(SecureBytes)
+    /// An AWS KMS `HMAC_256` key (id, alias or ARN): the key file holds no
+    /// secret, and every MAC is a KMS `GenerateMac` call.
+    case awsKMS(keyID: String)
+
+    /// "local" or "aws-kms", as the key file and `vault keys status` name it.
+    public var backend: String {
+        switch self {
+        case .local: return "local"
+        case .awsKMS: return "aws-kms"
+        }
+    }
+}
+
+/// One version of an HMAC-SHA256 key: a tokenization key or an audit key.
+public struct MACKeyVersion: Sendable {
     public let version: Int
     public let state: KeyState
     public let createdAt: String
-    public let secret: SecureBytes
+    public let material: MACKeyMaterial
+
+    public init(version: Int, state: KeyState, createdAt: String, material: MACKeyMaterial) {
+        self.version = version
+        self.state = state
+        self.createdAt = createdAt
+        self.material = material
+    }
+
+    /// The key bytes of a local key; a KMS key's never leave KMS.
+    public func localSecret(keyName: String = "tokenization key") throws -> SecureBytes {
+        switch material {
+        case .local(let secret): return secret
+        case .awsKMS(let keyID):
+            throw KeyFileError(.refused, "\(keyName) v\(version) is held in AWS KMS (\(keyID)); it can only be used through KMS")
+        }
+    }
+
+    /// The KMS key id of a KMS-held version.
+    public var kmsKeyID: String? {
+        if case .awsKMS(let keyID) = material { return keyID }
+        return nil
+    }
+
+    func withState(_ state: KeyState) -> MACKeyVersion {
+        MACKeyVersion(version: version, state: state, createdAt: createdAt, material: material)
+    }
 }
 
-public typealias TokenizationKey = SecretKeyVersion
+public typealias TokenizationKey = MACKeyVersion
 
-/// What distinguishes the files that hold versions of secret keys.
-public protocol SecretKeyFileKind: Sendable {
+/// What distinguishes the files that hold versions of MAC keys.
+public protocol MACKeyFileKind: Sendable {
     /// The `format` field of the file.
     static var format: String { get }
     /// How messages name one key ("tokenization key").
     static var keyName: String { get }
+    /// Whether a version may live in AWS KMS.
+    static var allowsKMS: Bool { get }
 }
 
-public enum TokenizationKeys: SecretKeyFileKind {
+public enum TokenizationKeys: MACKeyFileKind {
     public static let format = "pseudonymizer.tokenization-keys"
     public static let keyName = "tokenization key"
+    public static let allowsKMS = true
 }
 
-public enum AuditKeys: SecretKeyFileKind {
+public enum AuditKeys: MACKeyFileKind {
     public static let format = "pseudonymizer.audit-keys"
     public static let keyName = "audit key"
+    public static let allowsKMS = false
 }
 
 /// `tokenization.json`: the HMAC keys behind tokens.
-public typealias TokenizationKeyring = SecretKeyring<TokenizationKeys>
+public typealias TokenizationKeyring = MACKeyring<TokenizationKeys>
 /// `audit-key.json`: the keys that authenticate audit rows. The database never
 /// has them, so database rights alone cannot rewrite the audit log.
-public typealias AuditKeyring = SecretKeyring<AuditKeys>
+public typealias AuditKeyring = MACKeyring<AuditKeys>
 
-/// Versions of a secret key, exactly one active. Secret (mode 0600).
-public struct SecretKeyring<Kind: SecretKeyFileKind>: Sendable {
-    public let keys: [SecretKeyVersion]
+/// Versions of a MAC key, exactly one active. Secret (mode 0600) while any
+/// version is local.
+public struct MACKeyring<Kind: MACKeyFileKind>: Sendable {
+    public let keys: [MACKeyVersion]
 
-    public var active: SecretKeyVersion { keys.first { $0.state == .active }! }
+    public var active: MACKeyVersion { keys.first { $0.state == .active }! }
 
-    public func key(version: Int) -> SecretKeyVersion? { keys.first { $0.version == version } }
+    public func key(version: Int) -> MACKeyVersion? { keys.first { $0.version == version } }
 
-    init(keys: [SecretKeyVersion]) throws {
+    /// Whether any version is held in AWS KMS.
+    public var usesKMS: Bool { keys.contains { $0.kmsKeyID != nil } }
+
+    init(keys: [MACKeyVersion]) throws {
         self.keys = keys.sorted { $0.version < $1.version }
         try validateVersions(keys.map { ($0.version, $0.state) }, what: Kind.keyName)
     }
 
-    public static func generate(now: Date) throws -> SecretKeyring {
-        try SecretKeyring(keys: [SecretKeyVersion(version: 1, state: .active, createdAt: timestamp(now), secret: .random(count: 32))])
+    /// Version 1, active: `material`, or a fresh random local key.
+    public static func generate(now: Date, material: MACKeyMaterial? = nil) throws -> MACKeyring {
+        try MACKeyring(
+            keys: [
+                MACKeyVersion(version: 1, state: .active, createdAt: timestamp(now), material: try material ?? .local(.random(count: 32)))
+            ])
     }
 
-    /// A new active version; the previous active one becomes decrypt-only.
-    public func rotated(now: Date) throws -> SecretKeyring {
+    /// A new active version (`material`, or a fresh random local key); the
+    /// previous active one becomes decrypt-only.
+    public func rotated(now: Date, material: MACKeyMaterial? = nil) throws -> MACKeyring {
         let next = (keys.map(\.version).max() ?? 0) + 1
-        let demoted = keys.map { SecretKeyVersion(version: $0.version, state: .decryptOnly, createdAt: $0.createdAt, secret: $0.secret) }
-        return try SecretKeyring(
-            keys: demoted + [SecretKeyVersion(version: next, state: .active, createdAt: timestamp(now), secret: .random(count: 32))])
+        return try MACKeyring(
+            keys: keys.map { $0.withState(.decryptOnly) }
+                + [
+                    MACKeyVersion(
+                        version: next, state: .active, createdAt: timestamp(now), material: try material ?? .local(.random(count: 32)))
+                ])
     }
 
     /// Without `version` (its secret is gone with the returned keyring's file).
-    public func removing(version: Int) throws -> SecretKeyring {
+    public func removing(version: Int) throws -> MACKeyring {
         guard let key = key(version: version) else { throw KeyFileError(.unknownVersion, "there is no \(Kind.keyName) v\(version)") }
         guard key.state != .active else {
             throw KeyFileError(.refused, "\(Kind.keyName) v\(version) is the active one; rotate first")
         }
-        return try SecretKeyring(keys: keys.filter { $0.version != version })
+        return try MACKeyring(keys: keys.filter { $0.version != version })
     }
 
-    static func decode(_ bytes: SecureBytes, path: String) throws -> SecretKeyring {
+    static func decode(_ bytes: SecureBytes, path: String) throws -> MACKeyring {
         try parseKeyFile(bytes, path: path, format: Kind.format) { file in
             let keys = try file.objects("keys").map { entry in
-                SecretKeyVersion(
-                    version: try entry.integer("version"), state: try keyState(entry), createdAt: try entry.string("created_at"),
-                    secret: try entry.secret("key", byteCount: 32))
+                let version: Int = try entry.integer("version")
+                let material: MACKeyMaterial
+                switch try entry.optionalString("backend") ?? "local" {
+                case "local": material = .local(try entry.secret("key", byteCount: 32))
+                case "aws-kms" where Kind.allowsKMS: material = .awsKMS(keyID: try entry.string("kms_key_id"))
+                case let other:
+                    throw KeyFileError(
+                        .malformed,
+                        "\(path): \(Kind.keyName) v\(version) has backend \"\(other)\"; expected \(Kind.allowsKMS ? "local or aws-kms" : "local")"
+                    )
+                }
+                return MACKeyVersion(
+                    version: version, state: try keyState(entry), createdAt: try entry.string("created_at"), material: material)
             }
-            do { return try SecretKeyring(keys: keys) } catch let error as KeyFileError {
+            do { return try MACKeyring(keys: keys) } catch let error as KeyFileError {
                 throw KeyFileError(.malformed, "\(path): \(error.message)")
             }
         }
@@ -95,22 +164,30 @@ public struct SecretKeyring<Kind: SecretKeyFileKind>: Sendable {
         keyFile(
             format: Kind.format,
             keys: keys.map { key in
-                [
+                var fields: [(String, KeyFileValue)] = [
                     ("version", .integer(Int64(key.version))), ("state", .string(key.state.rawValue)),
                     ("created_at", .string(key.createdAt)),
-                    ("key", .secret(key.secret)),
                 ]
+                switch key.material {
+                case .local(let secret): fields.append(("key", .secret(secret)))
+                case .awsKMS(let keyID): fields += [("backend", .string("aws-kms")), ("kms_key_id", .string(keyID))]
+                }
+                return fields
             })
     }
 }
 
-extension SecretKeyVersion {
-    /// What the database registers for a tokenization key version: a MAC of a
-    /// fixed label under the key (a key check value), so a key file swapped for
-    /// another is noticed without the database ever holding the key.
-    /// `HMAC-SHA256(key, "pseudonymizer.key-fingerprint.v1" ‖ 0 ‖ "tokenization" ‖ 0 ‖ decimal version)`.
-    public func tokenizationFingerprint() throws -> [UInt8] {
-        try HMACSHA256(key: secret).authenticationCode(for: Array("\(keyFingerprintDomain)\u{0}tokenization\u{0}\(version)".utf8))
+extension MACKeyVersion {
+    /// The fixed label a tokenization key's fingerprint is the MAC of:
+    /// `"pseudonymizer.key-fingerprint.v1" ‖ 0 ‖ "tokenization" ‖ 0 ‖ decimal version`.
+    public var tokenizationFingerprintInput: [UInt8] { Array("\(keyFingerprintDomain)\u{0}tokenization\u{0}\(version)".utf8) }
+
+    /// What the database registers for a local tokenization key version: a MAC
+    /// of a fixed label under the key (a key check value), so a key file
+    /// swapped for another is noticed without the database ever holding the
+    /// key. A KMS version's is the same MAC, computed by KMS.
+    public func localTokenizationFingerprint() throws -> [UInt8] {
+        try HMACSHA256(key: localSecret()).authenticationCode(for: tokenizationFingerprintInput)
     }
 }
 
@@ -197,24 +274,53 @@ public struct RecoveryPublicKeys: Sendable {
 }
 
 /// `recovery-private.json`: the recovery private keys, each sealed under a
-/// passphrase (scrypt → AES-256-GCM). Only on compliance machines. Mode 0600.
+/// passphrase (scrypt → AES-256-GCM) or by an AWS KMS key (`Encrypt` with an
+/// encryption context). Only on compliance machines. Mode 0600.
 public struct RecoveryPrivateKeys: Sendable {
     public static let format = "pseudonymizer.recovery-private-keys"
 
-    /// One sealed private key. Nothing in it is secret without the passphrase.
+    /// What keeps a sealed private key closed.
+    public enum Protection: Sendable {
+        case passphrase(scrypt: Scrypt.Parameters, salt: [UInt8], nonce: [UInt8])
+        /// A symmetric KMS key: `sealedPrivateKey` is its `CiphertextBlob`.
+        case awsKMS(keyID: String)
+    }
+
+    /// One sealed private key. Nothing in it is secret without the passphrase
+    /// or the KMS key.
     public struct Sealed: Sendable {
         public let version: Int
         public let createdAt: String
         public let publicKey: [UInt8]
-        let scrypt: Scrypt.Parameters
-        let salt: [UInt8]
-        let nonce: [UInt8]
-        let sealedPrivateKey: [UInt8]
+        public let protection: Protection
+        public let sealedPrivateKey: [UInt8]
+
+        /// The KMS key id of a KMS-sealed key.
+        public var kmsKeyID: String? {
+            if case .awsKMS(let keyID) = protection { return keyID }
+            return nil
+        }
+
+        /// What a KMS-sealed key's `Encrypt` and `Decrypt` bind it to: KMS
+        /// refuses to open the blob for another version or public key.
+        public var kmsEncryptionContext: [(String, String)] {
+            RecoveryPrivateKeys.kmsEncryptionContext(version: version, publicKey: publicKey)
+        }
     }
 
     public let keys: [Sealed]
 
     public var versions: [Int] { keys.map(\.version) }
+
+    public func entry(version: Int, path: String) throws -> Sealed {
+        guard let entry = keys.first(where: { $0.version == version }) else {
+            throw KeyFileError(
+                .unknownVersion,
+                "\(path) has no recovery private key v\(version) (it has \(versions.map { "v\($0)" }.joined(separator: ", "))); it may have been retired"
+            )
+        }
+        return entry
+    }
 
     /// Seals `privateKey` under `passphrase` as recovery key `version`.
     public static func seal(
@@ -236,35 +342,54 @@ public struct RecoveryPrivateKeys: Sendable {
         let sealed = try AESGCM(key: key).seal(
             privateKey.rawRepresentation, nonce: nonce, aad: associatedData(version: version, publicKey: publicKey))
         return Sealed(
-            version: version, createdAt: createdAt, publicKey: publicKey, scrypt: parameters, salt: salt, nonce: nonce,
-            sealedPrivateKey: sealed)
+            version: version, createdAt: createdAt, publicKey: publicKey,
+            protection: .passphrase(scrypt: parameters, salt: salt, nonce: nonce), sealedPrivateKey: sealed)
     }
 
-    /// Opens recovery key `version` with `passphrase`.
+    /// A private key KMS sealed: `blob` is what `Encrypt` returned for its raw
+    /// bytes under `keyID` with `kmsEncryptionContext(version:publicKey:)`.
+    public static func kmsSealed(publicKey: X25519.PublicKey, version: Int, createdAt: String, keyID: String, blob: [UInt8]) -> Sealed {
+        Sealed(
+            version: version, createdAt: createdAt, publicKey: publicKey.rawRepresentation, protection: .awsKMS(keyID: keyID),
+            sealedPrivateKey: blob)
+    }
+
+    /// `pseudonymizer.purpose=recovery-private-key`, `version=<n>`,
+    /// `public_key=<base64>`: also what CloudTrail shows for every unseal.
+    public static func kmsEncryptionContext(version: Int, publicKey: [UInt8]) -> [(String, String)] {
+        [("pseudonymizer.purpose", "recovery-private-key"), ("version", String(version)), ("public_key", Base64.encode(publicKey))]
+    }
+
+    /// Opens passphrase-sealed recovery key `version` with `passphrase`.
     public func unlock(version: Int, passphrase: SecureBytes, path: String) throws -> X25519.PrivateKey {
-        guard let entry = keys.first(where: { $0.version == version }) else {
-            throw KeyFileError(
-                .unknownVersion,
-                "\(path) has no recovery private key v\(version) (it has \(versions.map { "v\($0)" }.joined(separator: ", "))); it may have been retired"
-            )
+        let entry = try entry(version: version, path: path)
+        guard case .passphrase(let scrypt, let salt, let nonce) = entry.protection else {
+            throw KeyFileError(.refused, "\(path): recovery key v\(version) is sealed by AWS KMS, not by a passphrase")
         }
-        do { try entry.scrypt.validate() } catch let error as CryptoError {
+        do { try scrypt.validate() } catch let error as CryptoError {
             throw KeyFileError(.malformed, "\(path): recovery key v\(version): \(error.message)")
         }
-        let key = try Scrypt.deriveKey(password: passphrase, salt: entry.salt, parameters: entry.scrypt, byteCount: 32)
+        let key = try Scrypt.deriveKey(password: passphrase, salt: salt, parameters: scrypt, byteCount: 32)
         let raw: SecureBytes
         do {
             raw = try AESGCM(key: key).openSecret(
-                entry.sealedPrivateKey, nonce: entry.nonce,
-                aad: Self.associatedData(version: version, publicKey: entry.publicKey))
+                entry.sealedPrivateKey, nonce: nonce, aad: Self.associatedData(version: version, publicKey: entry.publicKey))
         } catch let error as CryptoError where error.code == .authenticationFailed {
             throw KeyFileError(
                 .wrongPassphrase,
                 "the passphrase does not unlock recovery key v\(version) in \(path) (wrong passphrase, or the file was altered)")
         }
+        return try Self.privateKey(raw, matching: entry, path: path)
+    }
+
+    /// The private key in `raw` (what KMS decrypted), checked against the entry's public key.
+    public static func privateKey(_ raw: SecureBytes, matching entry: Sealed, path: String) throws -> X25519.PrivateKey {
+        guard raw.count == X25519.keyByteCount else {
+            throw KeyFileError(.malformed, "\(path): recovery key v\(entry.version) does not open to a 32-byte private key")
+        }
         let privateKey = try X25519.PrivateKey(rawRepresentation: raw)
         guard privateKey.publicKey.rawRepresentation == entry.publicKey else {
-            throw KeyFileError(.malformed, "\(path): recovery key v\(version) does not match its recorded public key")
+            throw KeyFileError(.malformed, "\(path): recovery key v\(entry.version) does not match its recorded public key")
         }
         return privateKey
     }
@@ -283,16 +408,24 @@ public struct RecoveryPrivateKeys: Sendable {
         try parseKeyFile(bytes, path: path, format: format) { file in
             let keys = try file.objects("keys").map { entry -> Sealed in
                 let version: Int = try entry.integer("version")
+                let createdAt = try entry.string("created_at")
+                let publicKey = try entry.bytes("public_key", byteCount: 32)
+                if try entry.optionalString("protection") == "aws-kms" {
+                    return Sealed(
+                        version: version, createdAt: createdAt, publicKey: publicKey,
+                        protection: .awsKMS(keyID: try entry.string("kms_key_id")), sealedPrivateKey: try entry.bytes("sealed_private_key"))
+                }
                 let kdf = try entry.object("kdf")
                 guard try kdf.string("algorithm") == "scrypt", try entry.string("cipher") == "AES-256-GCM" else {
                     throw KeyFileError(.malformed, "\(path): recovery key v\(version) is not in the expected scrypt/AES-256-GCM form")
                 }
                 return Sealed(
-                    version: version, createdAt: try entry.string("created_at"), publicKey: try entry.bytes("public_key", byteCount: 32),
-                    scrypt: Scrypt.Parameters(
-                        n: try kdf.integer("n", as: UInt64.self), r: try kdf.integer("r", as: UInt32.self),
-                        p: try kdf.integer("p", as: UInt32.self)),
-                    salt: try kdf.bytes("salt"), nonce: try entry.bytes("nonce", byteCount: AESGCM.nonceByteCount),
+                    version: version, createdAt: createdAt, publicKey: publicKey,
+                    protection: .passphrase(
+                        scrypt: Scrypt.Parameters(
+                            n: try kdf.integer("n", as: UInt64.self), r: try kdf.integer("r", as: UInt32.self),
+                            p: try kdf.integer("p", as: UInt32.self)),
+                        salt: try kdf.bytes("salt"), nonce: try entry.bytes("nonce", byteCount: AESGCM.nonceByteCount)),
                     sealedPrivateKey: try entry.bytes("sealed_private_key", byteCount: X25519.keyByteCount + AESGCM.tagByteCount))
             }
             guard Set(keys.map(\.version)).count == keys.count else {
@@ -306,18 +439,27 @@ public struct RecoveryPrivateKeys: Sendable {
         keyFile(
             format: Self.format,
             keys: keys.map { key in
-                [
+                var fields: [(String, KeyFileValue)] = [
                     ("version", .integer(Int64(key.version))), ("created_at", .string(key.createdAt)),
                     ("public_key", .bytes(key.publicKey)),
-                    (
-                        "kdf",
-                        .object([
-                            ("algorithm", .string("scrypt")), ("n", .integer(Int64(key.scrypt.n))), ("r", .integer(Int64(key.scrypt.r))),
-                            ("p", .integer(Int64(key.scrypt.p))), ("salt", .bytes(key.salt)),
-                        ])
-                    ),
-                    ("cipher", .string("AES-256-GCM")), ("nonce", .bytes(key.nonce)), ("sealed_private_key", .bytes(key.sealedPrivateKey)),
                 ]
+                switch key.protection {
+                case .passphrase(let scrypt, let salt, let nonce):
+                    fields += [
+                        (
+                            "kdf",
+                            .object([
+                                ("algorithm", .string("scrypt")), ("n", .integer(Int64(scrypt.n))), ("r", .integer(Int64(scrypt.r))),
+                                ("p", .integer(Int64(scrypt.p))), ("salt", .bytes(salt)),
+                            ])
+                        ),
+                        ("cipher", .string("AES-256-GCM")), ("nonce", .bytes(nonce)),
+                    ]
+                case .awsKMS(let keyID):
+                    fields += [("protection", .string("aws-kms")), ("kms_key_id", .string(keyID))]
+                }
+                fields.append(("sealed_private_key", .bytes(key.sealedPrivateKey)))
+                return fields
             })
     }
 }

@@ -22,9 +22,24 @@ public struct KeyStore: Sendable {
 
     public var hasRecoveryPrivateKeys: Bool { FileManager.default.fileExists(atPath: recoveryPrivatePath) }
 
-    /// Creates a fresh key set: tokenization v1, recovery keypair v1 and audit key v1.
-    /// Refuses if any key file already exists.
+    /// Creates a fresh key set: tokenization v1, recovery keypair v1
+    /// (passphrase-sealed) and audit key v1. Refuses if any key file already exists.
     public func initialize(passphrase: SecureBytes, parameters: Scrypt.Parameters = .default, now: Date = Date()) throws {
+        let recovery = try X25519.PrivateKey()
+        try create(
+            tokenization: try TokenizationKeyring.generate(now: now),
+            recoveryPrivateKey: try RecoveryPrivateKeys.seal(
+                recovery, version: 1, createdAt: timestamp(now), passphrase: passphrase, parameters: parameters),
+            recoveryPublicKey: recovery.publicKey, now: now)
+    }
+
+    /// Writes a fresh key set: `tokenization`, the recovery keypair v1 (its
+    /// private half already sealed), and a new audit key v1. Refuses if any key
+    /// file already exists.
+    public func create(
+        tokenization: TokenizationKeyring, recoveryPrivateKey: RecoveryPrivateKeys.Sealed, recoveryPublicKey: X25519.PublicKey,
+        now: Date = Date()
+    ) throws {
         for path in [tokenizationPath, recoveryPublicPath, recoveryPrivatePath, auditKeyPath]
         where FileManager.default.fileExists(atPath: path) {
             throw KeyFileError(
@@ -33,17 +48,12 @@ public struct KeyStore: Sendable {
             )
         }
         try SecureFile.createDirectory(directory)
-        let tokenization = try TokenizationKeyring.generate(now: now)
-        let recovery = try X25519.PrivateKey()
-        let createdAt = timestamp(now)
         let publicKeys = try RecoveryPublicKeys(
-            keys: [RecoveryPublicKey(version: 1, state: .active, createdAt: createdAt, publicKey: recovery.publicKey)])
-        let privateKeys = RecoveryPrivateKeys(keys: [
-            try RecoveryPrivateKeys.seal(recovery, version: 1, createdAt: createdAt, passphrase: passphrase, parameters: parameters)
-        ])
+            keys: [RecoveryPublicKey(version: 1, state: .active, createdAt: recoveryPrivateKey.createdAt, publicKey: recoveryPublicKey)])
         // The private key first: if anything fails later, no public key exists
         // that data could be wrapped to without a way back.
-        try SecureFile.write(privateKeys.encoded(), to: recoveryPrivatePath, visibility: .secret, replace: false)
+        try SecureFile.write(
+            RecoveryPrivateKeys(keys: [recoveryPrivateKey]).encoded(), to: recoveryPrivatePath, visibility: .secret, replace: false)
         try SecureFile.write(publicKeys.encoded(), to: recoveryPublicPath, visibility: .public, replace: false)
         try SecureFile.write(tokenization.encoded(), to: tokenizationPath, visibility: .secret, replace: false)
         try SecureFile.write(AuditKeyring.generate(now: now).encoded(), to: auditKeyPath, visibility: .secret, replace: false)

@@ -4,7 +4,7 @@ import Synchronization
 import TestSupport
 import Testing
 
-@testable import SQS
+@testable import AWS
 
 /// A clock the tests move, for refreshes without waiting an hour.
 final class TestClock: Sendable {
@@ -39,8 +39,8 @@ struct CredentialTests {
         #expect(try source(["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/x"]) == "container credentials")
         #expect(try source([:], endpoint: URL(string: "http://127.0.0.1:4566")!) == "loopback test keys")
         #expect(try source([:]) == "instance metadata (IMDSv2)")
-        #expect(throws: SQSError.self) { try source(["AWS_EC2_METADATA_DISABLED": "true"]) }
-        #expect(throws: SQSError.self) { try source(["AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://10.0.0.1/creds"]) }
+        #expect(throws: AWSError.self) { try source(["AWS_EC2_METADATA_DISABLED": "true"]) }
+        #expect(throws: AWSError.self) { try source(["AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://10.0.0.1/creds"]) }
     }
 
     @Test("web identity through the emulator's STS, no static keys; refreshed ahead of expiry, the token file read again")
@@ -78,7 +78,7 @@ struct CredentialTests {
             ],
             endpoint: awsEndpoint, region: "us-east-1", logger: logger)
         await #expect { _ = try await provider.credentials() } throws: { error in
-            (error as? SQSError)?.kind == .accessDenied && "\(error)".contains("arn:aws:iam::1:role/x")
+            (error as? AWSError)?.kind == .accessDenied && "\(error)".contains("arn:aws:iam::1:role/x")
                 && "\(error)".contains("trust policy")
         }
     }
@@ -104,7 +104,7 @@ struct CredentialTests {
         let wrongToken = try AWSCredentialChain.resolve(
             environment: ["AWS_CONTAINER_CREDENTIALS_FULL_URI": "\(server.url)/creds", "AWS_CONTAINER_AUTHORIZATION_TOKEN": "Bearer nope"],
             endpoint: awsEndpoint, region: "us-east-1", logger: logger)
-        await #expect(throws: SQSError.self) { _ = try await wrongToken.credentials() }
+        await #expect(throws: AWSError.self) { _ = try await wrongToken.credentials() }
     }
 
     @Test("IMDSv2: a session token first, then the role and its credentials; invalidated credentials are fetched again")

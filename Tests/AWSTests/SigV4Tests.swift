@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import VaultCrypto
 
-@testable import SQS
+@testable import AWS
 
 /// AWS's published Signature Version 4 test suite (aws-sig-v4-test-suite):
 /// credentials AKIDEXAMPLE, region us-east-1, service "service", 2015-08-30T12:36:00Z.

@@ -23,6 +23,15 @@ public struct SQSError: Error, CustomStringConvertible, Sendable {
         self.message = message
     }
 
+    /// A credential or endpoint failure, as SQS's.
+    init(_ error: AWSError) {
+        switch error.kind {
+        case .transient: self.init(.transient, code: error.code, error.message)
+        case .accessDenied: self.init(.accessDenied, code: error.code, error.message)
+        case .configuration: self.init(.invalidRequest, code: error.code, error.message)
+        }
+    }
+
     public var isTransient: Bool { kind == .transient }
 
     /// Refused because temporary credentials expired: new ones may work.

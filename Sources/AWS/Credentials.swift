@@ -64,7 +64,7 @@ public enum AWSCredentialChain {
             return StaticCredentials(AWSCredentials(accessKeyID: "test", secretAccessKey: "test"), source: "loopback test keys")
         }
         guard environment["AWS_EC2_METADATA_DISABLED"]?.lowercased() != "true" else {
-            throw SQSError(
+            throw AWSError(
                 .accessDenied,
                 """
                 no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_ROLE_ARN and \
@@ -90,7 +90,7 @@ public enum AWSCredentialChain {
 
     static func url(_ text: String, what: String) throws -> URL {
         guard let url = URL(string: text), url.host != nil, ["http", "https"].contains(url.scheme ?? "") else {
-            throw SQSError(.invalidRequest, "\(what) \"\(text)\" is not an http(s) URL")
+            throw AWSError(.configuration, "\(what) \"\(text)\" is not an http(s) URL")
         }
         return url
     }
@@ -98,7 +98,7 @@ public enum AWSCredentialChain {
     /// A token file, re-read at every fetch (orchestrators rotate them).
     static func readToken(_ path: String) throws -> String {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw SQSError(.accessDenied, "cannot read the token file \(path); check the mounted service account token")
+            throw AWSError(.accessDenied, "cannot read the token file \(path); check the mounted service account token")
         }
         return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
@@ -203,11 +203,11 @@ enum WebIdentity {
                     .joined(separator: "&")))
         let (status, body) = try await CredentialHTTP.send(request, what: "STS AssumeRoleWithWebIdentity at \(sts.host ?? "")")
         guard let document = try? MiniXML.parse(body) else {
-            throw SQSError(.transient, "STS AssumeRoleWithWebIdentity answered HTTP \(status) without XML")
+            throw AWSError(.transient, "STS AssumeRoleWithWebIdentity answered HTTP \(status) without XML")
         }
         guard (200..<300).contains(status), let credentials = document.find("Credentials") else {
             let error = document.find("Error")
-            throw SQSError(
+            throw AWSError(
                 status >= 500 ? .transient : .accessDenied, code: error?.child("Code")?.text,
                 """
                 STS refused AssumeRoleWithWebIdentity for \(role) (\(error?.child("Code")?.text ?? "HTTP \(status)"): \
@@ -230,8 +230,8 @@ enum ContainerCredentials {
             url.scheme == "https" || isLoopback(host)
                 || ["169.254.170.2", "169.254.170.23", "fd00:ec2::23", "[fd00:ec2::23]"].contains(host)
         else {
-            throw SQSError(
-                .invalidRequest,
+            throw AWSError(
+                .configuration,
                 """
                 AWS_CONTAINER_CREDENTIALS_FULL_URI \(url.absoluteString) is plain http to a host that is neither loopback \
                 nor a container credentials agent (169.254.170.2, 169.254.170.23, fd00:ec2::23)
@@ -248,7 +248,7 @@ enum ContainerCredentials {
 
     static func jsonCredentials(status: Int, body: [UInt8], from: String) throws -> AWSCredentials {
         guard (200..<300).contains(status), let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
-            throw SQSError(status >= 500 ? .transient : .accessDenied, "\(from) answered HTTP \(status)")
+            throw AWSError(status >= 500 ? .transient : .accessDenied, "\(from) answered HTTP \(status)")
         }
         return try AWSCredentials(
             accessKeyID: object["AccessKeyId"] as? String, secretAccessKey: object["SecretAccessKey"] as? String,
@@ -266,7 +266,7 @@ enum InstanceMetadata {
         tokenRequest.headers.add(name: "x-aws-ec2-metadata-token-ttl-seconds", value: "21600")
         let (tokenStatus, tokenBody) = try await CredentialHTTP.send(tokenRequest, what: "the instance metadata service")
         guard tokenStatus == 200 else {
-            throw SQSError(.accessDenied, "the instance metadata service refused a token (HTTP \(tokenStatus))")
+            throw AWSError(.accessDenied, "the instance metadata service refused a token (HTTP \(tokenStatus))")
         }
         let token = String(decoding: tokenBody, as: UTF8.self)
         func get(_ path: String) async throws -> (Int, [UInt8]) {
@@ -276,7 +276,7 @@ enum InstanceMetadata {
         }
         let (roleStatus, roleBody) = try await get("/latest/meta-data/iam/security-credentials/")
         guard roleStatus == 200, let role = String(decoding: roleBody, as: UTF8.self).split(separator: "\n").first else {
-            throw SQSError(
+            throw AWSError(
                 .accessDenied, "this instance has no IAM role (instance metadata answered HTTP \(roleStatus)); attach an instance profile")
         }
         let (status, body) = try await get("/latest/meta-data/iam/security-credentials/\(role)")
@@ -292,7 +292,7 @@ enum CredentialHTTP {
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
             return (Int(response.status.code), Array(buffer: try await response.body.collect(upTo: 1 << 20)))
         } catch {
-            throw SQSError(.transient, "\(what) did not answer (\(error))")
+            throw AWSError(.transient, "\(what) did not answer (\(error))")
         }
     }
 }
@@ -301,14 +301,14 @@ extension AWSCredentials {
     /// From a credentials response: all three values present, the expiration RFC 3339.
     init(accessKeyID: String?, secretAccessKey: String?, sessionToken: String?, expiration: String?, from: String) throws {
         guard let accessKeyID, let secretAccessKey else {
-            throw SQSError(.accessDenied, "\(from) answered without AccessKeyId and SecretAccessKey")
+            throw AWSError(.accessDenied, "\(from) answered without AccessKeyId and SecretAccessKey")
         }
         var date: Date? = nil
         if let expiration {
             let formatter = ISO8601DateFormatter()
             formatter.formatOptions = expiration.contains(".") ? [.withInternetDateTime, .withFractionalSeconds] : [.withInternetDateTime]
             date = formatter.date(from: expiration)
-            guard date != nil else { throw SQSError(.accessDenied, "\(from) answered an Expiration that is not a time") }
+            guard date != nil else { throw AWSError(.accessDenied, "\(from) answered an Expiration that is not a time") }
         }
         self.init(accessKeyID: accessKeyID, secretAccessKey: secretAccessKey, sessionToken: sessionToken, expiration: date)
     }

@@ -5,7 +5,7 @@ import NIOCore
 import TestSupport
 import Testing
 
-@testable import SQS
+@testable import AWS
 
 func makeClient(_ queueURL: String, wireProtocol: SQSProtocol?) throws -> SQSClient {
     SQSClient(

@@ -94,37 +94,24 @@ public struct SQSConfiguration: Sendable {
                 "queue URL \"\(text)\" is not an http(s) SQS queue URL (expected e.g. https://sqs.us-east-1.amazonaws.com/123456789012/login-queue)"
             )
         }
-        let endpointText = environment["AWS_ENDPOINT_URL_SQS"].nonEmpty ?? environment["AWS_ENDPOINT_URL"].nonEmpty
-        let endpoint: URL
-        if let endpointText {
-            guard let url = URL(string: endpointText), url.host != nil else {
-                throw SQSError(.invalidRequest, "AWS endpoint URL \"\(endpointText)\" is not a URL")
-            }
-            endpoint = url
-        } else {
-            var components = URLComponents()
-            components.scheme = queueURL.scheme
-            components.host = queueURL.host
-            components.port = queueURL.port
-            endpoint = components.url!
-        }
-        for url in [queueURL, endpoint] where url.scheme == "http" && !allowInsecureEndpoint && !isLoopback(url.host ?? "") {
-            throw SQSError(
-                .invalidRequest,
-                """
-                \(url.absoluteString) is plain http to a host that is not this machine: messages and signed requests would \
-                cross the network unencrypted. Use https, or pass --allow-insecure-endpoint (INGEST_ALLOW_INSECURE_ENDPOINT=1) \
-                for an emulator on a network you trust
-                """)
-        }
+        // Without an endpoint setting, the queue URL's own origin.
+        var origin = URLComponents()
+        origin.scheme = queueURL.scheme
+        origin.host = queueURL.host
+        origin.port = queueURL.port
+        let howToAllow = "pass --allow-insecure-endpoint (INGEST_ALLOW_INSECURE_ENDPOINT=1)"
+        try AWSEndpoint.requireSecure(queueURL, allowInsecure: allowInsecureEndpoint, howToAllow: howToAllow)
         let host = queueURL.host!
         let regionFromHost =
             host.hasPrefix("sqs.") && host.hasSuffix(".amazonaws.com")
             ? String(host.dropFirst(4).dropLast(14)) : nil
         let region = environment["AWS_REGION"].nonEmpty ?? environment["AWS_DEFAULT_REGION"].nonEmpty ?? regionFromHost ?? "us-east-1"
-        let credentials = try AWSCredentialChain.resolve(environment: environment, endpoint: endpoint, region: region, logger: logger)
+        let endpoint = try AWSEndpoint.fromEnvironment(
+            service: "sqs", standard: origin.url!, region: region, allowInsecure: allowInsecureEndpoint, howToAllow: howToAllow,
+            environment: environment)
+        let credentials = try AWSCredentialChain.resolve(environment: environment, endpoint: endpoint.url, region: region, logger: logger)
         return SQSConfiguration(
-            queueURL: queueURL, endpoint: endpoint, region: region, credentials: credentials, wireProtocol: wireProtocol)
+            queueURL: queueURL, endpoint: endpoint.url, region: region, credentials: credentials, wireProtocol: wireProtocol)
     }
 }
 
@@ -376,7 +363,7 @@ public actor SQSClient {
         _ wire: SQSProtocol, _ action: String, json: [String: Any] = [:], form: [(String, String)] = [],
         timeout: TimeAmount
     ) async throws -> Response {
-        var headers: [(String, String)]
+        let headers: [(String, String)]
         let body: [UInt8]
         switch wire {
         case .json:
@@ -387,23 +374,12 @@ public actor SQSClient {
             body = Array(fields.map { "\(SigV4Signer.uriEncode($0.0))=\(SigV4Signer.uriEncode($0.1))" }.joined(separator: "&").utf8)
             headers = [("content-type", "application/x-www-form-urlencoded; charset=utf-8")]
         }
-        let endpoint = configuration.endpoint
-        let host = endpoint.port.map { "\(endpoint.host!):\($0)" } ?? endpoint.host!
-        headers.append(("host", host))
-        let path = endpoint.path.isEmpty ? "/" : endpoint.path
-        var retriedExpired = false
-        while true {
-            let credentials = try await configuration.credentials.credentials()
-            let signed =
-                headers
-                + (try SigV4Signer(credentials: credentials, region: configuration.region, service: "sqs")
-                    .sign(method: "POST", path: path, query: [], headers: headers, body: body, date: Date()))
-            var request = HTTPClientRequest(
-                url: endpoint.absoluteString.hasSuffix("/") || !endpoint.path.isEmpty
-                    ? endpoint.absoluteString : endpoint.absoluteString + "/")
-            request.method = .POST
-            for (name, value) in signed { request.headers.add(name: name, value: value) }
-            request.body = .bytes(ByteBuffer(bytes: body))
+        let endpoint = AWSEndpoint(url: configuration.endpoint, region: configuration.region, service: "sqs")
+        let isExpired = { (error: any Error) in (error as? SQSError)?.isExpiredCredentials == true }
+        return try await withCredentials(
+            configuration.credentials, logger: logger, service: "SQS", isExpired: isExpired, mapCredentialError: SQSError.init
+        ) { credentials in
+            let request = try endpoint.signedPOST(headers: headers, body: body, credentials: credentials)
             let response: HTTPClientResponse
             let bytes: [UInt8]
             do {
@@ -414,17 +390,9 @@ public actor SQSClient {
                 throw CancellationError()
             } catch {
                 requestFailed()
-                throw SQSError(.transient, "\(action) to \(host) failed: \(error)")
+                throw SQSError(.transient, "\(action) to \(endpoint.hostHeader) failed: \(error)")
             }
-            do {
-                return try decode(wire, action, status: Int(response.status.code), headers: response.headers, body: bytes)
-            } catch let error as SQSError where error.isExpiredCredentials && !retriedExpired {
-                // Temporary credentials ran out early (or the clock is off): fetch new ones and try once more.
-                logger.info(
-                    "SQS says the credentials expired; fetching new ones", metadata: ["source": "\(configuration.credentials.source)"])
-                await configuration.credentials.invalidate()
-                retriedExpired = true
-            }
+            return try decode(wire, action, status: Int(response.status.code), headers: response.headers, body: bytes)
         }
     }
 
