@@ -152,7 +152,7 @@ let package = Package(
         .testTarget(
             name: "VaultAdminTests",
             dependencies: [
-                "VaultAdmin", "Ingest", "Pseudonymization", "Storage", "Postgres", "VaultCrypto", "TestSupport",
+                "VaultAdmin", "Ingest", "Pseudonymization", "Storage", "Postgres", "VaultCrypto", "TestSupport", "AWS", "KeyCustody",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),

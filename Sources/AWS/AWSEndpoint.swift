@@ -1,6 +1,6 @@
 import AsyncHTTPClient
 public import Foundation
-public import Logging
+import Logging
 import NIOCore
 import NIOHTTP1
 

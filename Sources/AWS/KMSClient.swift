@@ -10,8 +10,6 @@ public struct KMSKeyDescription: Sendable {
     public let arn: String
     /// "HMAC_256", "SYMMETRIC_DEFAULT", …
     public let keySpec: String
-    /// "GENERATE_VERIFY_MAC", "ENCRYPT_DECRYPT", …
-    public let keyUsage: String
     /// "Enabled", "Disabled", "PendingDeletion", …
     public let keyState: String
 }
@@ -108,7 +106,7 @@ public final class KMSClient: Sendable {
         }
         return KMSKeyDescription(
             arn: arn, keySpec: metadata["KeySpec"] as? String ?? metadata["CustomerMasterKeySpec"] as? String ?? "?",
-            keyUsage: metadata["KeyUsage"] as? String ?? "?", keyState: metadata["KeyState"] as? String ?? "?")
+            keyState: metadata["KeyState"] as? String ?? "?")
     }
 
     /// `plaintext` encrypted under the symmetric key `keyID`, bound to `context`
@@ -118,7 +116,7 @@ public final class KMSClient: Sendable {
             ("KeyId", .string(keyID)), ("Plaintext", .secret(plaintext)), ("EncryptionContext", .strings(context)),
         ])
         var body = request.withUnsafeBytes { Array($0) }
-        defer { body.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+        defer { body.withUnsafeMutableBytes(wipe) }
         let answer = try await call("Encrypt", keyID: keyID, body: body)
         guard let object = try? JSONSerialization.jsonObject(with: Data(answer.bytes)) as? [String: Any],
             let text = object["CiphertextBlob"] as? String, let blob = Base64.decode(text)
@@ -149,7 +147,7 @@ public final class KMSClient: Sendable {
     struct Answer {
         var bytes: [UInt8]
 
-        mutating func wipe() { bytes.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+        mutating func wipe() { bytes.withUnsafeMutableBytes(VaultCrypto.wipe) }
     }
 
     private func endpoint(for keyID: String) -> AWSEndpoint {
@@ -178,7 +176,7 @@ public final class KMSClient: Sendable {
             }
             // The answer may carry a secret (Decrypt): copy it out, then clear NIO's buffer.
             let bytes = buffer.readableBytesView.withContiguousStorageIfAvailable { Array($0) } ?? Array(buffer.readableBytesView)
-            buffer.withUnsafeMutableReadableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+            buffer.withUnsafeMutableReadableBytes(wipe)
             guard (200..<300).contains(status) else {
                 let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any]
                 throw KMSError.classify(

@@ -290,10 +290,6 @@ public final class IngestService: Service {
         health: HealthState, keys: IngestKeys, tokenCache: TokenCache,
         connect: @escaping @Sendable () async throws -> PostgresConnection, every interval: Duration
     ) async {
-        let ready = Gauge(label: "ingest_ready")
-        let databaseUp = Gauge(label: "ingest_dependency_up", dimensions: [("dependency", "database")])
-        let queueUp = Gauge(label: "ingest_dependency_up", dimensions: [("dependency", "sqs")])
-        let kmsUp = Gauge(label: "ingest_dependency_up", dimensions: [("dependency", "kms")])
         let cacheEntries = Gauge(label: "ingest_token_cache_entries")
         let tokenizationVersion = Gauge(label: "ingest_key_version", dimensions: [("kind", "tokenization")])
         let recoveryVersion = Gauge(label: "ingest_key_version", dimensions: [("kind", "recovery")])
@@ -308,10 +304,6 @@ public final class IngestService: Service {
                 connection = nil
                 health.databaseReachable(false)
             }
-            ready.record(health.readiness.ready ? 1 : 0)
-            databaseUp.record(health.isDatabaseReachable ? 1 : 0)
-            queueUp.record(health.isQueueReachable ? 1 : 0)
-            kmsUp.record(health.isKMSReachable ? 1 : 0)
             cacheEntries.record(tokenCache.statistics.entries)
             tokenizationVersion.record(keys.current.keyring.active.version)
             recoveryVersion.record(keys.current.recovery.active.version)

@@ -1,6 +1,7 @@
 import AWS
 import Foundation
 import Logging
+import Metrics
 import Synchronization
 
 /// How many messages may still be taken, for `--max-messages`.
@@ -250,7 +251,9 @@ public struct IngestError: Error, CustomStringConvertible {
 }
 
 /// What `/health/ready` reports: whether the database and the queue answer
-/// and the keys are loaded (and the service is not shutting down).
+/// and the keys are loaded (and the service is not shutting down). Every
+/// change is published at once as `ingest_ready` and `ingest_dependency_up`,
+/// so a scrape agrees with the readiness probe.
 public final class HealthState: Sendable {
     /// Nothing is reachable until shown to be.
     private struct State {
@@ -265,11 +268,29 @@ public final class HealthState: Sendable {
         var shuttingDown = false
         /// What start-up is still waiting for (schema, key registry).
         var waitingFor: String?
+
+        var problems: [String] {
+            var problems: [String] = []
+            if !database { problems.append("database unreachable") }
+            if !queue { problems.append("queue unreachable") }
+            if !keysLoaded { problems.append("keys not loaded") }
+            if !kms { problems.append("kms unreachable") }
+            if writesFailing { problems.append("database refuses writes") }
+            if let waitingFor { problems.append("starting: \(waitingFor)") }
+            if shuttingDown { problems.append("shutting down") }
+            return problems
+        }
     }
 
     private let state = Mutex(State())
+    private let ready = Gauge(label: "ingest_ready")
+    private let databaseUp = Gauge(label: "ingest_dependency_up", dimensions: [("dependency", "database")])
+    private let queueUp = Gauge(label: "ingest_dependency_up", dimensions: [("dependency", "sqs")])
+    private let kmsUp = Gauge(label: "ingest_dependency_up", dimensions: [("dependency", "kms")])
 
-    public init() {}
+    public init() {
+        update { _ in }
+    }
 
     public var isQueueReachable: Bool { state.withLock { $0.queue } }
     public var isDatabaseReachable: Bool { state.withLock { $0.database } }
@@ -277,24 +298,27 @@ public final class HealthState: Sendable {
 
     /// Ready to take traffic; otherwise the reasons why not.
     public var readiness: (ready: Bool, problems: [String]) {
-        state.withLock { state in
-            var problems: [String] = []
-            if !state.database { problems.append("database unreachable") }
-            if !state.queue { problems.append("queue unreachable") }
-            if !state.keysLoaded { problems.append("keys not loaded") }
-            if !state.kms { problems.append("kms unreachable") }
-            if state.writesFailing { problems.append("database refuses writes") }
-            if let waiting = state.waitingFor { problems.append("starting: \(waiting)") }
-            if state.shuttingDown { problems.append("shutting down") }
-            return (problems.isEmpty, problems)
-        }
+        let problems = state.withLock { $0.problems }
+        return (problems.isEmpty, problems)
     }
 
-    func queueReachable(_ value: Bool) { state.withLock { $0.queue = value } }
-    func databaseReachable(_ value: Bool) { state.withLock { $0.database = value } }
-    func kmsReachable(_ value: Bool) { state.withLock { $0.kms = value } }
-    func keysLoaded() { state.withLock { $0.keysLoaded = true } }
-    func writesFailing(_ value: Bool) { state.withLock { $0.writesFailing = value } }
-    func shuttingDown() { state.withLock { $0.shuttingDown = true } }
-    func waitingFor(_ problem: String?) { state.withLock { $0.waitingFor = problem } }
+    func queueReachable(_ value: Bool) { update { $0.queue = value } }
+    func databaseReachable(_ value: Bool) { update { $0.database = value } }
+    func kmsReachable(_ value: Bool) { update { $0.kms = value } }
+    func keysLoaded() { update { $0.keysLoaded = true } }
+    func writesFailing(_ value: Bool) { update { $0.writesFailing = value } }
+    func shuttingDown() { update { $0.shuttingDown = true } }
+    func waitingFor(_ problem: String?) { update { $0.waitingFor = problem } }
+
+    /// Changes the state and records the gauges under the same lock, so they
+    /// never show an older state than the last change.
+    private func update(_ change: (inout State) -> Void) {
+        state.withLock { state in
+            change(&state)
+            ready.record(state.problems.isEmpty ? 1 : 0)
+            databaseUp.record(state.database ? 1 : 0)
+            queueUp.record(state.queue ? 1 : 0)
+            kmsUp.record(state.kms ? 1 : 0)
+        }
+    }
 }

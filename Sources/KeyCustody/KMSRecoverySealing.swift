@@ -13,10 +13,11 @@ public enum KMSRecoverySealing {
         _ privateKey: X25519.PrivateKey, version: Int, createdAt: String, keyID: String, kms: KMSClient
     ) async throws -> RecoveryPrivateKeys.Sealed {
         let description = try await kms.describeKey(keyID)
-        guard description.keySpec == "SYMMETRIC_DEFAULT", description.keyUsage == "ENCRYPT_DECRYPT" else {
+        // A SYMMETRIC_DEFAULT key is always for ENCRYPT_DECRYPT.
+        guard description.keySpec == "SYMMETRIC_DEFAULT" else {
             throw KeyFileError(
                 .refused,
-                "KMS key \(keyID) is \(description.keySpec) for \(description.keyUsage); sealing a recovery key needs a SYMMETRIC_DEFAULT key for ENCRYPT_DECRYPT"
+                "KMS key \(keyID) is a \(description.keySpec) key; sealing a recovery key needs a symmetric encryption key (SYMMETRIC_DEFAULT)"
             )
         }
         let context = RecoveryPrivateKeys.kmsEncryptionContext(version: version, publicKey: privateKey.publicKey.rawRepresentation)
@@ -40,10 +41,11 @@ public enum KMSRecoverySealing {
 public enum KMSTokenizationKeyCheck {
     public static func requireUsable(_ keyID: String, kms: KMSClient) async throws -> KMSKeyDescription {
         let description = try await kms.describeKey(keyID)
-        guard description.keySpec == "HMAC_256", description.keyUsage == "GENERATE_VERIFY_MAC" else {
+        // An HMAC key is always for GENERATE_VERIFY_MAC.
+        guard description.keySpec == "HMAC_256" else {
             throw KeyFileError(
                 .refused,
-                "KMS key \(keyID) is \(description.keySpec) for \(description.keyUsage); a tokenization key must be HMAC_256 for GENERATE_VERIFY_MAC"
+                "KMS key \(keyID) is a \(description.keySpec) key; a tokenization key must be an HMAC_256 key"
             )
         }
         guard description.keyState == "Enabled" else {

@@ -1,5 +1,5 @@
 import Synchronization
-public import VaultCrypto
+import VaultCrypto
 
 /// The tokens of recently tokenized values, so a KMS-held key costs a KMS call
 /// only for values not seen lately. Least recently used entries go first.

@@ -1,7 +1,7 @@
 public import KeyCustody
 public import Postgres
 public import Pseudonymization
-public import VaultCrypto
+import VaultCrypto
 
 /// Sealed values reach a compliance login only through the database's
 /// `vault_reveal`, which appends one audit row per token in the same

@@ -97,3 +97,10 @@ public enum SystemRandom {
 }
 
 extension SecureBytes: ReadableBytes {}
+
+/// Overwrites `bytes` with zeros in a way the optimizer keeps (`OPENSSL_cleanse`):
+/// for secrets that had to pass through ordinary buffers (an HTTP body).
+public func wipe(_ bytes: UnsafeMutableRawBufferPointer) {
+    guard let base = bytes.baseAddress else { return }
+    OPENSSL_cleanse(base, bytes.count)
+}

@@ -25,8 +25,8 @@ struct IngestHarness {
     let ingestKeys: String
     let queueURL: String
 
-    static func make(queueAttributes: [String: String] = [:]) async throws -> IngestHarness {
-        let keys = try TestKeys.create()
+    static func make(queueAttributes: [String: String] = [:], keys: TestKeys? = nil) async throws -> IngestHarness {
+        let keys = try keys ?? TestKeys.create()
         return IngestHarness(
             databaseURL: try await TestDatabase.create(keys: keys), keys: keys, ingestKeys: try keys.ingestKeysDirectory(),
             queueURL: try await AWSCLI.createQueue("ingest", attributes: queueAttributes))

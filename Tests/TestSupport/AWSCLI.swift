@@ -1,6 +1,6 @@
 public import AWS
 import AsyncHTTPClient
-public import Foundation
+import Foundation
 public import KeyCustody
 
 /// The real AWS CLI against the emulator the test scripts started: an

@@ -1,5 +1,6 @@
 import Foundation
 import Ingest
+import KeyCustody
 import Logging
 import Postgres
 import Pseudonymization
@@ -16,8 +17,8 @@ struct VaultHarness {
     let originals: [String: String]
 
     /// Ingests `bodies` and returns the harness.
-    static func make(bodies: [String]) async throws -> VaultHarness {
-        let keys = try TestKeys.create()
+    static func make(bodies: [String], keys: TestKeys? = nil) async throws -> VaultHarness {
+        let keys = try keys ?? TestKeys.create()
         let databaseURL = try await TestDatabase.create("vault", keys: keys)
         let file = NSTemporaryDirectory() + "vault-\(UUID().uuidString).jsonl"
         try (bodies.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
@@ -29,16 +30,17 @@ struct VaultHarness {
         logger.logLevel = .warning
         try await IngestService(configuration: configuration, logger: logger).run()
 
-        let tokenizer = try Tokenizer(key: try keys.store.tokenizationKeyring().active)
-        var originals: [String: String] = [:]
+        var requests: [TokenRequest] = []
         for body in bodies {
             guard let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
                 let ip = object["ip"] as? String, let device = object["device_id"] as? String,
                 let canonical = CanonicalIP.canonicalize(ip)
             else { continue }
-            originals[try tokenizer.token(for: canonical, field: .ip)] = canonical
-            originals[try tokenizer.token(for: device, field: .deviceID)] = device
+            requests += [TokenRequest(field: .ip, value: canonical), TokenRequest(field: .deviceID, value: device)]
         }
+        let minter = try keys.minter()
+        let tokens = try await minter.tokens(requests, version: minter.keyring.active.version)
+        let originals = Dictionary(zip(tokens, requests.map(\.value)), uniquingKeysWith: { first, _ in first })
         return VaultHarness(databaseURL: databaseURL, keys: keys, originals: originals)
     }
 
