@@ -149,6 +149,7 @@ let package = Package(
             name: "AWSTests",
             dependencies: ["AWS", "VaultCrypto", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        .testTarget(name: "KeyCustodyTests", dependencies: ["KeyCustody", "Pseudonymization", "VaultCrypto", "TestSupport"]),
         .testTarget(
             name: "VaultAdminTests",
             dependencies: [

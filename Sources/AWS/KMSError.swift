@@ -74,15 +74,15 @@ public struct KMSError: Error, CustomStringConvertible, Sendable {
         let short = code.map { $0.split(separator: "#").last.map(String.init) ?? $0 } ?? ""
         let kind: Kind
         switch short {
-        case "DisabledException", "KMSInvalidStateException", "NotFoundException", "KeyUnavailableException":
-            kind = short == "KeyUnavailableException" ? .transient : .keyUnusable
+        case "DisabledException", "KMSInvalidStateException", "NotFoundException", "InvalidKeyUsageException":
+            kind = .keyUnusable
         case "AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException", "IncompleteSignature",
             "MissingAuthenticationToken", "ExpiredToken", "ExpiredTokenException", "RequestExpired", "InvalidClientTokenId":
             kind = .accessDenied
         case "InvalidCiphertextException", "IncorrectKeyException":
             kind = .invalidCiphertext
         case "ThrottlingException", "KMSInternalException", "DependencyTimeoutException", "ServiceUnavailable",
-            "InternalFailure", "RequestTimeout":
+            "InternalFailure", "RequestTimeout", "KeyUnavailableException":
             kind = .transient
         default:
             kind = status >= 500 || status == 429 ? .transient : .invalidRequest

@@ -339,7 +339,15 @@ public final class IngestService: Service {
     private static func drain(producers: Task<Void, any Error>, queue: MessageQueue, writers: [Writer]) async throws -> (any Error)? {
         try await withThrowingTaskGroup(of: (any Error)?.self) { group in
             group.addTask {
-                let result = await producers.result
+                // A writer that fails cancels this group: the producers must stop
+                // too (closing the queue frees pollers waiting for room the dead
+                // writers would have made), or the group would wait for ever.
+                let result = await withTaskCancellationHandler {
+                    await producers.result
+                } onCancel: {
+                    producers.cancel()
+                    Task { await queue.close() }
+                }
                 await queue.close()
                 if case .failure(let error) = result, !(error is CancellationError) { return error }
                 return nil

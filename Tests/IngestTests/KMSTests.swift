@@ -110,6 +110,39 @@ struct KMSTests {
         #expect(depth.visible == 0 && depth.inFlight == 0)
     }
 
+    @Test("permission revoked mid-run: ingest stops with exit 77 naming kms:GenerateMac and IAM; what it had not written is still queued")
+    func permissionRevokedMidRun() async throws {
+        let keys = try await TestKeys.create(tokenizationKMSKeyID: try await TestKMS.createHMACKey())
+        let harness = try await IngestHarness.make(keys: keys)
+        try await Boto3.send(harness.queueURL, bodies: generatedBodies(count: 300, seed: 14))
+        // KMS as seen through a front that passes the first 60 calls on and then
+        // answers as KMS does once IAM no longer allows the call.
+        let front = try await KMSFront.start(passing: 60)
+        defer { front.stop() }
+        let result = try await runProgram(
+            try TestEnvironment.executable("ingest"),
+            [
+                "run", "--queue-url", harness.queueURL, "--keys-dir", harness.ingestKeys, "--database-url", harness.databaseURL,
+                "--until-empty", "--batch-size", "10", "--token-cache-entries", "0", "--visibility-timeout", "2",
+            ],
+            environment: ["AWS_ENDPOINT_URL_KMS": front.url])
+        #expect(result.status == 77)
+        #expect(result.errors.contains("KMS refused GenerateMac") && result.errors.contains("kms:GenerateMac"))
+        let written = try await harness.scalar("SELECT count(*) FROM user_logins")
+        #expect(written < 300)
+        // Nothing lost: a run with the permission back writes the rest, once each.
+        try await Task.sleep(for: .seconds(3))
+        let resumed = try await runProgram(
+            try TestEnvironment.executable("ingest"),
+            [
+                "run", "--queue-url", harness.queueURL, "--keys-dir", harness.ingestKeys, "--database-url", harness.databaseURL,
+                "--until-empty",
+            ])
+        #expect(resumed.status == 0)
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 300)
+        #expect(try await harness.scalar("SELECT count(DISTINCT user_id) FROM user_logins") == 300)
+    }
+
     @Test("key-file writer: tokenization.json pointed at another KMS key is refused (65); at a key KMS does not have, ingest stops (78)")
     func swappedOrMissingKMSKey() async throws {
         let keys = try await TestKeys.create(tokenizationKMSKeyID: try await TestKMS.createHMACKey())
@@ -138,4 +171,53 @@ struct KMSTests {
         #expect(missing.errors.contains("KMS cannot use the key") && missing.errors.contains("NotFoundException"))
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 0)
     }
+}
+
+/// An HTTP front for the emulator's KMS that forwards the first `passing`
+/// requests and refuses every later one with KMS's AccessDeniedException: a
+/// key policy or IAM grant revoked while ingest runs (moto enforces neither).
+struct KMSFront {
+    let process: Process
+    let port: Int
+
+    static func start(passing: Int) async throws -> KMSFront {
+        let script = """
+            import http.server, sys, urllib.request
+            upstream, passing = sys.argv[1], int(sys.argv[2])
+            seen = 0
+            class Front(http.server.BaseHTTPRequestHandler):
+                def do_POST(self):
+                    global seen
+                    body = self.rfile.read(int(self.headers["content-length"]))
+                    seen += 1
+                    if seen > passing:
+                        answer, status = b'{"__type":"AccessDeniedException","message":"User is not authorized to perform: kms:GenerateMac"}', 400
+                    else:
+                        request = urllib.request.Request(upstream, data=body, headers=dict(self.headers), method="POST")
+                        with urllib.request.urlopen(request) as response:
+                            answer, status = response.read(), response.status
+                    self.send_response(status)
+                    self.send_header("content-type", "application/x-amz-json-1.1")
+                    self.send_header("content-length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                def log_message(self, *arguments):
+                    pass
+            http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[3])), Front).serve_forever()
+            """
+        let port = try await freePort()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", script, try TestEnvironment.variable("AWS_ENDPOINT_URL"), String(passing), String(port)]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let front = KMSFront(process: process, port: port)
+        try await waitUntil(.seconds(10)) { (try? await httpGet(front.url).status) ?? 0 != 0 }
+        return front
+    }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    func stop() { if process.isRunning { process.terminate() } }
 }
