@@ -226,13 +226,18 @@ public final class IngestService: Service {
         let elapsed = ContinuousClock.now - started
         let stats = statistics.snapshot
         let rate = elapsed.seconds > 0 ? Double(stats.received) / elapsed.seconds : 0
-        logger.info(
-            "ingest finished",
-            metadata: [
-                "received": "\(stats.received)", "written": "\(stats.written)", "quarantined": "\(stats.quarantinedTotal)",
-                "duplicates_skipped": "\(stats.duplicates)", "unknown_fields": "\(stats.unknownFields)",
-                "seconds": "\(String(format: "%.2f", elapsed.seconds))", "messages_per_second": "\(Int(rate))",
-            ])
+        var summary: Logger.Metadata = [
+            "received": "\(stats.received)", "written": "\(stats.written)", "quarantined": "\(stats.quarantinedTotal)",
+            "duplicates_skipped": "\(stats.duplicates)", "unknown_fields": "\(stats.unknownFields)",
+            "seconds": "\(String(format: "%.2f", elapsed.seconds))", "messages_per_second": "\(Int(rate))",
+        ]
+        if keyring.usesKMS {
+            let cache = tokenCache.statistics
+            summary["kms_requests"] = "\(stats.kmsRequests)"
+            summary["token_cache_hits"] = "\(cache.hits)"
+            summary["token_cache_misses"] = "\(cache.misses)"
+        }
+        logger.info("ingest finished", metadata: summary)
     }
 
     /// Returns once PostgreSQL answers, the schema is current and the key files

@@ -15,6 +15,8 @@ public final class IngestStatistics: Sendable {
         public var databaseRetries = 0
         public var queueRetries = 0
         public var kmsRetries = 0
+        /// `GenerateMac` calls (misses of the token cache, each distinct value of a batch once).
+        public var kmsRequests = 0
         public var deleteFailures = 0
         public var dataKeysCreated = 0
 
@@ -69,6 +71,11 @@ public final class IngestStatistics: Sendable {
     func unknownFields(_ count: Int) {
         state.withLock { $0.unknownFields += count }
         unknownFieldsCounter.increment(by: count)
+    }
+
+    func kmsRequests(_ count: Int) {
+        guard count > 0 else { return }
+        state.withLock { $0.kmsRequests += count }
     }
 
     func retry(_ dependency: Dependency) {

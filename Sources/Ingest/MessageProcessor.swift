@@ -87,7 +87,9 @@ final class MessageProcessor {
             }
         }
         if unknownFields > 0 { statistics.unknownFields(unknownFields) }
+        let requestsBefore = minter.kmsRequests
         let tokens = try await minter.tokens(requests, version: version)
+        statistics.kmsRequests(minter.kmsRequests - requestsBefore)
         tokenKeyVersion = version
 
         // The tokens this batch must seal: not known to be stored, first occurrence only.

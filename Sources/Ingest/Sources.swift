@@ -295,6 +295,7 @@ public final class HealthState: Sendable {
     public var isQueueReachable: Bool { state.withLock { $0.queue } }
     public var isDatabaseReachable: Bool { state.withLock { $0.database } }
     public var isKMSReachable: Bool { state.withLock { $0.kms } }
+    public var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
 
     /// Ready to take traffic; otherwise the reasons why not.
     public var readiness: (ready: Bool, problems: [String]) {

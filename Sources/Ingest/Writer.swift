@@ -200,6 +200,7 @@ final class Writer {
                 statistics.retry(.kms)
                 health.kmsReachable(false)
                 kmsFailing = true
+                try stopIfShuttingDown(during: "KMS", messages)
                 if ContinuousClock.now - lastExtension > options.leaseExtensionInterval {
                     await acknowledger.extendLeases(messages)
                     lastExtension = .now
@@ -230,6 +231,7 @@ final class Writer {
                 }
                 statistics.retry(.database)
                 databaseFailing = true
+                try stopIfShuttingDown(during: "database", messages)
                 health.writesFailing(true)
                 if !(await connection?.isHealthy ?? false) {
                     health.databaseReachable(false)
@@ -243,6 +245,16 @@ final class Writer {
                 attempt += 1
             }
         }
+    }
+
+    /// Asked to stop while a dependency is down: waiting for it would only end
+    /// in SIGKILL. The batch is left unwritten and unacknowledged (its messages
+    /// come back once their lease runs out) and the service exits 75.
+    private func stopIfShuttingDown(during outage: String, _ messages: [InboundMessage]) throws {
+        guard health.isShuttingDown else { return }
+        throw IngestError(
+            "stopped during a \(outage) outage: \(messages.count) messages in hand were not written; nothing is lost: from SQS they come back after their visibility timeout, from a file a new run skips the lines already written. Run again when the \(outage) answers",
+            exitCode: 75)
     }
 
     private func liveConnection() async throws -> PostgresConnection {

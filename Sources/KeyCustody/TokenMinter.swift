@@ -21,6 +21,8 @@ public final class TokenMinter {
     private let digest: HMACSHA256
     private var digestOutput = [UInt8](repeating: 0, count: HMACSHA256.byteCount)
     private let kmsCalls = Counter(label: "ingest_kms_requests_total", dimensions: [("operation", "GenerateMac")])
+    /// `GenerateMac` calls this minter has made.
+    public private(set) var kmsRequests = 0
     private let cacheHits = Counter(label: "ingest_token_cache_lookups_total", dimensions: [("result", "hit")])
     private let cacheMisses = Counter(label: "ingest_token_cache_lookups_total", dimensions: [("result", "miss")])
 
@@ -126,6 +128,7 @@ public final class TokenMinter {
         let computed = try await Self.generateMacs(
             kms, keyID: keyID, inputs: order.map(\.input), concurrency: maximumConcurrentCalls)
         kmsCalls.increment(by: Int64(order.count))
+        kmsRequests += order.count
         for ((key, _), bytes) in zip(order, computed) {
             let mac = Self.words(bytes)
             if useCache { cache?.insert(key, mac: mac) }

@@ -110,6 +110,39 @@ struct KMSTests {
         #expect(depth.visible == 0 && depth.inFlight == 0)
     }
 
+    @Test("SIGTERM while KMS is away: ingest exits 75 at once instead of waiting for SIGKILL; a later run writes every message once")
+    func shutdownDuringOutage() async throws {
+        let keys = try await TestKeys.create(tokenizationKMSKeyID: try await TestKMS.createHMACKey())
+        let harness = try await IngestHarness.make(keys: keys)
+        let proxy = try await TCPProxy.start(to: URL(string: try TestEnvironment.variable("AWS_ENDPOINT_URL"))!)
+        defer { proxy.stop() }
+        try await Boto3.send(harness.queueURL, bodies: generatedBodies(count: 150, seed: 15))
+        let port = try await freePort()
+        let arguments = [
+            "run", "--queue-url", harness.queueURL, "--keys-dir", harness.ingestKeys, "--database-url", harness.databaseURL,
+            "--until-empty", "--batch-size", "10", "--token-cache-entries", "0", "--visibility-timeout", "3",
+        ]
+        let ingest = try startProgram(
+            "ingest", arguments + ["--http-port", String(port), "--http-host", "127.0.0.1"],
+            environment: ["AWS_ENDPOINT_URL_KMS": proxy.url])
+        defer { if ingest.isRunning { kill(ingest.processIdentifier, SIGKILL) } }
+        try await waitUntil(.seconds(60)) { try await harness.scalar("SELECT count(*) FROM user_logins") > 0 }
+        proxy.cut()
+        try await waitUntil(.seconds(30)) {
+            (try? await httpGet("http://127.0.0.1:\(port)/health/ready").body.contains("kms unreachable")) == true
+        }
+        kill(ingest.processIdentifier, SIGTERM)
+        try await waitUntil(.seconds(20)) { !ingest.isRunning }
+        #expect(ingest.terminationStatus == 75)
+        proxy.restore()
+        try await Task.sleep(for: .seconds(4))
+        let rerun = try await runProgram(
+            try TestEnvironment.executable("ingest"), arguments, environment: ["AWS_ENDPOINT_URL_KMS": proxy.url])
+        #expect(rerun.status == 0)
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 150)
+        #expect(try await harness.scalar("SELECT count(DISTINCT user_id) FROM user_logins") == 150)
+    }
+
     @Test("permission revoked mid-run: ingest stops with exit 77 naming kms:GenerateMac and IAM; what it had not written is still queued")
     func permissionRevokedMidRun() async throws {
         let keys = try await TestKeys.create(tokenizationKMSKeyID: try await TestKMS.createHMACKey())

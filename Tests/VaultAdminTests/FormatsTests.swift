@@ -157,6 +157,12 @@ struct FormatsTests {
                 "(written again)": keyring.encoded().withUnsafeBytes { String(decoding: $0, as: UTF8.self) } == example.body
                     ? "same" : "differs"
             ]
+        case "recovery-private.json":
+            let keys = try RecoveryPrivateKeys.decode(SecureBytes(Array(example.body.utf8)), path: "FORMATS.md")
+            return [
+                "(written again)": keys.encoded().withUnsafeBytes { String(decoding: $0, as: UTF8.self) } == example.body
+                    ? "same" : "differs"
+            ]
         default:
             Issue.record("FORMATS.md example \(example) is of a kind no test checks")
             return [:]
@@ -186,7 +192,7 @@ struct FormatsTests {
             kinds == [
                 "canonical-ip", "app-version", "create-date", "token", "erased-token", "vault-entry", "quarantine",
                 "receipt-id-sqs", "receipt-id-file", "data-key-wrap", "private-key-seal", "passphrase-file",
-                "fingerprint-tokenization", "fingerprint-recovery", "audit-row", "tokenization.json",
+                "fingerprint-tokenization", "fingerprint-recovery", "audit-row", "tokenization.json", "recovery-private.json",
             ])
         let byName = Dictionary(grouping: FormatExample.all, by: \.name)
         // The examples build on each other: the entry seals the first token, the

@@ -55,11 +55,11 @@ runs_init() { # EMULATOR PRODUCT…
     cp "$work/vault-keys/tokenization.json" "$work/vault-keys/recovery-public.json" "$work/keys/"
 }
 
-fresh_db() { # NAME → URL of a new, migrated database with the run's keys registered
+fresh_db() { # NAME [VAULT_KEYS_DIR] → URL of a new, migrated database with those keys (default: the run's) registered
     PGOPTIONS="-c client_min_messages=warning" psql -qAt -d postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
     local url="postgresql://$PGUSER@$PGHOST:$PGPORT/$1"
     "$bin/ingest" migrate --database-url "$url" >/dev/null 2>&1
-    "$bin/vault" keys register --keys-dir "$work/vault-keys" --database-url "$url" --reason "benchmark set-up" >/dev/null
+    "$bin/vault" keys register --keys-dir "${2:-$work/vault-keys}" --database-url "$url" --reason "benchmark set-up" >/dev/null
     echo "$url"
 }
 
