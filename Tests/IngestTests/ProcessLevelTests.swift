@@ -159,7 +159,9 @@ struct ProcessLevelTests {
         #expect(errors.first?.contains("gave up waiting after 2") == true && errors.first?.contains("Connection refused") == true)
     }
 
-    @Test("started while PostgreSQL is down: stays up and unready, retrying; ready and working once it is back")
+    @Test(
+        "started while PostgreSQL is down: stays up and unready, retrying; ready and working once it is back; SIGTERM in a later outage exits 75 at once"
+    )
     func startsBeforeTheDatabase() async throws {
         let postgres = try await PrivatePostgres.start()
         defer { Task { await postgres.destroy() } }
@@ -191,8 +193,20 @@ struct ProcessLevelTests {
         try await AWSCLI.send(queue, bodies: try sampleBodies())
         let check = try await TestDatabase.connect(postgres.url)
         try await waitUntil(.seconds(60)) { try await check.query("SELECT count(*) AS n FROM user_logins")[0].int("n") == 99 }
+        await check.close()
+
+        // Down again with a batch in hand (a writer retrying it): SIGTERM does not wait for it.
+        func databaseRetries() async -> Double {
+            let metrics = (try? await httpGet("http://127.0.0.1:\(port)/metrics").body) ?? ""
+            let line = metrics.split(separator: "\n").first { $0.hasPrefix("ingest_retries_total{dependency=\"database\"}") }
+            return line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+        }
+        let retriesBefore = await databaseRetries()
+        try await postgres.stopServer()
+        try await AWSCLI.send(queue, bodies: generatedBodies(count: 5, seed: 16))
+        try await waitUntil(.seconds(60)) { await databaseRetries() > retriesBefore }
         kill(ingest.processIdentifier, SIGTERM)
-        try await waitUntil(.seconds(40)) { !ingest.isRunning }
-        #expect(ingest.terminationStatus == 0)
+        try await waitUntil(.seconds(20)) { !ingest.isRunning }
+        #expect(ingest.terminationStatus == 75)
     }
 }
