@@ -16,8 +16,9 @@ public struct KMSKeyDescription: Sendable {
 
 /// An AWS KMS client (JSON 1.1, `TrentService`) for the calls the tools make,
 /// SigV4-signed like the SQS client. Keys are named by id, alias or ARN; an
-/// ARN's region picks the regional endpoint. Every call has a deadline;
-/// retrying is the caller's business (`KMSError.isTransient`).
+/// ARN's region picks the regional endpoint. Every attempt has a deadline; a
+/// transient failure is retried twice (`maximumAttempts`), after that it is
+/// the caller's (`KMSError.isTransient`).
 public final class KMSClient: Sendable {
     /// The endpoint override (`AWS_ENDPOINT_URL_KMS`, `AWS_ENDPOINT_URL`), if any.
     private let endpointOverride: URL?
@@ -36,15 +37,21 @@ public final class KMSClient: Sendable {
         self.endpointOverride = endpointOverride
         self.defaultRegion = defaultRegion
         self.credentials = credentials
-        self.http =
-            httpClient
-            ?? HTTPClient(
-                eventLoopGroupProvider: .singleton,
-                configuration: HTTPClient.Configuration(
-                    connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)))
+        self.http = httpClient ?? HTTPClient(eventLoopGroupProvider: .singleton, configuration: Self.httpConfiguration)
         self.ownsHTTP = httpClient == nil
         self.timeout = timeout
         self.logger = logger
+    }
+
+    /// Room for every concurrent call; a connection that cannot be made fails
+    /// its requests after 2 s (AsyncHTTPClient keeps retrying the connection
+    /// meanwhile), so an unreachable KMS is an error within an attempt, not
+    /// a wait for the whole deadline.
+    static var httpConfiguration: HTTPClient.Configuration {
+        var configuration = HTTPClient.Configuration(
+            connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64))
+        configuration.timeout.connect = .seconds(2)
+        return configuration
     }
 
     /// From the standard AWS variables: `AWS_ENDPOINT_URL_KMS` or
@@ -155,7 +162,24 @@ public final class KMSClient: Sendable {
         return AWSEndpoint(url: endpointOverride ?? Self.standardURL(region: region), region: region, service: "kms")
     }
 
+    /// Attempts per call, as the AWS SDKs' standard retry mode: a throttled,
+    /// failed or timed-out call is tried twice more, after a jittered pause
+    /// (up to 0.2 s, then 0.4 s), before its caller sees the outage.
+    static let maximumAttempts = 3
+
     private func call(_ operation: String, keyID: String, body: [UInt8]) async throws -> Answer {
+        var attempt = 1
+        while true {
+            do {
+                return try await callOnce(operation, keyID: keyID, body: body)
+            } catch let error as KMSError where error.isTransient && attempt < Self.maximumAttempts {
+                try await Task.sleep(for: .milliseconds(Int64.random(in: 0...(100 << attempt))))
+                attempt += 1
+            }
+        }
+    }
+
+    private func callOnce(_ operation: String, keyID: String, body: [UInt8]) async throws -> Answer {
         let endpoint = endpoint(for: keyID)
         let headers = [("content-type", "application/x-amz-json-1.1"), ("x-amz-target", "TrentService.\(operation)")]
         let asKMSError = { (error: AWSError) -> any Error in KMSError(error, operation: operation, keyID: keyID) }

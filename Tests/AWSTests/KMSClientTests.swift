@@ -52,6 +52,32 @@ struct KMSClientTests {
         #expect(error.description.contains("enable or restore it"))
     }
 
+    @Test("throttled twice, the third attempt answers: the caller never sees it; throttled for good, it gives up after three")
+    func retriesTransientFailures() async throws {
+        let arn = try await TestKMS.createHMACKey()
+        func client(_ front: KMSFront) -> KMSClient {
+            KMSClient(
+                endpointOverride: URL(string: front.url)!, defaultRegion: "us-east-1",
+                credentials: StaticCredentials(AWSCredentials(accessKeyID: "test", secretAccessKey: "test")),
+                logger: TestEnvironment.logger)
+        }
+        let brief = try await KMSFront.start(.throttleFirst(2))
+        defer { brief.stop() }
+        let briefClient = client(brief)
+        defer { Task { await briefClient.shutdown() } }
+        let mac = try await briefClient.generateMac(keyID: arn, message: [1, 2, 3])
+        #expect(try await [mac] == TestKMS.generateMacs(keyID: arn, messages: [[1, 2, 3]]))
+        #expect(try await brief.requests() == 3)
+
+        let lasting = try await KMSFront.start(.throttleFirst(100))
+        defer { lasting.stop() }
+        let lastingClient = client(lasting)
+        defer { Task { await lastingClient.shutdown() } }
+        let error = try await #require(throws: KMSError.self) { try await lastingClient.generateMac(keyID: arn, message: [1]) }
+        #expect(error.isTransient && error.code == "ThrottlingException")
+        #expect(try await lasting.requests() == KMSClient.maximumAttempts)
+    }
+
     @Test("nothing listening is transient (an outage to wait out), within the call's deadline")
     func unreachableIsTransient() async throws {
         let port = try await freePort()

@@ -116,7 +116,7 @@ struct KMSTests {
         let harness = try await IngestHarness.make(keys: keys)
         let proxy = try await TCPProxy.start(to: URL(string: try TestEnvironment.variable("AWS_ENDPOINT_URL"))!)
         defer { proxy.stop() }
-        try await Boto3.send(harness.queueURL, bodies: generatedBodies(count: 150, seed: 15))
+        try await Boto3.send(harness.queueURL, bodies: generatedBodies(count: 400, seed: 15))
         let port = try await freePort()
         let arguments = [
             "run", "--queue-url", harness.queueURL, "--keys-dir", harness.ingestKeys, "--database-url", harness.databaseURL,
@@ -139,8 +139,8 @@ struct KMSTests {
         let rerun = try await runProgram(
             try TestEnvironment.executable("ingest"), arguments, environment: ["AWS_ENDPOINT_URL_KMS": proxy.url])
         #expect(rerun.status == 0)
-        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 150)
-        #expect(try await harness.scalar("SELECT count(DISTINCT user_id) FROM user_logins") == 150)
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 400)
+        #expect(try await harness.scalar("SELECT count(DISTINCT user_id) FROM user_logins") == 400)
     }
 
     @Test("permission revoked mid-run: ingest stops with exit 77 naming kms:GenerateMac and IAM; what it had not written is still queued")
@@ -150,7 +150,7 @@ struct KMSTests {
         try await Boto3.send(harness.queueURL, bodies: generatedBodies(count: 300, seed: 14))
         // KMS as seen through a front that passes the first 60 calls on and then
         // answers as KMS does once IAM no longer allows the call.
-        let front = try await KMSFront.start(passing: 60)
+        let front = try await KMSFront.start(.refuseAfter(60))
         defer { front.stop() }
         let result = try await runProgram(
             try TestEnvironment.executable("ingest"),
@@ -204,53 +204,4 @@ struct KMSTests {
         #expect(missing.errors.contains("KMS cannot use the key") && missing.errors.contains("NotFoundException"))
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 0)
     }
-}
-
-/// An HTTP front for the emulator's KMS that forwards the first `passing`
-/// requests and refuses every later one with KMS's AccessDeniedException: a
-/// key policy or IAM grant revoked while ingest runs (moto enforces neither).
-struct KMSFront {
-    let process: Process
-    let port: Int
-
-    static func start(passing: Int) async throws -> KMSFront {
-        let script = """
-            import http.server, sys, urllib.request
-            upstream, passing = sys.argv[1], int(sys.argv[2])
-            seen = 0
-            class Front(http.server.BaseHTTPRequestHandler):
-                def do_POST(self):
-                    global seen
-                    body = self.rfile.read(int(self.headers["content-length"]))
-                    seen += 1
-                    if seen > passing:
-                        answer, status = b'{"__type":"AccessDeniedException","message":"User is not authorized to perform: kms:GenerateMac"}', 400
-                    else:
-                        request = urllib.request.Request(upstream, data=body, headers=dict(self.headers), method="POST")
-                        with urllib.request.urlopen(request) as response:
-                            answer, status = response.read(), response.status
-                    self.send_response(status)
-                    self.send_header("content-type", "application/x-amz-json-1.1")
-                    self.send_header("content-length", str(len(answer)))
-                    self.end_headers()
-                    self.wfile.write(answer)
-                def log_message(self, *arguments):
-                    pass
-            http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[3])), Front).serve_forever()
-            """
-        let port = try await freePort()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, try TestEnvironment.variable("AWS_ENDPOINT_URL"), String(passing), String(port)]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let front = KMSFront(process: process, port: port)
-        try await waitUntil(.seconds(10)) { (try? await httpGet(front.url).status) ?? 0 != 0 }
-        return front
-    }
-
-    var url: String { "http://127.0.0.1:\(port)" }
-
-    func stop() { if process.isRunning { process.terminate() } }
 }

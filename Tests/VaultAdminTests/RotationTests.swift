@@ -94,6 +94,9 @@ struct RotationTests {
 
         // Retokenize in small batches, killed once a part is done.
         let oldEntries = try await harness.scalar("SELECT count(*) FROM vault_entries WHERE token_key_version = 1")
+        // Once a part is moved, hold further entries back (a lock their COPY must
+        // wait for) so the kill lands halfway even when the job outruns the polling.
+        let watcher = try await harness.connect()
         // Tiny batches, so there is a "halfway" to kill it at.
         let job = try startProgram(
             "vault", ["retokenize", "--reason", "ROT-1", "--batch-size", "2"],
@@ -103,9 +106,18 @@ struct RotationTests {
             ])
         let third = rotationBodies(prefix: "live3", count: 60, reusing: preload + first + second)
         try await Boto3.send(queue, bodies: third)
-        try await waitUntil(.seconds(120)) { try await harness.scalar("SELECT count(*) FROM token_lineage") >= 20 || !job.isRunning }
+        let deadline = ContinuousClock.now + .seconds(120)
+        while try await watcher.query("SELECT count(*) AS n FROM token_lineage")[0].int("n") < 20, job.isRunning,
+            ContinuousClock.now < deadline
+        {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        try await watcher.execute("BEGIN")
+        try await watcher.execute("LOCK TABLE vault_entries IN SHARE MODE")
         kill(job.processIdentifier, SIGKILL)
         job.waitUntilExit()
+        try await watcher.execute("COMMIT")
+        await watcher.close()
         let movedBeforeKill = try await harness.scalar("SELECT count(*) FROM token_lineage")
         #expect(movedBeforeKill > 0 && movedBeforeKill < oldEntries, "killed after \(movedBeforeKill) of \(oldEntries)")
 
