@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// An HTTP front for the emulator's KMS that forwards requests to it, except
 /// for the ones its `Behaviour` answers itself as KMS would: permission
