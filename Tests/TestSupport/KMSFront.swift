@@ -59,7 +59,7 @@ public struct KMSFront: Sendable {
         process.standardError = FileHandle.nullDevice
         try process.run()
         let front = KMSFront(process: process, port: port)
-        try await waitUntil(.seconds(10)) { (try? await httpGet(front.url).status) ?? 0 != 0 }
+        try await waitUntil(.seconds(60)) { (try? await httpGet(front.url).status) ?? 0 != 0 }
         return front
     }
 

@@ -24,7 +24,7 @@ public final class TCPProxy: @unchecked Sendable {
         process.standardError = FileHandle.nullDevice
         try process.run()
         let proxy = TCPProxy(port: port, process: process)
-        try await waitUntil(.seconds(10)) { (try? await httpGet("http://127.0.0.1:\(port)/").status) ?? 0 != 0 }
+        try await waitUntil(.seconds(60)) { (try? await httpGet("http://127.0.0.1:\(port)/").status) ?? 0 != 0 }
         return proxy
     }
 

@@ -90,7 +90,7 @@ struct LeakTests {
         }
         // runuser forks vault; find the child reading its tokens from the pipe.
         var pid: String? = nil
-        try await waitUntil(.seconds(10)) {
+        try await waitUntil(.seconds(60)) {
             pid = try await runProgram("/usr/bin/pgrep", ["-u", "nobody", "-f", "\(vault) recover"]).output
                 .split(separator: "\n").first.map(String.init)
             return pid != nil
