@@ -23,16 +23,16 @@ struct FileAcknowledger: Acknowledger {
 struct SQSAcknowledger: Acknowledger {
     let client: SQSClient
     let visibilityTimeout: Int
-    let redeliverInsteadOfDelete: Bool
+    let redeliverAfterSeconds: Int?
     let statistics: IngestStatistics
     let logger: Logger
     let backoff = Backoff(base: .milliseconds(200), cap: .seconds(5))
     let attempts = 5
 
     func acknowledge(_ messages: [InboundMessage]) async {
-        if redeliverInsteadOfDelete {
+        if let redeliverAfterSeconds {
             await forEachChunk(of: messages, action: "release") { entries in
-                try await client.changeVisibilityBatch(entries, timeoutSeconds: 0)
+                try await client.changeVisibilityBatch(entries, timeoutSeconds: redeliverAfterSeconds)
             }
             return
         }

@@ -47,9 +47,9 @@ public struct IngestConfiguration: Sendable {
     public var tokenCacheEntries = 100_000
     /// Plain http to a non-loopback SQS or KMS endpoint (emulators on a trusted network).
     public var allowInsecureEndpoint = false
-    /// Tests only: after commit, make messages visible again instead of deleting
-    /// them, as a crash between commit and delete would.
-    var redeliverInsteadOfDelete = false
+    /// Tests only: after commit, leave messages to reappear after this many
+    /// seconds instead of deleting them, as a crash between commit and delete would.
+    var redeliverAfterSecondsInsteadOfDelete: Int? = nil
 
     public init(source: Source, conninfo: String, keysDirectory: String) {
         self.source = source
@@ -146,7 +146,7 @@ public final class IngestService: Service {
             }
             acknowledger = SQSAcknowledger(
                 client: client, visibilityTimeout: configuration.visibilityTimeout,
-                redeliverInsteadOfDelete: configuration.redeliverInsteadOfDelete,
+                redeliverAfterSeconds: configuration.redeliverAfterSecondsInsteadOfDelete,
                 statistics: statistics, logger: logger)
             let sizes = MessageSizeEstimate(ceiling: bytesPerMessage)
             let pollers = (0..<configuration.pollers).map { index in

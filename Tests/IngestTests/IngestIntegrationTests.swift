@@ -87,12 +87,12 @@ struct IngestIntegrationTests {
         let bodies = Array(try sampleBodies().prefix(20))
         try await AWSCLI.send(harness.queueURL, bodies: bodies)
         var crashing = try harness.configuration()
-        crashing.redeliverInsteadOfDelete = true
-        crashing.maximumMessages = 20
-        crashing.untilEmpty = false
+        // Released for long enough that this run sees each message once.
+        crashing.redeliverAfterSecondsInsteadOfDelete = 20
         let first = try await harness.run(crashing)
         // Line 13 of the sample is the malformed message.
         #expect(first.written == 19 && first.quarantinedTotal == 1)
+        try await waitUntil { try await AWSCLI.depth(harness.queueURL).visible == 20 }
         let second = try await harness.run()
         // SQS delivers at least once: two concurrent receives may both get a
         // message, so count what matters: every delivery was a duplicate.

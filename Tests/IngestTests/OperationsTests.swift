@@ -90,7 +90,7 @@ struct OperationsTests {
         let after = try await httpGet("\(base)/metrics").body
         #expect((counter(#"ingest_retries_total{dependency="database"}"#, in: after) ?? 0) > 0)
         kill(ingest.processIdentifier, SIGTERM)
-        ingest.waitUntilExit()
+        try await waitForExit(ingest)
         #expect(ingest.terminationStatus == 0)
         let gone = try await runProgram(executable, ["health", "--port", String(port)])
         #expect(gone.status != 0 && gone.errors.contains("did not answer"))

@@ -80,7 +80,7 @@ struct ProcessLevelTests {
         let before = try await watcher.query("SELECT count(*) AS n FROM user_logins")[0].int("n")
         try await Task.sleep(for: .milliseconds(500))  // writers are now blocked mid-transaction
         kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        try await waitForExit(process)
         try await watcher.execute("COMMIT")
         #expect(process.terminationReason == .uncaughtSignal)
         #expect(before > 0 && before < valid.count, "killed after \(before) rows")

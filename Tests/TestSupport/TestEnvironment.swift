@@ -189,19 +189,23 @@ public func startProgram(_ name: String, _ arguments: [String], environment: [St
 
 /// Runs a program, collecting its output; `environment` adds to the test's own.
 /// The waiting happens on a thread of its own: blocking a cooperative-pool
-/// thread would stall every other test running in parallel.
-public func runProgram(_ path: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil) async throws
-    -> ProcessResult
-{
+/// thread would stall every other test running in parallel. A program still
+/// running after `timeout` is killed and the test fails (a hang must not hold
+/// up the whole suite until CI gives up on it).
+public func runProgram(
+    _ path: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil,
+    timeout: Duration = .seconds(300)
+) async throws -> ProcessResult {
     try await withCheckedThrowingContinuation { continuation in
         Thread {
-            continuation.resume(with: Result { try runProgramBlocking(path, arguments, environment: environment, input: input) })
+            continuation.resume(
+                with: Result { try runProgramBlocking(path, arguments, environment: environment, input: input, timeout: timeout) })
         }.start()
     }
 }
 
-private func runProgramBlocking(_ path: String, _ arguments: [String], environment: [String: String], input: String?) throws
-    -> ProcessResult
+private func runProgramBlocking(_ path: String, _ arguments: [String], environment: [String: String], input: String?, timeout: Duration)
+    throws -> ProcessResult
 {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
@@ -214,6 +218,19 @@ private func runProgramBlocking(_ path: String, _ arguments: [String], environme
     let inputPipe = Pipe()
     process.standardInput = input == nil ? FileHandle.nullDevice : inputPipe
     try process.run()
+    let killedByWatchdog = Atomic<Bool>(false)
+    let watchdog = Thread {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            guard ContinuousClock.now < deadline else {
+                killedByWatchdog.store(true, ordering: .relaxed)
+                kill(process.processIdentifier, SIGKILL)
+                return
+            }
+            usleep(50_000)
+        }
+    }
+    watchdog.start()
     if let input {
         inputPipe.fileHandleForWriting.write(Data(input.utf8))
         try inputPipe.fileHandleForWriting.close()
@@ -225,9 +242,25 @@ private func runProgramBlocking(_ path: String, _ arguments: [String], environme
     let outputData = output.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     while errorReader.isExecuting || !errorReader.isFinished { usleep(1_000) }
+    guard !killedByWatchdog.load(ordering: .relaxed) else {
+        throw TestEnvironmentError("\(path) \(arguments.first ?? "") still running after \(timeout): killed")
+    }
     return ProcessResult(
         status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
         errors: String(decoding: errorData.withLock { $0 }, as: UTF8.self))
+}
+
+/// Waits for a background program (`startProgram`) to exit without blocking a
+/// cooperative-pool thread; kills it and fails the test after `timeout`.
+public func waitForExit(_ process: Process, timeout: Duration = .seconds(120)) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while process.isRunning {
+        guard ContinuousClock.now < deadline else {
+            kill(process.processIdentifier, SIGKILL)
+            throw TestEnvironmentError("\(process.executableURL?.lastPathComponent ?? "program") still running after \(timeout): killed")
+        }
+        try await Task.sleep(for: .milliseconds(20))
+    }
 }
 
 /// Polls `condition` until it holds, failing the test after `timeout`.

@@ -84,10 +84,15 @@ struct LeakTests {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        defer {
-            try? input.fileHandleForWriting.close()
-            process.waitUntilExit()
-        }
+        var failure: (any Error)? = nil
+        do { try await checkLimitsOfBlockedVault(vault) } catch { failure = error }
+        try? input.fileHandleForWriting.close()  // vault reads end of input and exits
+        try await waitForExit(process)
+        if let failure { throw failure }
+    }
+
+    /// The vault process (a child of runuser) is blocked reading its tokens.
+    private func checkLimitsOfBlockedVault(_ vault: String) async throws {
         // runuser forks vault; find the child reading its tokens from the pipe.
         var pid: String? = nil
         try await waitUntil(.seconds(60)) {
@@ -95,13 +100,16 @@ struct LeakTests {
                 .split(separator: "\n").first.map(String.init)
             return pid != nil
         }
+        // A non-dumpable process's /proc files belong to root, not to its user;
+        // vault makes itself so (core size first) as it starts, before reading input.
+        let status = "/proc/\(pid!)/status"
+        try await waitUntil(.seconds(30)) {
+            (try FileManager.default.attributesOfItem(atPath: status)[.ownerAccountID] as? NSNumber)?.intValue == 0
+        }
         let limits = try String(contentsOfFile: "/proc/\(pid!)/limits", encoding: .utf8)
         #expect(
             limits.split(separator: "\n").contains {
                 $0.hasPrefix("Max core file size") && $0.split(separator: " ").dropFirst(4).prefix(2) == ["0", "0"]
             })
-        // A non-dumpable process's /proc files belong to root, not to its user.
-        let owner = try FileManager.default.attributesOfItem(atPath: "/proc/\(pid!)/status")[.ownerAccountID] as? NSNumber
-        #expect(owner?.intValue == 0)
     }
 }

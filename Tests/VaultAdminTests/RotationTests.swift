@@ -115,7 +115,7 @@ struct RotationTests {
         try await watcher.execute("BEGIN")
         try await watcher.execute("LOCK TABLE vault_entries IN SHARE MODE")
         kill(job.processIdentifier, SIGKILL)
-        job.waitUntilExit()
+        try await waitForExit(job)
         try await watcher.execute("COMMIT")
         await watcher.close()
         let movedBeforeKill = try await harness.scalar("SELECT count(*) FROM token_lineage")
@@ -130,7 +130,7 @@ struct RotationTests {
         #expect(rerun.status == 0, "\(rerun.errors)")
         try await waitUntil(.seconds(120)) { try await harness.scalar("SELECT count(*) FROM user_logins") == 1680 }
         kill(ingest.processIdentifier, SIGTERM)
-        ingest.waitUntilExit()
+        try await waitForExit(ingest)
 
         // Nothing lost or doubled; every row on v2; duplicates still identifiable.
         let all = preload + first + second + third
@@ -247,7 +247,7 @@ struct RotationTests {
         try await waitUntil(.seconds(60)) { try await harness.scalar("SELECT count(*) FROM user_logins WHERE user_id LIKE 'late-%'") == 10 }
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE masked_ip NOT LIKE 'ip_t2_%'") == 0)
         kill(ingest.processIdentifier, SIGTERM)
-        ingest.waitUntilExit()
+        try await waitForExit(ingest)
         #expect(ingest.terminationStatus == 0)
     }
 
