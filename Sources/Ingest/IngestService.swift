@@ -378,6 +378,19 @@ public final class IngestService: Service {
         return configuration
     }
 
+    /// How long the queue keeps a message (`MessageRetentionPeriod`), if it says.
+    public static func messageRetentionSeconds(_ configuration: SQSConfiguration, logger: Logger) async throws -> Int? {
+        let client = SQSClient(configuration: configuration, httpConfiguration: httpConfiguration(pollers: 1), logger: logger)
+        do {
+            let attributes = try await client.queueAttributes(["MessageRetentionPeriod"])
+            await client.shutdown()
+            return attributes["MessageRetentionPeriod"].flatMap(Int.init)
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+    }
+
     /// SQS's largest message (1 MiB): what a receive reserves per message
     /// when the queue does not say otherwise.
     static let largestMessageBytes = 1 << 20

@@ -119,11 +119,11 @@ final class MessageProcessor {
                             ciphertext: ciphertext))
                     output.newTokens.append(.init(token: token))
                 }
+                let sentDay = UTCDate.string(fromMilliseconds: message.sentTimestamp)
                 let row = LoginRow(
                     userID: login.userID, deviceType: login.deviceType, maskedIP: ipToken, maskedDeviceID: deviceToken,
-                    locale: login.locale, appVersion: login.appVersion,
-                    createDate: UTCDate.string(fromMilliseconds: message.sentTimestamp))
-                output.items.append(BatchItem(receiptID: message.receiptID, payload: .login(row, entries)))
+                    locale: login.locale, appVersion: login.appVersion, createDate: sentDay)
+                output.items.append(BatchItem(receiptID: message.receiptID, sentDay: sentDay, payload: .login(row, entries)))
             case .rejected(let rejection):
                 output.items.append(try quarantine(message, rejection, sealer: sealer))
             }
@@ -142,7 +142,8 @@ final class MessageProcessor {
         let row = QuarantineRow(
             source: message.sourceName, messageID: message.messageID, rejection: rejection,
             bodyByteCount: message.byteCount, dataKeyID: sealer.dataKeyID, nonce: nonce, sealedBody: sealedBody)
-        return BatchItem(receiptID: message.receiptID, payload: .quarantine(row))
+        return BatchItem(
+            receiptID: message.receiptID, sentDay: UTCDate.string(fromMilliseconds: message.sentTimestamp), payload: .quarantine(row))
     }
 
     private func sealer(for lease: DataKeyLease) throws -> VaultSealer {

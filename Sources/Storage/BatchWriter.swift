@@ -165,10 +165,14 @@ public struct BatchItem: Sendable {
 
     /// 16 bytes identifying the message across deliveries (see `ReceiptID`).
     public let receiptID: [UInt8]
+    /// The UTC day the message was sent (YYYY-MM-DD): the same on every
+    /// delivery, so with the receipt id it names the message.
+    public let sentDay: String
     public let payload: Payload
 
-    public init(receiptID: [UInt8], payload: Payload) {
+    public init(receiptID: [UInt8], sentDay: String, payload: Payload) {
         self.receiptID = receiptID
+        self.sentDay = sentDay
         self.payload = payload
     }
 }
@@ -195,6 +199,19 @@ public struct BatchResult: Sendable {
     }
 }
 
+/// A message's claim in `ingest_receipts`.
+struct Receipt: Hashable, Comparable {
+    /// The day given to receipts written before partitioning (migration 5).
+    static let legacyDay = "1970-01-01"
+
+    let id: [UInt8]
+    let sentDay: String
+
+    static func < (left: Receipt, right: Receipt) -> Bool {
+        left.sentDay == right.sentDay ? left.id.lexicographicallyPrecedes(right.id) : left.sentDay < right.sentDay
+    }
+}
+
 /// Writes a batch of processed messages in one transaction: receipts first
 /// (claiming each message once, even against a concurrent consumer), then
 /// vault entries, login rows, quarantine and app versions, all or nothing.
@@ -211,26 +228,37 @@ public enum BatchWriter {
         if let registered = try KeyRegistry.enforcedTokenizationVersion(on: connection), registered > tokenKeyVersion {
             throw StaleKeysError(registered: registered, local: tokenKeyVersion)
         }
+        let days = Set(items.map(\.sentDay)).sorted()
+        try connection.execute("SELECT ingest_prepare_partitions($1::date[])", [.textArray(days)], prepared: true)
         // Optimistic claiming: find the messages already processed (redeliveries,
         // replays), then COPY receipts for the rest. If a concurrent consumer
         // claims one of them between the two, the COPY fails with a unique
         // violation and the caller retries the batch, which then sees it.
+        // Only the batch's days are probed (and the receipts kept from before
+        // partitioning, under their placeholder day, while they last).
         // Sorted, so concurrent writers take index locks in the same order.
-        let ids = Set(items.map(\.receiptID)).sorted { $0.lexicographicallyPrecedes($1) }
-        let seen = Set(
-            try connection.query(
-                "SELECT receipt_id FROM ingest_receipts WHERE receipt_id = ANY($1::bytea[])",
-                [.byteArrays(ids)], prepared: true
-            ).map { try $0.bytes("receipt_id") })
-        var fresh = Set(ids).subtracting(seen)
-        let written = fresh
+        let claims = Set(items.map { Receipt(id: $0.receiptID, sentDay: $0.sentDay) }).sorted()
+        var seen = Set<Receipt>()
+        var seenBeforePartitioning = Set<[UInt8]>()
+        for row in try connection.query(
+            """
+            SELECT receipt_id, sent_day::text AS sent_day FROM ingest_receipts
+            WHERE receipt_id = ANY($1::bytea[]) AND sent_day = ANY($2::date[] || $3::date)
+            """, [.byteArrays(claims.map(\.id)), .textArray(days), .text(Receipt.legacyDay)], prepared: true)
+        {
+            let receipt = Receipt(id: try row.bytes("receipt_id"), sentDay: try row.string("sent_day"))
+            if receipt.sentDay == Receipt.legacyDay { seenBeforePartitioning.insert(receipt.id) } else { seen.insert(receipt) }
+        }
+        var fresh = Set(claims.filter { !seen.contains($0) && !seenBeforePartitioning.contains($0.id) })
+        let written = Set(fresh.map(\.id))
         if !fresh.isEmpty {
-            var receipts = CopyTextBuilder(reservingCapacity: fresh.count * 40)
-            for id in ids where fresh.contains(id) {
-                receipts.append(bytes: id)
+            var receipts = CopyTextBuilder(reservingCapacity: fresh.count * 52)
+            for claim in claims where fresh.contains(claim) {
+                receipts.append(bytes: claim.id)
+                receipts.append(claim.sentDay)
                 receipts.endRow()
             }
-            try connection.copy("COPY ingest_receipts (receipt_id) FROM STDIN", data: receipts.bytes)
+            try connection.copy("COPY ingest_receipts (receipt_id, sent_day) FROM STDIN", data: receipts.bytes)
         }
 
         var logins = CopyTextBuilder(reservingCapacity: items.count * 160)
@@ -238,7 +266,7 @@ public enum BatchWriter {
         var quarantine = CopyTextBuilder()
         var quarantinedByReason: [String: Int] = [:]
         var versions: [Int32: String] = [:]
-        for item in items where fresh.remove(item.receiptID) != nil {
+        for item in items where fresh.remove(Receipt(id: item.receiptID, sentDay: item.sentDay)) != nil {
             switch item.payload {
             case .login(let row, let entries):
                 logins.append(row.userID)

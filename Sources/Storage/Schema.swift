@@ -402,6 +402,124 @@ public enum Schema {
                     audit_append(text, integer, text[], text[], text[], text[], bytea[], bytea[]),
                     register_key(text, integer, text, bytea) TO pseudonymizer_rotation;
                 """),
+        Migration(
+            version: 5, name: "retention by partitions: receipts by sent day, quarantine by day, partition upkeep functions",
+            sql: """
+                -- The date range of each partition of a table range-partitioned on one
+                -- date column (MINVALUE/MAXVALUE as -infinity/infinity).
+                CREATE FUNCTION partition_ranges(p_parent regclass) RETURNS TABLE (partition regclass, lower date, upper date)
+                    LANGUAGE sql STABLE SET search_path = pg_catalog, public, pg_temp AS $$
+                    SELECT c.oid::regclass,
+                           CASE WHEN b.m[1] = 'MINVALUE' THEN '-infinity'::date ELSE trim(both '''' from b.m[1])::date END,
+                           CASE WHEN b.m[2] = 'MAXVALUE' THEN 'infinity'::date ELSE trim(both '''' from b.m[2])::date END
+                    FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid,
+                         LATERAL (SELECT regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\((.*)\\) TO \\((.*)\\)') AS m) b
+                    WHERE i.inhparent = p_parent
+                $$;
+
+                -- Creates the partition [p_from, p_to) unless a partition already
+                -- covers part of it. The table is made apart and then attached, which
+                -- takes only SHARE UPDATE EXCLUSIVE on the parent (CREATE TABLE …
+                -- PARTITION OF would take ACCESS EXCLUSIVE and stop every writer);
+                -- two sessions creating the same partition queue on that lock, and the
+                -- second finds it made. Returns whether it created one.
+                CREATE FUNCTION partition_ensure(p_parent regclass, p_from date, p_to date, p_name text) RETURNS boolean
+                    LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
+                BEGIN
+                    IF EXISTS (SELECT FROM partition_ranges(p_parent) r WHERE r.lower < p_to AND r.upper > p_from) THEN
+                        RETURN false;
+                    END IF;
+                    EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', p_parent);
+                    IF EXISTS (SELECT FROM partition_ranges(p_parent) r WHERE r.lower < p_to AND r.upper > p_from) THEN
+                        RETURN false;
+                    END IF;
+                    EXECUTE format('CREATE TABLE public.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', p_name, p_parent);
+                    EXECUTE format('ALTER TABLE %s ATTACH PARTITION public.%I FOR VALUES FROM (%L) TO (%L)', p_parent, p_name, p_from, p_to);
+                    IF p_parent = 'user_logins'::regclass THEN
+                        -- Retokenize rewrites rows partition by partition.
+                        EXECUTE format('GRANT SELECT, UPDATE (masked_ip, masked_device_id) ON public.%I TO pseudonymizer_rotation', p_name);
+                    END IF;
+                    RETURN true;
+                END $$;
+
+                -- The partitions a batch needs, for the sent days of its messages:
+                -- receipts by day, quarantine for today, logins by month when
+                -- user_logins is partitioned. Made here on demand, so ingest never
+                -- depends on `ingest maintain` having run. ROW EXCLUSIVE is what the
+                -- batch's COPY takes anyway; held from here to commit, it keeps
+                -- `ingest maintain` from dropping a partition the batch writes to.
+                CREATE FUNCTION ingest_prepare_partitions(p_days date[]) RETURNS void
+                    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+                DECLARE
+                    day date;
+                    month date;
+                    today date := (now() AT TIME ZONE 'UTC')::date;
+                BEGIN
+                    IF coalesce(cardinality(p_days), 0) > 62 THEN
+                        RAISE EXCEPTION 'a batch spans more than 62 sent days' USING ERRCODE = 'program_limit_exceeded';
+                    END IF;
+                    LOCK TABLE ingest_receipts, quarantine, user_logins IN ROW EXCLUSIVE MODE;
+                    FOREACH day IN ARRAY coalesce(p_days, '{}') LOOP
+                        PERFORM partition_ensure('ingest_receipts', day, day + 1, 'ingest_receipts_d' || to_char(day, 'YYYYMMDD'));
+                    END LOOP;
+                    PERFORM partition_ensure('quarantine', today, today + 1, 'quarantine_d' || to_char(today, 'YYYYMMDD'));
+                    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = 'user_logins'::regclass) = 'p' THEN
+                        FOREACH day IN ARRAY coalesce(p_days, '{}') LOOP
+                            month := date_trunc('month', day)::date;
+                            PERFORM partition_ensure('user_logins', month, (month + interval '1 month')::date,
+                                                     'user_logins_m' || to_char(month, 'YYYYMM'));
+                        END LOOP;
+                    END IF;
+                END $$;
+                REVOKE ALL ON FUNCTION partition_ensure(regclass, date, date, text), ingest_prepare_partitions(date[]) FROM PUBLIC;
+                GRANT EXECUTE ON FUNCTION ingest_prepare_partitions(date[]) TO pseudonymizer_ingest;
+
+                -- Receipts, range-partitioned by the day the message was sent (fixed
+                -- for every redelivery of it), so retention is dropping a day. The
+                -- existing table becomes the first partition as it is (no copy): its
+                -- rows get the placeholder day 1970-01-01, which every receipt lookup
+                -- also checks until `ingest maintain` drops it after the retention.
+                ALTER TABLE ingest_receipts RENAME TO ingest_receipts_legacy;
+                ALTER TABLE ingest_receipts_legacy ADD COLUMN sent_day date NOT NULL DEFAULT '1970-01-01';
+                ALTER TABLE ingest_receipts_legacy DROP CONSTRAINT ingest_receipts_pkey;
+                ALTER TABLE ingest_receipts_legacy ADD CONSTRAINT ingest_receipts_legacy_pkey PRIMARY KEY (receipt_id, sent_day);
+                CREATE TABLE ingest_receipts (
+                    receipt_id bytea NOT NULL,
+                    sent_day date NOT NULL,
+                    processed_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (receipt_id, sent_day)) PARTITION BY RANGE (sent_day);
+                ALTER TABLE ingest_receipts ATTACH PARTITION ingest_receipts_legacy FOR VALUES FROM (MINVALUE) TO ('1970-01-02');
+
+                -- Quarantine, range-partitioned by the (UTC) day a message was set
+                -- aside. Its rows are few: they are copied into their days.
+                ALTER TABLE quarantine RENAME TO quarantine_unpartitioned;
+                ALTER TABLE quarantine_unpartitioned RENAME CONSTRAINT quarantine_pkey TO quarantine_unpartitioned_pkey;
+                ALTER TABLE quarantine_unpartitioned RENAME CONSTRAINT quarantine_data_key_id_fkey TO quarantine_unpartitioned_data_key_id_fkey;
+                CREATE TABLE quarantine (
+                    receipt_id bytea NOT NULL,
+                    source text NOT NULL,
+                    message_id text NOT NULL,
+                    reason text NOT NULL,
+                    field text,
+                    detail text NOT NULL,
+                    body_bytes integer NOT NULL,
+                    data_key_id uuid NOT NULL REFERENCES data_keys(id),
+                    nonce bytea NOT NULL,
+                    sealed_body bytea NOT NULL,
+                    quarantined_at timestamptz NOT NULL DEFAULT now(),
+                    quarantined_on date NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')::date,
+                    PRIMARY KEY (receipt_id, quarantined_on)) PARTITION BY RANGE (quarantined_on);
+                SELECT partition_ensure('quarantine', d, d + 1, 'quarantine_d' || to_char(d, 'YYYYMMDD'))
+                FROM (SELECT DISTINCT (quarantined_at AT TIME ZONE 'UTC')::date AS d FROM quarantine_unpartitioned) days;
+                INSERT INTO quarantine SELECT *, (quarantined_at AT TIME ZONE 'UTC')::date FROM quarantine_unpartitioned;
+                DROP TABLE quarantine_unpartitioned;
+
+                GRANT INSERT ON ingest_receipts, quarantine TO pseudonymizer_ingest;
+                GRANT SELECT (receipt_id, sent_day) ON ingest_receipts TO pseudonymizer_ingest;
+                GRANT SELECT (receipt_id, source, message_id, reason, field, detail, body_bytes, data_key_id, quarantined_at, quarantined_on)
+                    ON quarantine TO pseudonymizer_vault;
+                GRANT SELECT ON quarantine TO pseudonymizer_rotation;
+                """),
     ]
 
     /// Serializes audit appenders across processes so the chain never forks
@@ -414,10 +532,10 @@ public enum Schema {
     /// once queue up on it instead of racing.
     static let advisoryLockKey: Int64 = 0x7073_6575_646f  // "pseudo"
 
-    /// Applies pending migrations; returns the versions applied. Safe to run
-    /// from several processes at once.
+    /// Applies pending migrations (up to `through`, for tests of a conversion);
+    /// returns the versions applied. Safe to run from several processes at once.
     @discardableResult
-    public static func migrate(_ connection: PostgresConnection, logger: Logger) async throws -> [Int] {
+    public static func migrate(_ connection: PostgresConnection, through: Int? = nil, logger: Logger) async throws -> [Int] {
         try await connection.execute("SELECT pg_advisory_lock($1)", [.int(advisoryLockKey)])
         do {
             try await connection.executeScript(
@@ -429,7 +547,8 @@ public enum Schema {
                 """)
             let applied = Set(try await connection.query("SELECT version FROM schema_migrations").map { try $0.int("version") })
             var done: [Int] = []
-            for migration in migrations.sorted(by: { $0.version < $1.version }) where !applied.contains(migration.version) {
+            for migration in migrations.sorted(by: { $0.version < $1.version })
+            where !applied.contains(migration.version) && migration.version <= through ?? Int.max {
                 try await connection.transaction { connection in
                     try connection.executeScript(migration.sql)
                     try connection.execute(

@@ -3,7 +3,7 @@ public import Foundation
 public import KeyCustody
 public import Postgres
 import Pseudonymization
-import Storage
+public import Storage
 public import VaultCrypto
 
 /// What every key version still protects: the inventory behind `vault keys

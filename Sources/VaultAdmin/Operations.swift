@@ -1,6 +1,7 @@
 public import KeyCustody
 public import Postgres
 public import Pseudonymization
+public import Storage
 import VaultCrypto
 
 /// Sealed values reach a compliance login only through the database's

@@ -3,7 +3,7 @@ public import KeyCustody
 public import Logging
 public import Postgres
 import Pseudonymization
-import Storage
+public import Storage
 public import VaultCrypto
 
 /// `vault retokenize`: moves every vault entry and every `user_logins` token
@@ -311,13 +311,21 @@ public enum Retokenize {
     /// Sweeps `user_logins` in ranges of heap pages (a TID range scan each),
     /// rewriting both token columns of every row that still carries an old
     /// token, through the committed lineage. Each statement is its own
-    /// transaction, so locks and WAL stay bounded.
+    /// transaction, so locks and WAL stay bounded. A partitioned `user_logins`
+    /// is swept partition by partition (page numbers are per table).
     private static func rewriteRows(target: Int, pages: Int, on connections: [PostgresConnection]) async throws -> Int {
+        var rewritten = 0
+        for table in try await Partitions.leaves(of: "user_logins", on: connections[0]) {
+            rewritten += try await rewriteRows(of: table, target: target, pages: pages, on: connections)
+        }
+        return rewritten
+    }
+
+    private static func rewriteRows(of table: String, target: Int, pages: Int, on connections: [PostgresConnection]) async throws -> Int {
         let (ip, device) = prefixes(target)
         let total = try await connections[0].query(
-            """
-            SELECT (pg_relation_size('user_logins') / current_setting('block_size')::bigint) AS pages
-            """)[0].int("pages")
+            "SELECT (pg_relation_size($1::regclass) / current_setting('block_size')::bigint) AS pages", [.text(table)]
+        )[0].int("pages")
         // Connection i takes ranges i, i + n, i + 2n, …: disjoint rows, so the
         // statements neither wait for nor deadlock with each other.
         return try await withThrowingTaskGroup(of: Int.self) { group in
@@ -328,7 +336,7 @@ public enum Retokenize {
                         try Task.checkCancellation()
                         rewritten += try await connection.execute(
                             """
-                            UPDATE user_logins u SET
+                            UPDATE \(table) u SET
                                 masked_ip = coalesce((SELECT l.new_token FROM token_lineage l WHERE l.old_token = u.masked_ip), u.masked_ip),
                                 masked_device_id = coalesce((SELECT l.new_token FROM token_lineage l WHERE l.old_token = u.masked_device_id),
                                                             u.masked_device_id)

@@ -2,7 +2,7 @@ import Foundation
 public import Logging
 public import Postgres
 import Pseudonymization
-import Storage
+public import Storage
 public import VaultCrypto
 
 /// `vault rewrap`: re-wraps every data key still wrapped to an older recovery

@@ -13,7 +13,7 @@ struct IngestCommand: AsyncParsableCommand {
         abstract: "Reads login events from SQS, pseudonymizes ip and device_id, and loads them into PostgreSQL.",
         discussion: ExitStatus.helpText,
         version: BuildInfo.description,
-        subcommands: [Migrate.self, Run.self, Health.self]
+        subcommands: [Migrate.self, Run.self, Maintain.self, Health.self]
     )
 
     static func main() async {
@@ -29,18 +29,35 @@ struct Migrate: ToolCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create or upgrade the database schema (idempotent; safe from several replicas at once).")
 
+    enum LoginsPartitioning: String, ExpressibleByArgument, CaseIterable {
+        case monthly
+    }
+
     @OptionGroup var output: JSONOption
     @OptionGroup var database: DatabaseOptions
+
+    @Option(
+        help: ArgumentHelp(
+            "Also make user_logins range-partitioned by create_date (opt-in, once; the existing table becomes its first partition; takes an exclusive lock while it scans that table once).",
+            valueName: "interval"))
+    var partitionUserLogins: LoginsPartitioning?
 
     func execute() async throws {
         let logger = makeLogger()
         let connection = try await PostgresConnection.connect(database.conninfo, applicationName: "ingest-migrate", logger: logger)
+        defer { Task { await connection.close() } }
         let applied = try await Schema.migrate(connection, logger: logger)
-        printSummary(
-            json: output.json, ["applied": applied, "schema_version": Schema.latestVersion],
-            text: applied.isEmpty
-                ? "schema is up to date (version \(Schema.latestVersion))"
-                : "applied migrations \(applied.map(String.init).joined(separator: ", ")); schema version \(Schema.latestVersion)")
+        var summary: [String: Any] = ["applied": applied, "schema_version": Schema.latestVersion]
+        var text =
+            applied.isEmpty
+            ? "schema is up to date (version \(Schema.latestVersion))"
+            : "applied migrations \(applied.map(String.init).joined(separator: ", ")); schema version \(Schema.latestVersion)"
+        if partitionUserLogins == .monthly {
+            let converted = try await Partitions.partitionUserLoginsMonthly(on: connection)
+            summary["user_logins_partitioned"] = converted ? "converted" : "already"
+            text += converted ? "; user_logins is now partitioned by month" : "; user_logins was already partitioned"
+        }
+        printSummary(json: output.json, summary, text: text)
     }
 }
 

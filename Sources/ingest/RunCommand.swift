@@ -37,7 +37,9 @@ struct Run: ToolCommand {
         completion: .file())
     var fromFile: String?
 
-    @Option(help: ArgumentHelp("With --from-file: the send time to date rows with, ISO 8601 (default: now).", valueName: "time"))
+    @Option(
+        help: ArgumentHelp(
+            "With --from-file: the send time to date rows with, ISO 8601 (default: the file's modification time).", valueName: "time"))
     var sentAt: String?
 
     @OptionGroup var keys: KeyOptions
@@ -126,7 +128,9 @@ struct Run: ToolCommand {
         let source: IngestConfiguration.Source
         if let file {
             guard queue == nil || fromFile != nil else { throw ValidationError("give either a queue URL or --from-file, not both") }
-            var sent = Date()
+            // The file's time by default, so a replay of the same file on a later
+            // day still finds its receipts (kept by send day).
+            var sent = (try? FileManager.default.attributesOfItem(atPath: file)[.modificationDate] as? Date) ?? Date()
             if let sentAt {
                 guard let parsed = ISO8601DateFormatter().date(from: sentAt) else {
                     throw ValidationError("--sent-at \(sentAt) is not an ISO 8601 time such as 2026-11-29T12:00:00Z")

@@ -5,6 +5,7 @@ import KeyCustody
 import Logging
 import Postgres
 import Pseudonymization
+import Storage
 import VaultAdmin
 import VaultCrypto
 

@@ -30,7 +30,7 @@ struct BatchWriterTests {
         let items = { (name: String, receipt: UInt8) in
             [
                 BatchItem(
-                    receiptID: Array(repeating: receipt, count: 16),
+                    receiptID: Array(repeating: receipt, count: 16), sentDay: "2026-12-01",
                     payload: .login(
                         self.login(name, ip: shared),
                         [
@@ -65,7 +65,8 @@ struct BatchWriterTests {
         let url = try await TestDatabase.create("writer")
         let connection = try await TestDatabase.connect(url)
         let receipt = Array(repeating: UInt8(7), count: 16)
-        let item = BatchItem(receiptID: receipt, payload: .login(login("u", ip: "ip_t1_" + String(repeating: "Q", count: 43)), []))
+        let item = BatchItem(
+            receiptID: receipt, sentDay: "2026-12-01", payload: .login(login("u", ip: "ip_t1_" + String(repeating: "Q", count: 43)), []))
         let first = try await connection.transaction { connection in
             try BatchWriter.write([item, item], tokenKeyVersion: 1, on: connection)
         }

@@ -68,20 +68,27 @@ public struct AuditEntry: Sendable, Equatable {
 /// Rows cut off the end leave a valid log: `verify(head:)` checks a head
 /// recorded elsewhere.
 public enum AuditLog {
-    static let genesis = [UInt8](repeating: 0, count: 32)
+    package static let genesis = [UInt8](repeating: 0, count: 32)
     /// The action of the row that vouches for rows written before migration 4.
     public static let anchorAction = "audit.anchor"
 
     /// What `audit_head()` returns: where the chain stands, the server's time
     /// and the session's role, under the chain lock until the transaction ends.
-    struct Head {
-        let sequence: Int64
-        let hash: [UInt8]
-        let at: String
-        let databaseRole: String
+    package struct Head {
+        package let sequence: Int64
+        package let hash: [UInt8]
+        package let at: String
+        package let databaseRole: String
+
+        package init(sequence: Int64, hash: [UInt8], at: String, databaseRole: String) {
+            self.sequence = sequence
+            self.hash = hash
+            self.at = at
+            self.databaseRole = databaseRole
+        }
     }
 
-    static func head(on connection: isolated PostgresConnection) throws -> Head {
+    package static func head(on connection: isolated PostgresConnection) throws -> Head {
         let row = try connection.query("SELECT head_seq, head_hash, at, db_role FROM audit_head()", prepared: true)[0]
         return Head(
             sequence: Int64(try row.int("head_seq")), hash: try row.bytes("head_hash"), at: try row.string("at"),
@@ -89,7 +96,7 @@ public enum AuditLog {
     }
 
     /// The rows `records` become after `head`, chained and authenticated.
-    static func prepare(_ records: [AuditRecord], after head: Head, actor: AuditActor) throws -> [AuditEntry] {
+    package static func prepare(_ records: [AuditRecord], after head: Head, actor: AuditActor) throws -> [AuditEntry] {
         let key = actor.keys.active
         let mac = try HMACSHA256(key: key.localSecret(keyName: "audit key"))
         var previous = head.hash
@@ -112,7 +119,7 @@ public enum AuditLog {
 
     /// The parameters every appending function takes after its own:
     /// os user, MAC key version, then per row action?, subject, reason, outcome, hash, MAC.
-    static func rowParameters(_ entries: [AuditEntry], actions: Bool) -> [PostgresValue] {
+    package static func rowParameters(_ entries: [AuditEntry], actions: Bool) -> [PostgresValue] {
         [.text(entries.first?.osUser ?? ""), .int(entries.first?.macKeyVersion ?? 0)]
             + (actions ? [.textArray(entries.map(\.action))] : [])
             + [
@@ -133,7 +140,7 @@ public enum AuditLog {
 
     /// Refuses to go on unless `entry` is the chain's row at its sequence now
     /// (checked inside the transaction that appended it).
-    static func requireStored(_ entry: AuditEntry, on connection: isolated PostgresConnection) throws {
+    package static func requireStored(_ entry: AuditEntry, on connection: isolated PostgresConnection) throws {
         let stored = try connection.query("SELECT hash FROM audit_log WHERE seq = $1", [.int(entry.sequence)], prepared: true)
         guard let hash = try stored.first?.bytes("hash"), hash == entry.hash else {
             throw AuditError(
@@ -152,7 +159,7 @@ public enum AuditLog {
 
     /// Runs `body` in a transaction, again when the vault changed between the
     /// rows being prepared and `vault_reveal` or `vault_forget` checking them.
-    static func retryingChanges<T: Sendable>(
+    package static func retryingChanges<T: Sendable>(
         on connection: PostgresConnection, _ body: @Sendable (isolated PostgresConnection) throws -> T
     ) async throws -> T {
         var attempt = 0
@@ -299,7 +306,8 @@ public enum AuditLog {
     /// SHA-256("pseudonymizer.audit.v1" ‖ previous hash ‖ sequence (8 bytes, big-endian) ‖
     /// each of at, os user, database role, action, subject, reason, outcome as
     /// a 4-byte big-endian length and UTF-8). The database's `audit_row_hash` is the same.
-    static func rowHash(previous: [UInt8], sequence: Int64, at: String, osUser: String, databaseRole: String, record: AuditRecord) throws
+    package static func rowHash(previous: [UInt8], sequence: Int64, at: String, osUser: String, databaseRole: String, record: AuditRecord)
+        throws
         -> [UInt8]
     {
         var encoding = Array("pseudonymizer.audit.v1".utf8) + previous
@@ -314,12 +322,12 @@ public enum AuditLog {
 
     /// What the audit key authenticates: `"pseudonymizer.audit.mac.v1" ‖ 0 ‖ row hash`.
     /// The hash covers the row and, through the previous hash, every row before it.
-    static func macInput(_ hash: [UInt8]) -> [UInt8] {
+    package static func macInput(_ hash: [UInt8]) -> [UInt8] {
         Array("pseudonymizer.audit.mac.v1".utf8) + [0] + hash
     }
 
     /// UTC with microseconds, exactly as PostgreSQL formats it back in `entries`.
-    static func timestamp(_ date: Date) -> String {
+    package static func timestamp(_ date: Date) -> String {
         let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded(.down))
         let seconds = micros >= 0 ? micros / 1_000_000 : (micros - 999_999) / 1_000_000
         let fraction = micros - seconds * 1_000_000
