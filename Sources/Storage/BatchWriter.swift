@@ -290,6 +290,7 @@ public enum BatchWriter {
                 quarantine.append(row.dataKeyID)
                 quarantine.append(bytes: row.nonce)
                 quarantine.append(bytes: row.sealedBody)
+                quarantine.append(item.sentDay)
                 quarantine.endRow()
                 quarantinedByReason[row.rejection.reason.rawValue, default: 0] += 1
             }
@@ -304,8 +305,8 @@ public enum BatchWriter {
         if quarantine.rowCount > 0 {
             try connection.copy(
                 """
-                COPY quarantine (receipt_id, source, message_id, reason, field, detail, body_bytes, data_key_id, nonce, sealed_body)
-                FROM STDIN
+                COPY quarantine (receipt_id, source, message_id, reason, field, detail, body_bytes, data_key_id, nonce, sealed_body,
+                                 sent_day) FROM STDIN
                 """, data: quarantine.bytes)
         }
         if !versions.isEmpty {

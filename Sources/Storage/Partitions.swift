@@ -125,9 +125,11 @@ public enum Partitions {
 
     /// The tables that hold `table`'s rows: its leaf partitions, or itself.
     public static func leaves(of table: String, on connection: PostgresConnection) async throws -> [String] {
-        try await connection.query(
+        // pg_partition_tree has no rows for a table that is not partitioned.
+        let partitions = try await connection.query(
             "SELECT relid::regclass::text AS name FROM pg_partition_tree($1::regclass) WHERE isleaf ORDER BY 1", [.text(table)]
         ).map { try $0.string("name") }
+        return try await isPartitioned(table, on: connection) ? partitions : [table]
     }
 
     /// Tokens of live vault entries that no `user_logins` row carries.

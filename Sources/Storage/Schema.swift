@@ -507,16 +507,19 @@ public enum Schema {
                     nonce bytea NOT NULL,
                     sealed_body bytea NOT NULL,
                     quarantined_at timestamptz NOT NULL DEFAULT now(),
+                    -- With the receipt id, names the message (as in ingest_receipts).
+                    sent_day date NOT NULL,
                     quarantined_on date NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')::date,
-                    PRIMARY KEY (receipt_id, quarantined_on)) PARTITION BY RANGE (quarantined_on);
+                    PRIMARY KEY (receipt_id, sent_day, quarantined_on)) PARTITION BY RANGE (quarantined_on);
                 SELECT partition_ensure('quarantine', d, d + 1, 'quarantine_d' || to_char(d, 'YYYYMMDD'))
                 FROM (SELECT DISTINCT (quarantined_at AT TIME ZONE 'UTC')::date AS d FROM quarantine_unpartitioned) days;
-                INSERT INTO quarantine SELECT *, (quarantined_at AT TIME ZONE 'UTC')::date FROM quarantine_unpartitioned;
+                INSERT INTO quarantine SELECT *, '1970-01-01', (quarantined_at AT TIME ZONE 'UTC')::date FROM quarantine_unpartitioned;
                 DROP TABLE quarantine_unpartitioned;
 
                 GRANT INSERT ON ingest_receipts, quarantine TO pseudonymizer_ingest;
                 GRANT SELECT (receipt_id, sent_day) ON ingest_receipts TO pseudonymizer_ingest;
-                GRANT SELECT (receipt_id, source, message_id, reason, field, detail, body_bytes, data_key_id, quarantined_at, quarantined_on)
+                GRANT SELECT (receipt_id, source, message_id, reason, field, detail, body_bytes, data_key_id, quarantined_at, sent_day,
+                                quarantined_on)
                     ON quarantine TO pseudonymizer_vault;
                 GRANT SELECT ON quarantine TO pseudonymizer_rotation;
                 """),

@@ -137,6 +137,18 @@ struct PartitionTests {
         #expect(try await harness.scalar("SELECT count(DISTINCT tableoid) FROM ingest_receipts") == 2)
     }
 
+    @Test("a file sent on two days is two sets of messages, each written (or quarantined) once")
+    func sameFileTwoDays() async throws {
+        let harness = try await IngestHarness.make()
+        let file = try writeFile(try sampleBodies())
+        for (days, written) in [(-1, 99), (0, 99), (-1, 0), (0, 0)] {
+            let run = try await harness.run(try harness.configuration(.file(path: file, sentTimestamp: Self.noon(days))))
+            #expect(run.written == written && run.quarantinedTotal == (written == 0 ? 0 : 1), "sent \(days) days from today")
+        }
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 198)
+        #expect(try await harness.scalar("SELECT count(*) FROM quarantine") == 2)
+    }
+
     @Test("an installation from before partitioning converts with every row; old receipts still catch redeliveries")
     func convertPopulated() async throws {
         let url = try await TestDatabase.createEmpty("convert")
@@ -231,8 +243,10 @@ struct PartitionTests {
             """)
         try await connection.execute(
             """
-            INSERT INTO quarantine (receipt_id, source, message_id, reason, detail, body_bytes, data_key_id, nonce, sealed_body, quarantined_on)
-            VALUES ('\\x01', 'sqs', 'm', 'invalid-json', 'not JSON', 1, '00000000-0000-4000-8000-000000000001', '\\x01', '\\x02', $1::date)
+            INSERT INTO quarantine (receipt_id, source, message_id, reason, detail, body_bytes, data_key_id, nonce, sealed_body, sent_day,
+                                    quarantined_on)
+            VALUES ('\\x01', 'sqs', 'm', 'invalid-json', 'not JSON', 1, '00000000-0000-4000-8000-000000000001', '\\x01', '\\x02', $1::date,
+                    $1::date)
             """, [.text(old)])
         let unaudited = try await runProgram(ingest, ["maintain", "--database-url", harness.databaseURL])
         #expect(unaudited.status == 78 && unaudited.errors.contains("quarantine_old") && unaudited.errors.contains("--audit-keys-dir"))

@@ -201,12 +201,12 @@ struct RoleTests {
         let run = try await runProgram(
             try TestEnvironment.executable("ingest"),
             [
-                "run", "--from-file", file, "--keys-dir", try harness.keys.ingestKeysDirectory(),
+                "run", "--from-file", file, "--sent-at", "2026-01-01T00:00:00Z", "--keys-dir", try harness.keys.ingestKeysDirectory(),
                 "--database-url", try harness.url(as: role),
             ])
         #expect(run.status == 0, "\(run.errors)")
-        // Lines 1–3 repeat the harness's file (same position, same content: already
-        // claimed), so 7 rows are new.
+        // Lines 1–3 repeat the harness's file (same position, same content, same
+        // send day: already claimed), so 7 rows are new.
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 10)
     }
 
