@@ -240,14 +240,21 @@ public enum BatchWriter {
         let claims = Set(items.map { Receipt(id: $0.receiptID, sentDay: $0.sentDay) }).sorted()
         var seen = Set<Receipt>()
         var seenBeforePartitioning = Set<[UInt8]>()
-        for row in try connection.query(
-            """
-            SELECT receipt_id, sent_day::text AS sent_day FROM ingest_receipts
-            WHERE receipt_id = ANY($1::bytea[]) AND sent_day = ANY($2::date[] || $3::date)
-            """, [.byteArrays(claims.map(\.id)), .textArray(days), .text(Receipt.legacyDay)], prepared: true)
-        {
-            let receipt = Receipt(id: try row.bytes("receipt_id"), sentDay: try row.string("sent_day"))
-            if receipt.sentDay == Receipt.legacyDay { seenBeforePartitioning.insert(receipt.id) } else { seen.insert(receipt) }
+        // One probe per send day (nearly always one): with `sent_day IN ($2,
+        // <placeholder>)` PostgreSQL prunes to that day's partition (and the
+        // pre-partitioning one while it exists) even in a generic plan; with
+        // `= ANY($2)` it probed every day kept, a cost that grew with retention.
+        for day in days {
+            let ids = claims.filter { $0.sentDay == day }.map(\.id)
+            for row in try connection.query(
+                """
+                SELECT receipt_id, sent_day::text AS sent_day FROM ingest_receipts
+                WHERE receipt_id = ANY($1::bytea[]) AND sent_day IN ($2::date, DATE '\(Receipt.legacyDay)')
+                """, [.byteArrays(ids), .text(day)], prepared: true)
+            {
+                let receipt = Receipt(id: try row.bytes("receipt_id"), sentDay: try row.string("sent_day"))
+                if receipt.sentDay == Receipt.legacyDay { seenBeforePartitioning.insert(receipt.id) } else { seen.insert(receipt) }
+            }
         }
         var fresh = Set(claims.filter { !seen.contains($0) && !seenBeforePartitioning.contains($0.id) })
         let written = Set(fresh.map(\.id))

@@ -191,11 +191,18 @@ struct RoleTests {
         for statement in [
             "SELECT ciphertext FROM vault_entries", "SELECT * FROM vault_entries", "SELECT wrapped_key FROM data_keys",
             "SELECT * FROM audit_log", "SELECT * FROM user_logins", "DELETE FROM user_logins",
+            // Partitions: made only through ingest_prepare_partitions, never dropped.
+            "SELECT partition_ensure('ingest_receipts', '2030-01-01', '2030-01-02', 'x')", "CREATE TABLE public.x (a int)",
+            "DROP TABLE ingest_receipts_legacy", "ALTER TABLE ingest_receipts DETACH PARTITION ingest_receipts_legacy",
         ] {
             await #expect {
                 try await connection.query(statement)
             } throws: { ($0 as? PostgresError)?.sqlState == "42501" }
         }
+        await #expect {
+            try await connection.query(
+                "SELECT ingest_prepare_partitions(ARRAY(SELECT DATE '2030-01-01' + i FROM generate_series(1, 63) i))")
+        } throws: { ($0 as? PostgresError)?.sqlState == "54000" }
         let file = NSTemporaryDirectory() + "role-\(UUID().uuidString).jsonl"
         try (mixedBodies(count: 10).joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
         let run = try await runProgram(
