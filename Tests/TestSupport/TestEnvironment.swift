@@ -52,12 +52,23 @@ public enum TestDatabase {
     /// The URL of a new database with the schema migrated and, when given,
     /// `keys` registered (as `vault keys init` does).
     public static func create(_ prefix: String = "t", keys: TestKeys? = nil) async throws -> String {
+        try await clusterRoles.value
         let url = try await createEmpty(prefix)
         let connection = try await connect(url)
         try await Schema.migrate(connection, logger: TestEnvironment.logger)
         await connection.close()
         if let keys { try await keys.register(in: url) }
         return url
+    }
+
+    /// The roles the migrations make are cluster-wide: one migration runs
+    /// first, alone, so the parallel tests' migrations find them made (a
+    /// loaded CI run saw a migration fail on a missing role while many first
+    /// migrations raced to create them).
+    private static let clusterRoles = Task {
+        let connection = try await connect(try await createEmpty("roles"))
+        try await Schema.migrate(connection, logger: TestEnvironment.logger)
+        await connection.close()
     }
 
     public static func connect(_ url: String) async throws -> PostgresConnection {
