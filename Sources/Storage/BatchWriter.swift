@@ -234,29 +234,24 @@ public enum BatchWriter {
         // replays), then COPY receipts for the rest. If a concurrent consumer
         // claims one of them between the two, the COPY fails with a unique
         // violation and the caller retries the batch, which then sees it.
-        // Only the batch's days are probed (and the receipts kept from before
-        // partitioning, under their placeholder day, while they last).
+        // One probe per send day (nearly always one): `sent_day IN ($2,
+        // <placeholder>)` prunes to that day's partition and the receipts kept
+        // from before partitioning, even in a generic plan (`= ANY($2)` probed
+        // every day kept: a cost that grew with retention).
         // Sorted, so concurrent writers take index locks in the same order.
         let claims = Set(items.map { Receipt(id: $0.receiptID, sentDay: $0.sentDay) }).sorted()
         var seen = Set<Receipt>()
-        var seenBeforePartitioning = Set<[UInt8]>()
-        // One probe per send day (nearly always one): with `sent_day IN ($2,
-        // <placeholder>)` PostgreSQL prunes to that day's partition (and the
-        // pre-partitioning one while it exists) even in a generic plan; with
-        // `= ANY($2)` it probed every day kept, a cost that grew with retention.
         for day in days {
-            let ids = claims.filter { $0.sentDay == day }.map(\.id)
             for row in try connection.query(
                 """
-                SELECT receipt_id, sent_day::text AS sent_day FROM ingest_receipts
+                SELECT receipt_id FROM ingest_receipts
                 WHERE receipt_id = ANY($1::bytea[]) AND sent_day IN ($2::date, DATE '\(Receipt.legacyDay)')
-                """, [.byteArrays(ids), .text(day)], prepared: true)
+                """, [.byteArrays(claims.filter { $0.sentDay == day }.map(\.id)), .text(day)], prepared: true)
             {
-                let receipt = Receipt(id: try row.bytes("receipt_id"), sentDay: try row.string("sent_day"))
-                if receipt.sentDay == Receipt.legacyDay { seenBeforePartitioning.insert(receipt.id) } else { seen.insert(receipt) }
+                seen.insert(Receipt(id: try row.bytes("receipt_id"), sentDay: day))
             }
         }
-        var fresh = Set(claims.filter { !seen.contains($0) && !seenBeforePartitioning.contains($0.id) })
+        var fresh = Set(claims.filter { !seen.contains($0) })
         let written = Set(fresh.map(\.id))
         if !fresh.isEmpty {
             var receipts = CopyTextBuilder(reservingCapacity: fresh.count * 52)

@@ -3,6 +3,7 @@ import Foundation
 import Postgres
 import Pseudonymization
 import Storage
+import Synchronization
 import TestSupport
 import Testing
 import VaultCrypto
@@ -17,6 +18,18 @@ struct PartitionTests {
     static func noon(_ days: Int) -> Int64 {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         return now - now % day + day / 2 + Int64(days) * day
+    }
+
+    /// A login item sent at `sent` (Unix milliseconds).
+    static func item(_ receipt: [UInt8], user: String, sent: Int64) -> BatchItem {
+        let day = UTCDate.string(fromMilliseconds: sent)
+        return BatchItem(
+            receiptID: receipt, sentDay: day,
+            payload: .login(
+                LoginRow(
+                    userID: user, deviceType: "ios", maskedIP: "ip_t1_" + String(repeating: "A", count: 43),
+                    maskedDeviceID: "dev_t1_" + String(repeating: "B", count: 43), locale: nil, appVersion: AppVersion("1.0")!,
+                    createDate: day), []))
     }
 
     func writeFile(_ bodies: [String]) throws -> String {
@@ -116,14 +129,9 @@ struct PartitionTests {
         try await BatchWriter.insertDataKey(id: dataKey, recoveryKeyVersion: 1, wrappedKey: [0], createdBy: "test", on: connection)
         let midnight = Self.noon(1) - Self.day / 2
         let items = (0..<10).map { index in
-            let sent = midnight + (index < 5 ? -1_000 : 1_000) * Int64(index + 1)
-            return BatchItem(
-                receiptID: Array(repeating: UInt8(index), count: 16), sentDay: UTCDate.string(fromMilliseconds: sent),
-                payload: .login(
-                    LoginRow(
-                        userID: "u\(index)", deviceType: "ios", maskedIP: "ip_t1_" + String(repeating: "A", count: 43),
-                        maskedDeviceID: "dev_t1_" + String(repeating: "B", count: 43), locale: nil, appVersion: AppVersion("1.0")!,
-                        createDate: UTCDate.string(fromMilliseconds: sent)), []))
+            Self.item(
+                Array(repeating: UInt8(index), count: 16), user: "u\(index)",
+                sent: midnight + (index < 5 ? -1_000 : 1_000) * Int64(index + 1))
         }
         #expect(Set(items.map(\.sentDay)).count == 2)
         let first = try await connection.transaction { connection in try BatchWriter.write(items, tokenKeyVersion: 1, on: connection) }
@@ -147,6 +155,62 @@ struct PartitionTests {
         }
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 198)
         #expect(try await harness.scalar("SELECT count(*) FROM quarantine") == 2)
+    }
+
+    @Test("maintain cannot drop a day a batch is writing to: the drop waits for the commit, and gives up at its lock timeout")
+    func dropWaitsForWritingBatch() async throws {
+        let harness = try await IngestHarness.make()
+        let writer = try await harness.connect()
+        let maintainer = try await harness.connect()
+        defer {
+            Task {
+                await writer.close()
+                await maintainer.close()
+            }
+        }
+        let old = Self.noon(-30)
+        let oldDay = "ingest_receipts_d" + UTCDate.string(fromMilliseconds: old).replacingOccurrences(of: "-", with: "")
+        let batch = [Self.item(Array(repeating: 1, count: 16), user: "old", sent: old)]
+        // The batch stays uncommitted until maintain has given up.
+        let maintainDone = Atomic<Bool>(false)
+        async let committed = writer.transaction { connection in
+            let result = try BatchWriter.write(batch, tokenKeyVersion: 1, on: connection)
+            let deadline = ContinuousClock.now + .seconds(120)
+            while !maintainDone.load(ordering: .acquiring), ContinuousClock.now < deadline { usleep(10_000) }
+            return result
+        }
+        try await waitUntil {
+            try await harness.scalar(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'ingest_receipts'::regclass AND mode = 'RowExclusiveLock'") > 0
+        }
+        await #expect {
+            try await Partitions.maintain(policy: .init(), auditActor: nil, lockTimeout: "100ms", on: maintainer)
+        } throws: { ($0 as? PostgresError)?.sqlState == "55P03" }
+        maintainDone.store(true, ordering: .releasing)
+        #expect(try await committed.loginRows == 1)
+        #expect(try await harness.scalar("SELECT count(*) FROM ingest_receipts") == 1, "the batch committed into its day")
+        let report = try await Partitions.maintain(policy: .init(), auditActor: nil, on: maintainer)
+        #expect(report.dropped.contains(oldDay))
+    }
+
+    @Test("ingest --from-file without --sent-at dates rows by the file's time, so replaying the file another day adds nothing")
+    func fileTimeIsSendTime() async throws {
+        let harness = try await IngestHarness.make()
+        let file = try writeFile(try sampleBodies())
+        let fileTime = Date(timeIntervalSince1970: TimeInterval(Self.noon(-3) / 1000))
+        try FileManager.default.setAttributes([.modificationDate: fileTime], ofItemAtPath: file)
+        let arguments = [
+            "run", "--from-file", file, "--keys-dir", harness.ingestKeys, "--database-url", harness.databaseURL,
+        ]
+        for _ in 0..<2 {
+            let run = try await runProgram(try TestEnvironment.executable("ingest"), arguments)
+            #expect(run.status == 0, "\(run.errors)")
+        }
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 99)
+        #expect(
+            try await harness.scalar(
+                "SELECT count(*) FROM user_logins WHERE create_date = $1::date", [.text(UTCDate.string(fromMilliseconds: Self.noon(-3)))])
+                == 99)
     }
 
     @Test("an installation from before partitioning converts with every row; old receipts still catch redeliveries")
@@ -176,12 +240,7 @@ struct PartitionTests {
             "each quarantined message in the partition of its day")
         // A message processed before the conversion, delivered again: a duplicate.
         let receipt = try await connection.query("SELECT decode(md5('7'), 'hex') AS id")[0].bytes("id")
-        let redelivered = BatchItem(
-            receiptID: receipt, sentDay: UTCDate.string(fromMilliseconds: Self.noon(0)),
-            payload: .login(
-                LoginRow(
-                    userID: "late", deviceType: "ios", maskedIP: "ip_t1_x", maskedDeviceID: "dev_t1_y", locale: nil,
-                    appVersion: AppVersion("1.0")!, createDate: "2026-12-01"), []))
+        let redelivered = Self.item(receipt, user: "late", sent: Self.noon(0))
         let result = try await connection.transaction { connection in
             try BatchWriter.write([redelivered], tokenKeyVersion: 1, on: connection)
         }
@@ -202,12 +261,7 @@ struct PartitionTests {
         #expect(try await Partitions.leaves(of: "user_logins", on: connection) == ["user_logins_before_partitioning"])
 
         // A login two months on gets its month's partition on demand.
-        let later = BatchItem(
-            receiptID: Array(repeating: 9, count: 16), sentDay: UTCDate.string(fromMilliseconds: Self.noon(62)),
-            payload: .login(
-                LoginRow(
-                    userID: "later", deviceType: "ios", maskedIP: "ip_t1_x", maskedDeviceID: "dev_t1_y", locale: nil,
-                    appVersion: AppVersion("1.0")!, createDate: UTCDate.string(fromMilliseconds: Self.noon(62))), []))
+        let later = Self.item(Array(repeating: 9, count: 16), user: "later", sent: Self.noon(62))
         _ = try await connection.transaction { connection in try BatchWriter.write([later], tokenKeyVersion: 1, on: connection) }
         #expect(try await Partitions.leaves(of: "user_logins", on: connection).count == 2)
         #expect(try await connection.query("SELECT count(*) AS n FROM user_logins")[0].int("n") == 3001)
