@@ -115,10 +115,10 @@ public struct SQSConfiguration: Sendable {
     }
 }
 
-/// localhost, 127.0.0.0/8 or ::1.
+/// localhost, 127.0.0.0/8 or ::1 (not other names under .localhost: resolvers may send those to DNS).
 func isLoopback(_ host: String) -> Bool {
     let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
-    if bare == "localhost" || bare.hasSuffix(".localhost") || bare == "::1" { return true }
+    if bare == "localhost" || bare == "::1" { return true }
     let octets = bare.split(separator: ".", omittingEmptySubsequences: false)
     return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
 }

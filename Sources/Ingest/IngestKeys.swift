@@ -43,9 +43,13 @@ public final class IngestKeys: Sendable {
 
     public func shutdown() async { await kms.shutdown() }
 
-    /// Refuses key files whose versions are not the registered ones.
+    /// Reads the key files again and refuses them unless their versions are
+    /// the registered ones (and not older than the database's active ones):
+    /// before the first use, so files fixed while ingest waits at start are seen.
     public func verifyRegistered() async throws {
-        try await verify(current, registered: try await registry())
+        let fresh = try Self.read(store)
+        try await verify(fresh, registered: try await registry())
+        state.withLock { $0 = fresh }
     }
 
     public var current: Snapshot { state.withLock { $0 } }

@@ -164,6 +164,7 @@ public final class IngestService: Service {
                 }
             }
         case .file(let path, let sentTimestamp):
+            try await Self.checkSendDay(sentTimestamp, of: path, connect: connect)
             health.queueReachable(true)
             acknowledger = FileAcknowledger()
             let source = FileSource(path: path, sentTimestamp: sentTimestamp, queue: queue, budget: budget, statistics: statistics)
@@ -269,7 +270,7 @@ public final class IngestService: Service {
             } catch let error as PostgresError where error.code == .connectionFailed {
                 health.databaseReachable(false)
                 problem = "\(error)"
-            } catch let error as KeyRegistryError where error.code == .unregistered {
+            } catch let error as KeyRegistryError where error.code == .unregistered || error.code == .rolledBack {
                 problem = error.message
             } catch let error as KMSError where error.isTransient {
                 health.kmsReachable(false)
@@ -285,6 +286,27 @@ public final class IngestService: Service {
             }
             try await Task.sleep(for: backoff.delay(attempt: min(attempt, 10)))
             attempt += 1
+        }
+    }
+
+    /// A file's lines are named by their send day, and receipts are kept only
+    /// for the days the database allows (`ingest maintain` sets them): a send
+    /// time outside is refused before anything is read.
+    static func checkSendDay(_ sentTimestamp: Int64, of path: String, connect: @Sendable () async throws -> PostgresConnection) async throws
+    {
+        let connection = try await connect()
+        defer { Task { await connection.close() } }
+        let day = UTCDate.string(fromMilliseconds: sentTimestamp)
+        let window = try await connection.query(
+            """
+            SELECT ($1::date < today - receipts_retention_days) AS too_old, ($1::date > today + days_ahead) AS too_new,
+                   today - receipts_retention_days AS first, today + days_ahead AS last
+            FROM partition_policy, (SELECT (now() AT TIME ZONE 'UTC')::date AS today) t
+            """, [.text(day)])[0]
+        guard try !window.bool("too_old"), try !window.bool("too_new") else {
+            throw IngestError(
+                "the lines of \(path) would be sent on \(day) (--sent-at, or the file's modification time), outside the days receipts are kept for (\(try window.string("first")) to \(try window.string("last"))): a replay could not be recognised. Give --sent-at within those days, or widen them with `ingest maintain --receipts-retention N`",
+                exitCode: 64)
         }
     }
 

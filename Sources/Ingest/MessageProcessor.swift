@@ -30,7 +30,12 @@ final class MessageProcessor {
         self.statistics = statistics
     }
 
-    private(set) var tokenKeyVersion: Int = 0
+    /// The key versions the last batch was made with.
+    private(set) var keyVersions = BatchWriter.KeyVersions(tokenization: 0, recovery: 0)
+
+    /// How much of an oversized body is kept (sealed): enough to see what it
+    /// was; its length and SHA-256 say the rest.
+    static let keptPrefixBytes = 4096
 
     struct Output {
         var items: [BatchItem]
@@ -64,7 +69,7 @@ final class MessageProcessor {
                     .rejected(
                         Rejection(
                             .bodyTooLarge,
-                            "the line has \(message.byteCount) bytes, more than the \(message.body.count) a message may have; its first \(message.body.count) bytes are sealed here"
+                            "the line has \(message.byteCount) bytes, more than the \(message.body.count) a message may have; its first \(Self.keptPrefixBytes) bytes are sealed here"
                         )))
                 continue
             }
@@ -90,13 +95,24 @@ final class MessageProcessor {
         let requestsBefore = minter.kmsRequests
         let tokens = try await minter.tokens(requests, version: version)
         statistics.kmsRequests(minter.kmsRequests - requestsBefore)
-        tokenKeyVersion = version
+        keyVersions = BatchWriter.KeyVersions(tokenization: version, recovery: current.recovery.active.version)
 
         // The tokens this batch must seal: not known to be stored, first occurrence only.
         var pending = Set<String>()
         var sealsNeeded = 0
-        for token in tokens where !knownTokens.contains(.init(token: token)) && pending.insert(token).inserted { sealsNeeded += 1 }
+        var newValues: [(token: String, request: TokenRequest)] = []
+        for (token, request) in zip(tokens, requests)
+        where !knownTokens.contains(.init(token: token)) && pending.insert(token).inserted {
+            sealsNeeded += 1
+            newValues.append((token, request))
+        }
         for step in steps { if case .rejected = step { sealsNeeded += 1 } }
+        // Each new value's suppression tag: the batch writer leaves out those `vault forget` erased.
+        var suppressionTags: [String: [UInt8]] = [:]
+        if minter.hasSuppressionKey, !newValues.isEmpty {
+            let tags = try await minter.suppressionTags(newValues.map(\.request))
+            for (new, tag) in zip(newValues, tags) { suppressionTags[new.token] = tag }
+        }
 
         let sealer = try await sealer(for: dataKeys.lease(encryptions: max(sealsNeeded, 1)))
         var output = Output(items: [], newTokens: [])
@@ -116,7 +132,7 @@ final class MessageProcessor {
                     entries.append(
                         VaultEntryRecord(
                             token: token, field: field, tokenKeyVersion: version, dataKeyID: sealer.dataKeyID, nonce: nonce,
-                            ciphertext: ciphertext))
+                            ciphertext: ciphertext, suppressionTag: suppressionTags[token]))
                     output.newTokens.append(.init(token: token))
                 }
                 let sentDay = UTCDate.string(fromMilliseconds: message.sentTimestamp)
@@ -136,12 +152,18 @@ final class MessageProcessor {
         try quarantine(message, rejection, sealer: try await sealer(for: dataKeys.lease(encryptions: 1)))
     }
 
+    /// The body is sealed whole, or, when it is too large to be a message
+    /// (`body_too_large`), its first `keptPrefixBytes` with the SHA-256 of
+    /// what was received: bounded storage for whatever anyone sends.
     private func quarantine(_ message: InboundMessage, _ rejection: Rejection, sealer: VaultSealer) throws -> BatchItem {
+        let oversized = rejection.reason == .bodyTooLarge && message.body.count > Self.keptPrefixBytes
+        let kept = oversized ? Array(message.body.prefix(Self.keptPrefixBytes)) : message.body
         let (nonce, sealedBody) = try sealer.seal(
-            message.body, aad: VaultAAD.quarantine(receiptID: message.receiptID, dataKeyID: sealer.dataKeyID))
+            kept, aad: VaultAAD.quarantine(receiptID: message.receiptID, dataKeyID: sealer.dataKeyID))
         let row = QuarantineRow(
             source: message.sourceName, messageID: message.messageID, rejection: rejection,
-            bodyByteCount: message.byteCount, dataKeyID: sealer.dataKeyID, nonce: nonce, sealedBody: sealedBody)
+            bodyByteCount: message.byteCount, dataKeyID: sealer.dataKeyID, nonce: nonce, sealedBody: sealedBody,
+            bodySHA256: oversized ? try SHA256.hash(message.body) : nil)
         return BatchItem(
             receiptID: message.receiptID, sentDay: UTCDate.string(fromMilliseconds: message.sentTimestamp), payload: .quarantine(row))
     }

@@ -84,29 +84,37 @@ final class Writer {
     private func handle(_ batch: [InboundMessage]) async throws {
         let started = ContinuousClock.now
         var staleAttempt = 0
+        var lastExtension = started
         var output: MessageProcessor.Output
         var result: BatchResult
         while true {
-            output = try await retryingOutages(batch, since: started) {
-                try await self.processor.process(batch, dataKeys: self.dataKeys)
-            }
             do {
+                output = try await retryingOutages(batch, since: started) {
+                    try await self.processor.process(batch, dataKeys: self.dataKeys)
+                }
                 result = try await commit(output.items, messages: batch, since: started)
                 break
             } catch let stale as StaleKeysError {
-                // Rotated elsewhere: never write tokens of a version the database
-                // has moved past. Reload and redo the batch; wait if the key files
-                // have not caught up yet (messages stay leased meanwhile).
+                // Rotated elsewhere (or the files were rolled back): never write with
+                // keys older than the database's. Reload and redo the batch; wait,
+                // unready, if the key files have not caught up yet (messages stay
+                // leased meanwhile, their leases extended).
                 if let fresh = await keys.reload() { await dataKeys.useRecoveryKey(fresh.recovery.active) }
-                if keys.current.keyring.active.version < stale.registered {
-                    if staleAttempt % 10 == 0 {
-                        logger.warning("waiting for the rotated key files", metadata: ["writer": "\(name)", "error": "\(stale)"])
-                    }
-                    try await Task.sleep(for: backoff.delay(attempt: min(staleAttempt, 6)))
-                    staleAttempt += 1
+                guard !stale.isResolved(by: keys.current) else { continue }
+                if staleAttempt % 10 == 0 {
+                    logger.warning("waiting for the rotated key files", metadata: ["writer": "\(name)", "error": "\(stale)"])
                 }
+                health.waitingFor(stale.description)
+                try stopIfShuttingDown(during: "key file", batch)
+                if ContinuousClock.now - lastExtension > options.leaseExtensionInterval {
+                    await acknowledger.extendLeases(batch)
+                    lastExtension = .now
+                }
+                try await Task.sleep(for: backoff.delay(attempt: min(staleAttempt, 6)))
+                staleAttempt += 1
             }
         }
+        if staleAttempt > 0 { health.waitingFor(nil) }
         knownTokens.insert(output.newTokens)
         knownTokens.insert(result.alreadyStoredTokens.map { .init(token: $0) })
         statistics.committed(
@@ -129,9 +137,9 @@ final class Writer {
         do {
             return try await retryingOutages(messages, since: started) {
                 let connection = try await self.liveConnection()
-                let version = self.processor.tokenKeyVersion
+                let versions = self.processor.keyVersions
                 return try await connection.transaction { connection in
-                    try BatchWriter.write(items, tokenKeyVersion: version, on: connection)
+                    try BatchWriter.write(items, keys: versions, on: connection)
                 }
             }
         } catch let error as PostgresError where error.isDataError {
@@ -214,6 +222,11 @@ final class Writer {
                 guard conflicts <= 50 else { throw error }
                 logger.debug("write conflict with a concurrent writer; retrying", metadata: ["writer": "\(name)"])
                 try await Task.sleep(for: .milliseconds(Int64.random(in: 1...20)))
+            } catch let error as PostgresError where error.sqlState == "PSK07" {
+                // A send day outside the days receipts are kept for: waiting changes nothing.
+                throw IngestError(
+                    "\(error.message); the messages were not written and stay in the queue (or the file): widen the window with `ingest maintain --receipts-retention N --days-ahead N`",
+                    exitCode: 65)
             } catch let error as PostgresError where error.isTransient || (error.sqlState != nil && !error.isDataError) {
                 // Unreachable, or refusing every write (a revoked grant, a missing
                 // table): not the messages' fault, so none is quarantined. They
@@ -263,5 +276,16 @@ final class Writer {
         let fresh = try await connect()
         connection = fresh
         return fresh
+    }
+}
+
+extension StaleKeysError {
+    /// Whether `keys` are as new as the database requires.
+    func isResolved(by keys: IngestKeys.Snapshot) -> Bool {
+        switch kind {
+        case .tokenization: return keys.keyring.active.version >= registered
+        case .recovery: return keys.recovery.active.version >= registered
+        case .suppression: return keys.keyring.suppression != nil
+        }
     }
 }

@@ -16,6 +16,7 @@ public final class TokenMinter {
     private let cache: TokenCache?
     private let maximumConcurrentCalls: Int
     private var tokenizers: [Int: Tokenizer] = [:]
+    private var suppressionMAC: HMACSHA256?
     /// Keyed with the cache's key (or one of its own without a cache): what
     /// entries are looked up and a call's repeated values merged by.
     private let digest: HMACSHA256
@@ -43,8 +44,31 @@ public final class TokenMinter {
             let tokenizer = try tokenizer(key)
             return try requests.map { try tokenizer.token(for: $0.value, field: $0.field) }
         case .awsKMS(let keyID):
-            return try await kmsTokens(
-                requests.map { (TokenFormat.macInput($0), $0.field) }, keyID: keyID, version: version, useCache: true)
+            let macs = try await kmsMacs(requests.map(TokenFormat.macInput), keyID: keyID, cacheVersion: version, useCache: true)
+            return zip(macs, requests).map { TokenFormat.token(mac: $0, field: $1.field, version: version) }
+        }
+    }
+
+    /// Whether the key files hold the suppression key (key sets made before it existed do not).
+    public var hasSuppressionKey: Bool { keyring.suppression != nil }
+
+    /// The suppression tag of each request's (canonical) value, in order:
+    /// HMAC-SHA256 under the suppression key, which never rotates, of
+    /// `TokenFormat.suppressionMACInput`. A KMS-held suppression key is asked
+    /// through the cache like tokens (cached under version 0).
+    public func suppressionTags(_ requests: [TokenRequest]) async throws -> [[UInt8]] {
+        guard let key = keyring.suppression else {
+            throw KeyFileError(
+                .missing,
+                "the tokenization key file has no suppression key (a key set made before it existed): add one with `vault keys rotate --suppression`, then distribute tokenization.json"
+            )
+        }
+        switch key.material {
+        case .local(let secret):
+            if suppressionMAC == nil { suppressionMAC = try HMACSHA256(key: secret) }
+            return try requests.map { try suppressionMAC!.authenticationCode(for: TokenFormat.suppressionMACInput($0)) }
+        case .awsKMS(let keyID):
+            return try await kmsMacs(requests.map(TokenFormat.suppressionMACInput), keyID: keyID, cacheVersion: 0, useCache: true)
         }
     }
 
@@ -60,9 +84,10 @@ public final class TokenMinter {
             let tokenizer = try tokenizer(key)
             return try oldTokens.map { try tokenizer.token(forErased: $0.token, field: $0.field) }
         case .awsKMS(let keyID):
-            return try await kmsTokens(
-                oldTokens.map { (TokenFormat.erasedMACInput(oldToken: $0.token, field: $0.field), $0.field) }, keyID: keyID,
-                version: version, useCache: false)
+            let macs = try await kmsMacs(
+                oldTokens.map { TokenFormat.erasedMACInput(oldToken: $0.token, field: $0.field) }, keyID: keyID, cacheVersion: version,
+                useCache: false)
+            return zip(macs, oldTokens).map { TokenFormat.token(mac: $0, field: $1.field, version: version) }
         }
     }
 
@@ -72,6 +97,15 @@ public final class TokenMinter {
         case .local: return try key.localTokenizationFingerprint()
         case .awsKMS(let keyID):
             return try await requireKMS(kms, version: key.version).generateMac(keyID: keyID, message: key.tokenizationFingerprintInput)
+        }
+    }
+
+    /// What the database registers for the suppression key (kind "suppression", version 1).
+    public static func suppressionFingerprint(of key: MACKeyVersion, kms: KMSClient?) async throws -> [UInt8] {
+        let input = key.fingerprintInput(kind: "suppression")
+        switch key.material {
+        case .local(let secret): return try HMACSHA256(key: secret).authenticationCode(for: input)
+        case .awsKMS(let keyID): return try await requireKMS(kms, version: key.version).generateMac(keyID: keyID, message: input)
         }
     }
 
@@ -106,23 +140,23 @@ public final class TokenMinter {
         return kms
     }
 
-    private func kmsTokens(_ inputs: [(input: [UInt8], field: PIIField)], keyID: String, version: Int, useCache: Bool) async throws
-        -> [String]
-    {
-        let kms = try Self.requireKMS(kms, version: version)
+    /// The MAC of each input under the KMS key `keyID`: cached ones from the
+    /// cache (under `cacheVersion`), the distinct rest by concurrent `GenerateMac`.
+    private func kmsMacs(_ inputs: [[UInt8]], keyID: String, cacheVersion: Int, useCache: Bool) async throws -> [[UInt8]] {
+        let kms = try Self.requireKMS(kms, version: cacheVersion)
         var macs = [SIMD4<UInt64>?](repeating: nil, count: inputs.count)
         // Distinct inputs not in the cache, and where each one's MAC goes.
         var missing: [SIMD4<UInt64>: [Int]] = [:]
         var order: [(digest: SIMD4<UInt64>, input: [UInt8])] = []
-        for (index, item) in inputs.enumerated() {
-            let key = try digest(of: item.input, version: version)
+        for (index, input) in inputs.enumerated() {
+            let key = try digest(of: input, version: cacheVersion)
             if useCache, let cache, let mac = cache.lookup(key) {
                 macs[index] = mac
                 cacheHits.increment()
                 continue
             }
             if useCache, cache != nil { cacheMisses.increment() }
-            if missing[key] == nil { order.append((key, item.input)) }
+            if missing[key] == nil { order.append((key, input)) }
             missing[key, default: []].append(index)
         }
         let computed = try await Self.generateMacs(
@@ -134,7 +168,7 @@ public final class TokenMinter {
             if useCache { cache?.insert(key, mac: mac) }
             for index in missing[key]! { macs[index] = mac }
         }
-        return zip(macs, inputs).map { mac, item in TokenFormat.token(mac: Self.bytes(mac!), field: item.field, version: version) }
+        return macs.map { Self.bytes($0!) }
     }
 
     private func digest(of input: [UInt8], version: Int) throws -> SIMD4<UInt64> {

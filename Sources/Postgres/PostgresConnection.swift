@@ -39,6 +39,7 @@ public actor PostgresConnection {
 
     private func open(_ conninfo: String, applicationName: String, connectTimeoutSeconds: Int) throws {
         let security = try TransportSecurity.of(conninfo: conninfo)
+        try security.checkBeforeConnecting()
         // Later keywords win and `dbname` is expanded in place, so the caller's
         // URL or conninfo overrides these defaults.
         var keywords = ["connect_timeout", "application_name"]
@@ -81,6 +82,12 @@ public actor PostgresConnection {
     /// The OS thread this connection's calls run on (for tests: it is the
     /// same for every call and never a cooperative-pool thread).
     var executingThread: pthread_t { pthread_self() }
+
+    /// The role this connection logged in as (the server's `session_user`).
+    public var user: String {
+        guard let connection, let user = PQuser(connection) else { return "" }
+        return String(cString: user)
+    }
 
     /// False once the server or network dropped the connection; the owner should
     /// then connect again.

@@ -10,7 +10,7 @@ public enum PostgresValue: Sendable, Hashable {
     /// A `text[]` literal, for `unnest($1::text[])` batches.
     case textArray([String?])
     /// A `bytea[]` literal, for `unnest($1::bytea[])` batches.
-    case byteArrays([[UInt8]])
+    case byteArrays([[UInt8]?])
 
     public static func int(_ value: Int) -> PostgresValue { .int(Int64(value)) }
 
@@ -30,7 +30,7 @@ public enum PostgresValue: Sendable, Hashable {
         case .bool(let value): return Array((value ? "t" : "f").utf8)
         case .bytes(let value): return value
         case .textArray(let values): return Self.arrayLiteral(values)
-        case .byteArrays(let values): return Self.arrayLiteral(values.map { "\\x" + hexEncode($0) })
+        case .byteArrays(let values): return Self.arrayLiteral(values.map { $0.map { "\\x" + hexEncode($0) } })
         }
     }
 
@@ -109,6 +109,32 @@ public struct PostgresRow: Sendable {
     public func optionalBytes(_ column: String) throws -> [UInt8]? {
         guard self[column] != nil else { return nil }
         return try bytes(column)
+    }
+
+    /// A `bytea[]` column of non-null elements (text format `{"\\x…",…}`); a NULL array is empty.
+    public func byteArrayValues(_ column: String) throws -> [[UInt8]] {
+        guard let text = self[column] else { return [] }
+        let utf8 = Array(text.utf8)
+        guard utf8.first == UInt8(ascii: "{"), utf8.last == UInt8(ascii: "}") else {
+            throw PostgresError(.unexpectedResult, "column \(column) is not an array")
+        }
+        guard utf8.count > 2 else { return [] }
+        // bytea elements are never quoted-with-commas: split, unquote, unescape the backslashes.
+        return try utf8[1..<(utf8.count - 1)].split(separator: UInt8(ascii: ",")).map { element in
+            var bytes = Array(element)
+            if bytes.first == UInt8(ascii: "\""), bytes.last == UInt8(ascii: "\"") { bytes = Array(bytes.dropFirst().dropLast()) }
+            var unescaped: [UInt8] = []
+            var index = 0
+            while index < bytes.count {
+                if bytes[index] == UInt8(ascii: "\\"), index + 1 < bytes.count { index += 1 }
+                unescaped.append(bytes[index])
+                index += 1
+            }
+            guard unescaped.starts(with: Array("\\x".utf8)), let decoded = hexDecode(unescaped.dropFirst(2)) else {
+                throw PostgresError(.unexpectedResult, "column \(column) is not a bytea array")
+            }
+            return decoded
+        }
     }
 }
 

@@ -6,10 +6,12 @@ import Foundation
 /// libpq's own default, `sslmode=prefer`, falls back to plaintext without a
 /// word, and an active attacker on the path can then fake any result, an audit
 /// row's COMMIT included. So: when any host a connection may use is neither a
-/// Unix socket nor a loopback address, and neither the URL/conninfo nor the
-/// environment (`PGSSLMODE`) sets `sslmode`, the connection uses
-/// `sslmode=verify-full`; and a connection to such a host that ends up
-/// unencrypted is refused unless `sslmode=disable` was given explicitly.
+/// Unix socket nor a literal loopback address, and neither the URL/conninfo,
+/// its service (`service=`, `PGSERVICE`) nor the environment (`PGSSLMODE`)
+/// sets `sslmode`, the connection uses `sslmode=verify-full`. To such a host,
+/// `allow`, `prefer` and `require` are refused before anything is sent: each
+/// would hand the password to whoever answers, verified or not; only
+/// `verify-ca`/`verify-full`, or `disable` given explicitly, are accepted.
 public struct TransportSecurity: Sendable, Equatable {
     /// The hosts libpq may connect to (`host`/`hostaddr`, comma-separated lists split).
     public let hosts: [String]
@@ -21,9 +23,15 @@ public struct TransportSecurity: Sendable, Equatable {
         self.explicitMode = explicitMode
     }
 
-    /// Reads what libpq would use: the conninfo's keywords, else its
-    /// environment defaults (`PGHOST`, `PGHOSTADDR`, `PGSSLMODE`, `PGREQUIRESSL`).
+    /// Reads what libpq would use: the conninfo's keywords, then its service's
+    /// (as libpq reads the service files), else its environment defaults
+    /// (`PGHOST`, `PGHOSTADDR`, `PGSSLMODE`, `PGREQUIRESSL`). A service that
+    /// cannot be found counts as leaving the machine with no `sslmode`.
     public static func of(conninfo: String) throws -> TransportSecurity {
+        try of(conninfo: conninfo, environment: ProcessInfo.processInfo.environment)
+    }
+
+    public static func of(conninfo: String, environment: [String: String]) throws -> TransportSecurity {
         var options: [String: String] = [:]
         if !conninfo.isEmpty {
             var error: UnsafeMutablePointer<CChar>? = nil
@@ -35,6 +43,13 @@ public struct TransportSecurity: Sendable, Equatable {
             defer { PQconninfoFree(parsed) }
             options = values(of: parsed)
         }
+        // A service's keywords fill in what the conninfo leaves unset (libpq's order).
+        if let service = options["service"] ?? environment["PGSERVICE"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            guard let fromService = ServiceFile.lookUp(service, environment: environment) else {
+                return TransportSecurity(hosts: ["service \(service)"], explicitMode: options["sslmode"] ?? environment["PGSSLMODE"])
+            }
+            options.merge(fromService) { conninfo, _ in conninfo }
+        }
         var defaults: [String: String] = [:]
         if let parsed = PQconndefaults() {
             defer { PQconninfoFree(parsed) }
@@ -43,18 +58,33 @@ public struct TransportSecurity: Sendable, Equatable {
         func effective(_ keyword: String) -> String? { options[keyword] ?? defaults[keyword] }
         var mode = effective("sslmode")
         // libpq's compiled-in default is "prefer": only a value that differs, or one the
-        // caller or environment gave, counts as explicit.
-        if options["sslmode"] == nil, ProcessInfo.processInfo.environment["PGSSLMODE"] == nil {
-            mode = ProcessInfo.processInfo.environment["PGREQUIRESSL"] == "1" ? "require" : nil
+        // caller, its service or the environment gave, counts as explicit.
+        if options["sslmode"] == nil, environment["PGSSLMODE"] == nil {
+            mode = environment["PGREQUIRESSL"] == "1" ? "require" : nil
         }
         let hosts = [effective("host"), effective("hostaddr")].compactMap { $0 }
             .flatMap { $0.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) } }
         return TransportSecurity(hosts: hosts, explicitMode: mode)
     }
 
-    /// True for a Unix socket directory (or the default one, no host at all) and loopback addresses.
+    /// Refuses, before anything is sent, a connection off this machine whose
+    /// `sslmode` would send the password to a server it has not verified.
+    public func checkBeforeConnecting() throws {
+        guard leavesTheMachine, let mode = explicitMode, ["allow", "prefer", "require"].contains(mode) else { return }
+        throw PostgresError(
+            .insecureTransport,
+            """
+            sslmode=\(mode) does not verify the database server's identity, so the password would go to whoever answers at \
+            \(hosts.filter { !Self.isLocal($0) }.joined(separator: ", ")) (a server off this machine); use sslmode=verify-full with \
+            sslrootcert=<the server's CA file>, or, on a network you trust, set sslmode=disable explicitly to allow plaintext
+            """)
+    }
+
+    /// True for a Unix socket directory (or the default one, no host at all) and
+    /// literal loopback addresses. A name, `localhost` included, is looked up
+    /// (hosts file, then DNS where it lacks the name) and counts as leaving the machine.
     public static func isLocal(_ host: String) -> Bool {
-        if host.isEmpty || host.hasPrefix("/") || host.hasPrefix("@") || host == "localhost" || host.hasSuffix(".localhost") { return true }
+        if host.isEmpty || host.hasPrefix("/") || host.hasPrefix("@") { return true }
         let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         var v4 = in_addr()
         if inet_pton(AF_INET, bare, &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
@@ -73,6 +103,39 @@ public struct TransportSecurity: Sendable, Equatable {
 
     /// The `sslmode` to add to the connection parameters, when there is one.
     public var defaultMode: String? { leavesTheMachine && explicitMode == nil ? "verify-full" : nil }
+
+    /// `service`'s keywords from the first connection service file that has it,
+    /// in libpq's order: `PGSERVICEFILE` (else `~/.pg_service.conf`), then
+    /// `pg_service.conf` in `PGSYSCONFDIR` (else Debian's `/etc/postgresql-common`).
+    enum ServiceFile {
+        static func lookUp(_ service: String, environment: [String: String]) -> [String: String]? {
+            let user = environment["PGSERVICEFILE"] ?? environment["HOME"].map { "\($0)/.pg_service.conf" }
+            let system = "\(environment["PGSYSCONFDIR"] ?? "/etc/postgresql-common")/pg_service.conf"
+            for path in [user, system].compactMap({ $0 }) {
+                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { continue }
+                if let keywords = section(service, in: text) { return keywords }
+            }
+            return nil
+        }
+
+        /// The `key=value` lines of section `[service]` of an INI text.
+        static func section(_ service: String, in text: String) -> [String: String]? {
+            var keywords: [String: String]? = nil
+            for raw in text.split(whereSeparator: \.isNewline) {
+                let line = raw.trimmingCharacters(in: .whitespaces)
+                if line.isEmpty || line.hasPrefix("#") { continue }
+                if line.hasPrefix("[") && line.hasSuffix("]") {
+                    if keywords != nil { break }
+                    if line.dropFirst().dropLast() == Substring(service) { keywords = [:] }
+                    continue
+                }
+                guard keywords != nil, let equals = line.firstIndex(of: "=") else { continue }
+                keywords![line[..<equals].trimmingCharacters(in: .whitespaces)] = line[line.index(after: equals)...]
+                    .trimmingCharacters(in: .whitespaces)
+            }
+            return keywords
+        }
+    }
 
     /// Refuses an established connection to `host` that is not encrypted,
     /// unless plaintext was asked for explicitly.

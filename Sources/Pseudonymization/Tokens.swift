@@ -73,6 +73,7 @@ public enum TokenFormat {
     /// other use of the key can produce a token.
     static let domain = "pseudonymizer.token.v1"
     static let erasedDomain = "pseudonymizer.erased-token.v1"
+    static let suppressionDomain = "pseudonymizer.suppression.v1"
 
     static func prefix(_ domain: String, _ field: PIIField) -> [UInt8] { Array("\(domain)\u{0}\(field.rawValue)\u{0}".utf8) }
 
@@ -81,6 +82,13 @@ public enum TokenFormat {
 
     /// The MAC input of the token an erased entry moves to (see `Tokenizer.token(forErased:field:)`).
     public static func erasedMACInput(oldToken: String, field: PIIField) -> [UInt8] { prefix(erasedDomain, field) + Array(oldToken.utf8) }
+
+    /// The MAC input of a value's suppression tag (under the suppression key,
+    /// which never rotates): what `vault forget` records and ingest checks, so
+    /// an erased value is not stored again under any tokenization version.
+    public static func suppressionMACInput(_ request: TokenRequest) -> [UInt8] {
+        prefix(suppressionDomain, request.field) + Array(request.value.utf8)
+    }
 
     /// "ip_t1_" / "dev_t1_": the visible token prefix per field and version.
     static func textPrefix(_ field: PIIField, version: Int) -> [UInt8] { Array("\(field.tag)_t\(version)_".utf8) }

@@ -7,7 +7,7 @@ public import VaultCrypto
 /// authenticated with. (The database role is the server's `session_user`.)
 public struct AuditActor: Sendable {
     public let osUser: String
-    let keys: AuditKeyring
+    package let keys: AuditKeyring
 
     public init(osUser: String, keys: AuditKeyring) {
         self.osUser = osUser
@@ -88,11 +88,86 @@ public enum AuditLog {
         }
     }
 
+    /// The head, checked before anything is authenticated after it: the
+    /// server's stamps must be this session's own role and a time near this
+    /// machine's clock, not earlier than the row before (a replaced
+    /// `audit_head()` would otherwise have `vault` MAC a row as someone else,
+    /// or back-dated).
     package static func head(on connection: isolated PostgresConnection) throws -> Head {
-        let row = try connection.query("SELECT head_seq, head_hash, at, db_role FROM audit_head()", prepared: true)[0]
-        return Head(
+        let row = try connection.query(
+            """
+            SELECT h.head_seq, h.head_hash, h.at, h.db_role,
+                   (SELECT to_char(a.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') FROM audit_log a WHERE a.seq = h.head_seq)
+                       AS previous_at
+            FROM audit_head() h
+            """, prepared: true)[0]
+        let head = Head(
             sequence: Int64(try row.int("head_seq")), hash: try row.bytes("head_hash"), at: try row.string("at"),
             databaseRole: try row.string("db_role"))
+        try checkStamps(head, previousAt: row["previous_at"], sessionUser: connection.user, now: Date())
+        return head
+    }
+
+    /// How far the server's time may be from this machine's, either way, and
+    /// how far back a row's time may be from the row before it (rows written
+    /// before migration 6 were stamped with their transaction's start, which
+    /// can precede a row that took the chain lock first).
+    package static let clockTolerance: Int64 = 300 * 1_000_000
+
+    /// Refuses stamps this session did not get from an honest server.
+    package static func checkStamps(_ head: Head, previousAt: String?, sessionUser: String, now: Date) throws {
+        guard head.databaseRole == sessionUser else {
+            throw AuditError(
+                "the database would stamp this session's audit rows with role \(head.databaseRole), but this session is \(sessionUser): its audit functions were changed; nothing was written. Tell whoever audits the database owners"
+            )
+        }
+        guard let at = microseconds(head.at) else {
+            throw AuditError("the database's audit time \(head.at) is not a time; nothing was written")
+        }
+        let clock = Int64((now.timeIntervalSince1970 * 1_000_000).rounded(.down))
+        guard abs(at - clock) <= clockTolerance else {
+            throw AuditError(
+                "the database would stamp this session's audit rows \(head.at), but this machine's clock says \(timestamp(now)): one of the clocks is wrong (check NTP on both), or the audit functions were changed; nothing was written"
+            )
+        }
+        if let previousAt, let previous = microseconds(previousAt), at < previous {
+            throw AuditError(
+                "the database would stamp this session's audit rows \(head.at), earlier than the row before (\(previousAt)): times only go forward; its audit functions were changed; nothing was written"
+            )
+        }
+    }
+
+    /// Microseconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`.
+    package static func microseconds(_ text: String) -> Int64? {
+        let utf8 = Array(text.utf8)
+        guard utf8.count >= 20, utf8.last == UInt8(ascii: "Z") else { return nil }
+        func number(_ range: Range<Int>) -> Int64? {
+            var value: Int64 = 0
+            for index in range {
+                guard index < utf8.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(utf8[index]) else { return nil }
+                value = value * 10 + Int64(utf8[index] - UInt8(ascii: "0"))
+            }
+            return value
+        }
+        guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10), let hour = number(11..<13),
+            let minute = number(14..<16), let second = number(17..<19), (1...12).contains(month), (1...31).contains(day)
+        else { return nil }
+        var fraction: Int64 = 0
+        if utf8[19] == UInt8(ascii: ".") {
+            let digits = utf8.count - 21
+            guard (1...6).contains(digits), let value = number(20..<(20 + digits)) else { return nil }
+            fraction = value * Int64([100_000, 10_000, 1_000, 100, 10, 1][digits - 1])
+        } else if utf8.count != 20 {
+            return nil
+        }
+        // Days from the civil date (proleptic Gregorian), as Howard Hinnant's days_from_civil.
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yearOfEra = y - era * 400
+        let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        let days = era * 146_097 + dayOfEra - 719_468
+        return ((days * 86_400 + hour * 3600 + minute * 60 + second) * 1_000_000) + fraction
     }
 
     /// The rows `records` become after `head`, chained and authenticated.
@@ -115,6 +190,13 @@ public enum AuditLog {
             previous = hash
         }
         return entries
+    }
+
+    /// One row's parameters for the functions that append a single row:
+    /// os user, MAC key version, action (when `action`), subject, reason, outcome, hash, MAC.
+    package static func singleRowParameters(_ entry: AuditEntry, action: Bool) -> [PostgresValue] {
+        [.text(entry.osUser), .int(entry.macKeyVersion ?? 0)] + (action ? [.text(entry.action)] : [])
+            + [.text(entry.subject), .text(entry.reason), .text(entry.outcome), .bytes(entry.hash), .bytes(entry.mac ?? [])]
     }
 
     /// The parameters every appending function takes after its own:
@@ -172,6 +254,51 @@ public enum AuditLog {
         }
     }
 
+    /// Whether `entry` was written by a holder of the audit key: its hash
+    /// recomputes from its contents and its MAC verifies. (Its place in the
+    /// chain is `verify`'s to check.)
+    package static func isAuthentic(_ entry: AuditEntry, keys: AuditKeyring) -> Bool {
+        guard let mac = entry.mac, let version = entry.macKeyVersion, let key = keys.key(version: version),
+            let secret = try? key.localSecret(keyName: "audit key"),
+            let hash = try? rowHash(
+                previous: entry.previousHash, sequence: entry.sequence, at: entry.at, osUser: entry.osUser,
+                databaseRole: entry.databaseRole,
+                record: AuditRecord(action: entry.action, subject: entry.subject, reason: entry.reason, outcome: entry.outcome)),
+            hash == entry.hash, let expected = try? HMACSHA256(key: secret).authenticationCode(for: macInput(hash))
+        else { return false }
+        return constantTimeEquals(expected, mac)
+    }
+
+    /// The actions of rows that say a token's value was erased (outcome `erased`).
+    public static let erasureActions = ["forget", "forget.carry"]
+
+    /// For each token that has one, an authenticated row saying its value was
+    /// erased: `vault forget`'s, or `vault retokenize`'s when it carried the
+    /// erasure to a new token. A tombstone is believed only with one; a
+    /// ciphertext found for a token that has one was written back after the
+    /// erasure and is never shown.
+    package static func erasures(of tokens: [String], keys: AuditKeyring, on connection: isolated PostgresConnection) throws
+        -> [String: AuditEntry]
+    {
+        guard !tokens.isEmpty else { return [:] }
+        var found: [String: AuditEntry] = [:]
+        for entry in try connection.query(
+            """
+            SELECT \(entryColumns) FROM audit_log
+            WHERE action IN ('forget', 'forget.carry') AND outcome = 'erased' AND subject = ANY($1::text[]) ORDER BY seq
+            """, [.textArray(tokens)], prepared: true
+        ).map(entry) where found[entry.subject] == nil && isAuthentic(entry, keys: keys) {
+            found[entry.subject] = entry
+        }
+        return found
+    }
+
+    package static func erasures(of tokens: [String], keys: AuditKeyring, on connection: PostgresConnection) async throws
+        -> [String: AuditEntry]
+    {
+        try await connection.transaction { connection in try erasures(of: tokens, keys: keys, on: connection) }
+    }
+
     public enum Verification: Sendable, Equatable {
         /// `authenticated` rows carry a valid MAC; the rest (a prefix) predate
         /// migration 4 and are vouched for by the anchor row.
@@ -179,16 +306,47 @@ public enum AuditLog {
         case broken(sequence: Int64, problem: String)
     }
 
-    /// Walks the whole chain in order, checking each row's hash and MAC, and,
-    /// when given, that the row `recordedHead` names is still there unchanged.
+    /// The actions rows could have before migration 4 (the only rows without a MAC).
+    static let actionsBeforeMACs: Set<String> = ["recover", "lookup", "forget", "keys.rotate", "keys.retire", "retokenize", "rewrap"]
+
+    /// Why a row without a MAC cannot be one written before migration 4, or
+    /// nil when it can: `audit-key.json` records how many such rows there were
+    /// when it was made (outside the database); a file made before that was
+    /// recorded bounds them by its first key's creation time and by the
+    /// actions that existed then.
+    static func unauthenticatedRowProblem(_ entry: AuditEntry, keys: AuditKeyring) -> String? {
+        if let recorded = keys.unauthenticatedRows {
+            guard entry.sequence <= recorded.count else {
+                return recorded.count == 0
+                    ? "it has no MAC, and audit-key.json records that every row was authenticated when the audit key was made: its MAC was removed"
+                    : "it has no MAC, and audit-key.json records only rows 1…\(recorded.count) without one: its MAC was removed"
+            }
+            return nil
+        }
+        guard actionsBeforeMACs.contains(entry.action) else {
+            return "it has no MAC, but its action \(entry.action) only exists since audit rows carry MACs: its MAC was removed"
+        }
+        if let created = keys.keys.first.flatMap({ microseconds($0.createdAt) }), let at = microseconds(entry.at), at > created {
+            return "it has no MAC, but it is newer than the audit key (created \(keys.keys.first!.createdAt)): its MAC was removed"
+        }
+        return nil
+    }
+
+    /// Walks the whole chain in order, checking each row's hash, MAC and time
+    /// (never earlier than the row before), and, when given, that the row
+    /// `recordedHead` names is still there unchanged. Rows without a MAC are
+    /// accepted only as the prefix `audit-key.json` records (see
+    /// `unauthenticatedRowProblem`).
     public static func verify(
         keys: AuditKeyring, recordedHead: (sequence: Int64, hash: [UInt8])? = nil, on connection: PostgresConnection
     ) async throws -> Verification {
         var expectedSequence: Int64 = 1
         var previous = genesis
+        var latest: (at: Int64, text: String)? = nil
         var rows = 0
         var authenticated = 0
         var legacy = 0
+        var anchored = false
         var macs: [Int: HMACSHA256] = [:]
         var after: Int64 = 0
         while true {
@@ -206,6 +364,17 @@ public enum AuditLog {
                     previous: previous, sequence: entry.sequence, at: entry.at, osUser: entry.osUser, databaseRole: entry.databaseRole,
                     record: AuditRecord(action: entry.action, subject: entry.subject, reason: entry.reason, outcome: entry.outcome))
                 if recomputed != entry.hash { return .broken(sequence: entry.sequence, problem: "its contents were altered") }
+                guard let at = microseconds(entry.at) else {
+                    return .broken(sequence: entry.sequence, problem: "its time \(entry.at) is not a time")
+                }
+                if let latest, at < latest.at - clockTolerance {
+                    return .broken(
+                        sequence: entry.sequence,
+                        problem:
+                            "its time \(entry.at) is earlier than \(latest.text), the time of a row before it: times only go forward, so it was stamped falsely"
+                    )
+                }
+                if at > latest?.at ?? Int64.min { latest = (at, entry.at) }
                 if let mac = entry.mac, let version = entry.macKeyVersion {
                     guard let key = keys.key(version: version) else {
                         return .broken(
@@ -218,16 +387,30 @@ public enum AuditLog {
                             sequence: entry.sequence,
                             problem: "its MAC does not match: the row was edited, inserted or re-chained by someone without the audit key")
                     }
-                    if legacy > 0 && authenticated == 0 && entry.action != anchorAction {
-                        return .broken(
-                            sequence: entry.sequence,
-                            problem: "rows 1…\(legacy) before it are not authenticated and no anchor vouches for them")
+                    if legacy > 0 && authenticated == 0 {
+                        if let recorded = keys.unauthenticatedRows {
+                            guard Int64(legacy) == recorded.count, entry.previousHash == recorded.head else {
+                                return .broken(
+                                    sequence: entry.sequence,
+                                    problem:
+                                        "rows 1…\(legacy) before it have no MAC, but audit-key.json records \(recorded.count) such rows ending in \(Hex.encode(recorded.head)): the early rows were replaced"
+                                )
+                            }
+                        } else if entry.action != anchorAction {
+                            return .broken(
+                                sequence: entry.sequence,
+                                problem: "rows 1…\(legacy) before it are not authenticated and no anchor vouches for them")
+                        }
                     }
+                    if entry.action == anchorAction { anchored = true }
                     authenticated += 1
                 } else {
                     guard authenticated == 0 else {
                         return .broken(
                             sequence: entry.sequence, problem: "it has no MAC (removed, or the row was inserted without the audit key)")
+                    }
+                    if let problem = unauthenticatedRowProblem(entry, keys: keys) {
+                        return .broken(sequence: entry.sequence, problem: problem)
                     }
                     legacy += 1
                 }
@@ -242,13 +425,22 @@ public enum AuditLog {
             guard let last = page.last else { break }
             after = last.sequence
         }
-        if legacy > 0 && authenticated == 0 {
+        if legacy > 0 && keys.unauthenticatedRows == nil && !anchored {
             return .broken(
                 sequence: 1,
                 problem: """
                     rows 1…\(legacy) are not authenticated (written before migration 4, or every MAC was removed); \
                     if you have checked them, vouch for them once with `vault audit anchor`
                     """)
+        }
+        if let recorded = keys.unauthenticatedRows, recorded.count > 0,
+            Int64(legacy) != recorded.count || (authenticated == 0 && previous != recorded.head)
+        {
+            return .broken(
+                sequence: 1,
+                problem:
+                    "audit-key.json records \(recorded.count) rows without a MAC at the start of the log, and the log has \(legacy): the early rows were replaced"
+            )
         }
         if let recordedHead, recordedHead.sequence > Int64(rows) {
             return .broken(
@@ -258,26 +450,80 @@ public enum AuditLog {
         return .intact(rows: rows, authenticated: authenticated, headSequence: Int64(rows), head: previous)
     }
 
-    /// Vouches for rows written before migration 4 (no MAC) with one
-    /// authenticated row after them; refused once any row is authenticated.
+    /// The rows without a MAC now (a prefix written before migration 4): what
+    /// a new `audit-key.json` records, outside the database.
+    public static func unauthenticatedRows(on connection: PostgresConnection) async throws -> UnauthenticatedAuditRows {
+        let row = try await connection.query(
+            """
+            SELECT count(*) AS n, coalesce(max(seq), 0) AS last,
+                   (SELECT a.hash FROM audit_log a WHERE a.seq = (SELECT max(seq) FROM audit_log WHERE mac IS NULL)) AS hash
+            FROM audit_log WHERE mac IS NULL
+            """)[0]
+        let count = Int64(try row.int("n"))
+        guard count == Int64(try row.int("last")) else {
+            throw AuditError(
+                "the audit log has rows without a MAC after rows with one: they were removed by someone without the audit key; run `vault audit verify` and investigate before making an audit key"
+            )
+        }
+        return count == 0 ? .none : UnauthenticatedAuditRows(count: count, head: try row.bytes("hash"))
+    }
+
+    /// Vouches, in the log, for the rows written before migration 4 (no MAC):
+    /// exactly the rows `audit-key.json` records, or, for a file that records
+    /// none, rows no newer than the audit key with actions that existed then.
+    /// Refused when the audit key was made with every row authenticated, and
+    /// once an anchor exists.
     public static func anchor(reason: String, actor: AuditActor, on connection: PostgresConnection) async throws -> (
         rows: Int64, sequence: Int64
     ) {
         try await connection.transaction { connection in
             let head = try head(on: connection)
-            let authenticated = try connection.query("SELECT count(*) AS n FROM audit_log WHERE mac IS NOT NULL")[0].int("n")
-            guard authenticated == 0, head.sequence > 0 else {
+            let counts = try connection.query(
+                """
+                SELECT count(*) FILTER (WHERE mac IS NULL) AS unauthenticated, count(*) FILTER (WHERE mac IS NOT NULL) AS authenticated,
+                       count(*) FILTER (WHERE action = $1) AS anchors
+                FROM audit_log
+                """, [.text(anchorAction)])[0]
+            let unauthenticated = Int64(try counts.int("unauthenticated"))
+            if let recorded = actor.keys.unauthenticatedRows, recorded.count == 0 {
                 throw AuditError(
-                    authenticated > 0
-                        ? "the audit log already has authenticated rows; an anchor is only for rows written before migration 4 (a request to anchor again is a sign of tampering)"
-                        : "the audit log is empty; there is nothing to anchor")
+                    "audit-key.json was made when every audit row was authenticated: there is nothing to anchor. Rows without a MAC now had it removed; this is tampering, not an upgrade: run `vault audit verify` and investigate"
+                )
+            }
+            guard unauthenticated > 0, try counts.int("anchors") == 0 else {
+                throw AuditError(
+                    unauthenticated == 0
+                        ? "every audit row is authenticated; there is nothing to anchor"
+                        : "the unauthenticated rows are anchored already (a request to anchor again is a sign of tampering)")
+            }
+            if actor.keys.unauthenticatedRows == nil, try counts.int("authenticated") > 0 {
+                throw AuditError(
+                    "the audit log already has authenticated rows; an anchor must come before them (a request to anchor now is a sign of tampering)"
+                )
+            }
+            var last = AuditLog.genesis
+            var seen: Int64 = 0
+            for entry in try connection.query(
+                "SELECT \(entryColumns) FROM audit_log WHERE mac IS NULL ORDER BY seq"
+            ).map(entry) {
+                seen += 1
+                guard entry.sequence == seen, unauthenticatedRowProblem(entry, keys: actor.keys) == nil else {
+                    throw AuditError(
+                        "row \(entry.sequence) has no MAC, but \(unauthenticatedRowProblem(entry, keys: actor.keys) ?? "it follows authenticated rows"); nothing was anchored: run `vault audit verify` and investigate"
+                    )
+                }
+                last = entry.hash
+            }
+            if let recorded = actor.keys.unauthenticatedRows, recorded.count != unauthenticated || recorded.head != last {
+                throw AuditError(
+                    "audit-key.json records \(recorded.count) rows without a MAC, the log has \(unauthenticated) others: the early rows were replaced; nothing was anchored"
+                )
             }
             let record = AuditRecord(
-                action: anchorAction, subject: "rows 1…\(head.sequence), head \(Hex.encode(head.hash))", reason: reason,
-                outcome: "anchored")
+                action: anchorAction, subject: "rows 1…\(unauthenticated), head \(Hex.encode(last))", reason: reason, outcome: "anchored")
             let entries = try prepare([record], after: head, actor: actor)
             try connection.query("SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8)", rowParameters(entries, actions: true))
-            return (head.sequence, entries[0].sequence)
+            return (unauthenticated, entries[0].sequence)
         }
     }
 
@@ -285,22 +531,28 @@ public enum AuditLog {
     public static func entries(after: Int64 = 0, since: Date? = nil, limit: Int, on connection: PostgresConnection) async throws
         -> [AuditEntry]
     {
-        let rows = try await connection.query(
+        try await connection.query(
             """
-            SELECT seq, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at, os_user, db_role, action,
-                   subject, reason, outcome, prev_hash, hash, mac_key_version, mac
+            SELECT \(entryColumns)
             FROM audit_log WHERE seq > $1 AND ($2::timestamptz IS NULL OR at >= $2::timestamptz)
             ORDER BY seq LIMIT $3
-            """, [.int(after), .optionalText(since.map(timestamp)), .int(limit)])
-        return try rows.map { row in
-            AuditEntry(
-                sequence: Int64(try row.int("seq")), at: try row.string("at"), osUser: try row.string("os_user"),
-                databaseRole: try row.string("db_role"), action: try row.string("action"), subject: try row.string("subject"),
-                reason: try row.string("reason"), outcome: try row.string("outcome"),
-                previousHash: try row.bytes("prev_hash"), hash: try row.bytes("hash"),
-                macKeyVersion: try row.optionalInt("mac_key_version"),
-                mac: try row.optionalBytes("mac"))
-        }
+            """, [.int(after), .optionalText(since.map(timestamp)), .int(limit)]
+        ).map(entry)
+    }
+
+    static let entryColumns = """
+        seq, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at, os_user, db_role, action,
+        subject, reason, outcome, prev_hash, hash, mac_key_version, mac
+        """
+
+    static func entry(_ row: PostgresRow) throws -> AuditEntry {
+        AuditEntry(
+            sequence: Int64(try row.int("seq")), at: try row.string("at"), osUser: try row.string("os_user"),
+            databaseRole: try row.string("db_role"), action: try row.string("action"), subject: try row.string("subject"),
+            reason: try row.string("reason"), outcome: try row.string("outcome"),
+            previousHash: try row.bytes("prev_hash"), hash: try row.bytes("hash"),
+            macKeyVersion: try row.optionalInt("mac_key_version"),
+            mac: try row.optionalBytes("mac"))
     }
 
     /// SHA-256("pseudonymizer.audit.v1" ‖ previous hash ‖ sequence (8 bytes, big-endian) ‖

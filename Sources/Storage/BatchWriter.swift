@@ -26,39 +26,29 @@ public struct LoginRow: Sendable {
     }
 }
 
-/// A row for `vault_entries`: a sealed original, or (when retokenizing an
-/// erased entry) a tombstone with no nonce or ciphertext.
+/// A row for `vault_entries`: a sealed original.
 public struct VaultEntryRecord: Sendable {
     public let token: String
     public let field: PIIField
     public let tokenKeyVersion: Int
     public let dataKeyID: String
-    public let nonce: [UInt8]?
-    public let ciphertext: [UInt8]?
-    public let erasedAt: String?
-    public let erasedBy: String?
+    public let nonce: [UInt8]
+    public let ciphertext: [UInt8]
+    /// The value's suppression tag (not stored): an entry whose tag `vault
+    /// forget` recorded is not written. Nil without a suppression key.
+    public let suppressionTag: [UInt8]?
 
-    public init(token: String, field: PIIField, tokenKeyVersion: Int, dataKeyID: String, nonce: [UInt8], ciphertext: [UInt8]) {
+    public init(
+        token: String, field: PIIField, tokenKeyVersion: Int, dataKeyID: String, nonce: [UInt8], ciphertext: [UInt8],
+        suppressionTag: [UInt8]? = nil
+    ) {
         self.token = token
         self.field = field
         self.tokenKeyVersion = tokenKeyVersion
         self.dataKeyID = dataKeyID
         self.nonce = nonce
         self.ciphertext = ciphertext
-        erasedAt = nil
-        erasedBy = nil
-    }
-
-    /// An erased entry: the token exists, its original is gone.
-    public init(tombstone token: String, field: PIIField, tokenKeyVersion: Int, dataKeyID: String, erasedAt: String?, erasedBy: String?) {
-        self.token = token
-        self.field = field
-        self.tokenKeyVersion = tokenKeyVersion
-        self.dataKeyID = dataKeyID
-        nonce = nil
-        ciphertext = nil
-        self.erasedAt = erasedAt ?? "now"
-        self.erasedBy = erasedBy
+        self.suppressionTag = suppressionTag
     }
 }
 
@@ -96,18 +86,14 @@ public enum VaultEntries {
             copy.append(entry.field.rawValue)
             copy.append(entry.tokenKeyVersion)
             copy.append(entry.dataKeyID)
-            if let nonce = entry.nonce { copy.append(bytes: nonce) } else { copy.append(nil as String?) }
-            if let ciphertext = entry.ciphertext { copy.append(bytes: ciphertext) } else { copy.append(nil as String?) }
-            copy.append(entry.erasedAt)
-            copy.append(entry.erasedBy)
+            copy.append(bytes: entry.nonce)
+            copy.append(bytes: entry.ciphertext)
             copy.endRow()
         }
         try connection.execute("SAVEPOINT vault_copy")
         do {
             try connection.copy(
-                """
-                COPY vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext, erased_at, erased_by) FROM STDIN
-                """, data: copy.bytes)
+                "COPY vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext) FROM STDIN", data: copy.bytes)
             try connection.execute("RELEASE SAVEPOINT vault_copy")
         } catch let error as PostgresError where error.sqlState == "23505" {
             // Two writers met on the same new token (a returning user in both
@@ -115,16 +101,14 @@ public enum VaultEntries {
             try connection.execute("ROLLBACK TO SAVEPOINT vault_copy")
             try connection.execute(
                 """
-                INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext, erased_at, erased_by)
-                SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::uuid[], $5::bytea[], $6::bytea[], $7::timestamptz[], $8::text[])
+                INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext)
+                SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::uuid[], $5::bytea[], $6::bytea[])
                 ON CONFLICT (token) DO NOTHING
                 """,
                 [
                     .textArray(fresh.map(\.token)), .textArray(fresh.map(\.field.rawValue)),
                     .textArray(fresh.map { String($0.tokenKeyVersion) }), .textArray(fresh.map(\.dataKeyID)),
-                    .textArray(fresh.map { $0.nonce.map { "\\x" + Hex.encode($0) } }),
-                    .textArray(fresh.map { $0.ciphertext.map { "\\x" + Hex.encode($0) } }),
-                    .textArray(fresh.map(\.erasedAt)), .textArray(fresh.map(\.erasedBy)),
+                    .byteArrays(fresh.map(\.nonce)), .byteArrays(fresh.map(\.ciphertext)),
                 ], prepared: true)
         }
         return stored
@@ -140,10 +124,12 @@ public struct QuarantineRow: Sendable {
     public let dataKeyID: String
     public let nonce: [UInt8]
     public let sealedBody: [UInt8]
+    /// SHA-256 of the whole body when only a prefix of it is sealed.
+    public let bodySHA256: [UInt8]?
 
     public init(
         source: String, messageID: String, rejection: Rejection, bodyByteCount: Int, dataKeyID: String,
-        nonce: [UInt8], sealedBody: [UInt8]
+        nonce: [UInt8], sealedBody: [UInt8], bodySHA256: [UInt8]? = nil
     ) {
         self.source = source
         self.messageID = messageID
@@ -152,6 +138,7 @@ public struct QuarantineRow: Sendable {
         self.dataKeyID = dataKeyID
         self.nonce = nonce
         self.sealedBody = sealedBody
+        self.bodySHA256 = bodySHA256
     }
 }
 
@@ -187,15 +174,19 @@ public struct BatchResult: Sendable {
     public let vaultEntriesOffered: Int
     /// Tokens the batch found already in the vault (worth remembering).
     public let alreadyStoredTokens: [String]
+    /// New values not stored because `vault forget` erased them (their rows are written).
+    public let suppressedEntries: Int
 
     public init(
-        written: Set<[UInt8]>, loginRows: Int, quarantined: [String: Int], vaultEntriesOffered: Int, alreadyStoredTokens: [String] = []
+        written: Set<[UInt8]>, loginRows: Int, quarantined: [String: Int], vaultEntriesOffered: Int, alreadyStoredTokens: [String] = [],
+        suppressedEntries: Int = 0
     ) {
         self.written = written
         self.loginRows = loginRows
         self.quarantined = quarantined
         self.vaultEntriesOffered = vaultEntriesOffered
         self.alreadyStoredTokens = alreadyStoredTokens
+        self.suppressedEntries = suppressedEntries
     }
 }
 
@@ -218,18 +209,46 @@ struct Receipt: Hashable, Comparable {
 /// Everything goes in by COPY; a unique violation means a concurrent writer
 /// got there first, and the batch is simply retried.
 public enum BatchWriter {
-    /// Runs inside a transaction the caller opened. `tokenKeyVersion` is the
-    /// version of the tokens in `items`; the batch is refused (`StaleKeysError`)
-    /// when a retokenization to a newer version is under way.
-    public static func write(_ items: [BatchItem], tokenKeyVersion: Int, on connection: isolated PostgresConnection) throws -> BatchResult {
-        try connection.execute(
-            "SELECT pg_advisory_xact_lock_shared($1)",
-            [.int(KeyRegistry.writerLock(tokenizationVersion: tokenKeyVersion))], prepared: true)
-        if let registered = try KeyRegistry.enforcedTokenizationVersion(on: connection), registered > tokenKeyVersion {
-            throw StaleKeysError(registered: registered, local: tokenKeyVersion)
+    /// The key versions a batch was made with: its tokens', and the recovery
+    /// key new data keys are wrapped to.
+    public struct KeyVersions: Sendable {
+        public let tokenization: Int
+        public let recovery: Int
+
+        public init(tokenization: Int, recovery: Int) {
+            self.tokenization = tokenization
+            self.recovery = recovery
         }
+    }
+
+    /// Runs inside a transaction the caller opened. The batch is refused
+    /// (`StaleKeysError`) when the database's active tokenization or
+    /// recovery key, or the tokenization key a retokenization enforces, is
+    /// newer than `keys`: key files rolled back, or not arrived yet.
+    public static func write(_ items: [BatchItem], keys: KeyVersions, on connection: isolated PostgresConnection) throws -> BatchResult {
         let days = Set(items.map(\.sentDay)).sorted()
-        try connection.execute("SELECT ingest_prepare_partitions($1::date[])", [.textArray(days)], prepared: true)
+        // The suppression tags of the values this batch would store.
+        var tags: [[UInt8]] = []
+        for item in items {
+            if case .login(_, let entries) = item.payload { tags += entries.compactMap(\.suppressionTag) }
+        }
+        // One round trip: the writer and suppression locks (shared, to commit),
+        // the versions the database requires, the partitions, the suppressed tags.
+        let begun = try connection.query(
+            """
+            SELECT enforced, active_tokenization, active_recovery, suppressed FROM ingest_begin_batch($1, $2::date[], $3::bytea[])
+            """, [.int(keys.tokenization), .textArray(days), .byteArrays(tags)], prepared: true)[0]
+        for (kind, required, local) in [
+            (
+                KeyRegistry.Kind.tokenization,
+                max(try begun.optionalInt("enforced") ?? 0, try begun.optionalInt("active_tokenization") ?? 0),
+                keys.tokenization
+            ),
+            (.recovery, try begun.optionalInt("active_recovery") ?? 0, keys.recovery),
+        ] where required > local {
+            throw StaleKeysError(kind: kind, registered: required, local: local)
+        }
+        let suppressed = Set(try begun.byteArrayValues("suppressed"))
         // Optimistic claiming: find the messages already processed (redeliveries,
         // replays), then COPY receipts for the rest. If a concurrent consumer
         // claims one of them between the two, the COPY fails with a unique
@@ -268,9 +287,11 @@ public enum BatchWriter {
         var quarantine = CopyTextBuilder()
         var quarantinedByReason: [String: Int] = [:]
         var versions: [Int32: String] = [:]
+        var suppressedEntries = 0
         for item in items where fresh.remove(Receipt(id: item.receiptID, sentDay: item.sentDay)) != nil {
             switch item.payload {
             case .login(let row, let entries):
+                for entry in entries where entry.suppressionTag.map(suppressed.contains) == true { suppressedEntries += 1 }
                 logins.append(row.userID)
                 logins.append(row.deviceType)
                 logins.append(row.maskedIP)
@@ -280,7 +301,7 @@ public enum BatchWriter {
                 logins.append(row.createDate)
                 logins.endRow()
                 versions[row.appVersion.code] = row.appVersion.canonical
-                for entry in entries { vault[entry.token] = entry }
+                for entry in entries where entry.suppressionTag.map(suppressed.contains) != true { vault[entry.token] = entry }
             case .quarantine(let row):
                 quarantine.append(bytes: item.receiptID)
                 quarantine.append(row.source)
@@ -293,6 +314,7 @@ public enum BatchWriter {
                 quarantine.append(bytes: row.nonce)
                 quarantine.append(bytes: row.sealedBody)
                 quarantine.append(item.sentDay)
+                if let digest = row.bodySHA256 { quarantine.append(bytes: digest) } else { quarantine.append(nil as String?) }
                 quarantine.endRow()
                 quarantinedByReason[row.rejection.reason.rawValue, default: 0] += 1
             }
@@ -308,7 +330,7 @@ public enum BatchWriter {
             try connection.copy(
                 """
                 COPY quarantine (receipt_id, source, message_id, reason, field, detail, body_bytes, data_key_id, nonce, sealed_body,
-                                 sent_day) FROM STDIN
+                                 sent_day, body_sha256) FROM STDIN
                 """, data: quarantine.bytes)
         }
         if !versions.isEmpty {
@@ -322,7 +344,7 @@ public enum BatchWriter {
         }
         return BatchResult(
             written: written, loginRows: logins.rowCount, quarantined: quarantinedByReason,
-            vaultEntriesOffered: vault.count, alreadyStoredTokens: storedTokens)
+            vaultEntriesOffered: vault.count, alreadyStoredTokens: storedTokens, suppressedEntries: suppressedEntries)
     }
 
     /// Records a new data key; committed before any entry uses it.

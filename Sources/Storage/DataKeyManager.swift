@@ -113,9 +113,16 @@ public actor DataKeyManager {
         let id = UUID().uuidString.lowercased()
         let key = try SecureBytes.random(count: DataKeyWrap.keyByteCount)
         let wrapped = try DataKeyWrap.wrap(key, dataKeyID: id, to: recoveryKey)
-        try await BatchWriter.insertDataKey(
-            id: id, recoveryKeyVersion: recoveryKey.version, wrappedKey: wrapped,
-            createdBy: createdBy, on: try await liveConnection())
+        do {
+            try await BatchWriter.insertDataKey(
+                id: id, recoveryKeyVersion: recoveryKey.version, wrappedKey: wrapped,
+                createdBy: createdBy, on: try await liveConnection())
+        } catch let error as PostgresError where error.sqlState == "PSK05" {
+            // The database's active recovery key is newer than the one in hand.
+            let active = try await liveConnection().query(
+                "SELECT max(version) AS version FROM key_versions WHERE kind = 'recovery' AND state = 'active'")
+            throw StaleKeysError(kind: .recovery, registered: try active.first?.optionalInt("version") ?? 0, local: recoveryKey.version)
+        }
         onCreate(id)
         logger.info("new data key", metadata: ["data_key_id": "\(id)", "recovery_key_version": "\(recoveryKey.version)"])
         return Current(id: id, key: key, created: .now, encryptions: 0)

@@ -12,27 +12,14 @@ public enum KeyRegistry {
     public enum Kind: String, Sendable {
         case tokenization
         case recovery
+        /// The key of the suppression tags of erased values (one version, never rotated).
+        case suppression
     }
 
-    /// Records every version in `versions` with its state (upsert) and marks
-    /// `retired` versions retired.
-    public static func record(
-        _ kind: Kind, versions: [(version: Int, state: KeyState)], retired: [Int] = [], on connection: isolated PostgresConnection
-    ) throws {
-        for (version, state) in versions {
-            try connection.execute(
-                """
-                INSERT INTO key_versions (kind, version, state) VALUES ($1, $2, $3)
-                ON CONFLICT (kind, version) DO UPDATE SET state = EXCLUDED.state, retired_at = NULL
-                """, [.text(kind.rawValue), .int(version), .text(state.rawValue)])
-        }
-        for version in retired {
-            try connection.execute(
-                """
-                INSERT INTO key_versions (kind, version, state, retired_at) VALUES ($1, $2, 'retired', now())
-                ON CONFLICT (kind, version) DO UPDATE SET state = 'retired', retired_at = now()
-                """, [.text(kind.rawValue), .int(version)])
-        }
+    /// Retires `version` (through `key_retire`, bound to the run): refused
+    /// by the database while entries or data keys still depend on it.
+    public static func retire(_ kind: Kind, version: Int, run: RotationRun, on connection: isolated PostgresConnection) throws {
+        try connection.execute("SELECT key_retire($1, $2, $3)", [.int(run.sequence), .text(kind.rawValue), .int(version)])
     }
 
     /// A key version as the database knows it.
@@ -83,6 +70,12 @@ public enum KeyRegistry {
                     kind: .tokenization, version: key.version, state: key.state,
                     fingerprint: try await TokenMinter.fingerprint(of: key, kms: kms), path: store.tokenizationPath))
         }
+        if let suppression = tokenization?.suppression {
+            keys.append(
+                FileKey(
+                    kind: .suppression, version: suppression.version, state: suppression.state,
+                    fingerprint: try await TokenMinter.suppressionFingerprint(of: suppression, kms: kms), path: store.tokenizationPath))
+        }
         for key in recovery?.keys ?? [] {
             keys.append(
                 FileKey(
@@ -94,8 +87,27 @@ public enum KeyRegistry {
 
     /// Refuses key files that are not the ones registered: a version whose
     /// fingerprint differs (the file was swapped), one never registered, or
-    /// one retired. Pure: the caller reads `registered` from the database.
+    /// one retired; and files whose active version is older than the
+    /// database's active one (rolled back, or not distributed yet after a
+    /// rotation). Pure: the caller reads `registered` from the database.
     public static func verify(_ keys: [FileKey], against registered: [Registered]) throws {
+        if let tokenization = keys.first(where: { $0.kind == .tokenization }), !keys.contains(where: { $0.kind == .suppression }),
+            registered.contains(where: { $0.kind == .suppression })
+        {
+            throw KeyRegistryError(
+                .rolledBack,
+                "\(tokenization.path) has no suppression key, but the database has one registered: without it erased values would be stored again. Distribute the current tokenization.json (the one `vault keys rotate --suppression` wrote)"
+            )
+        }
+        for key in keys where key.state == .active {
+            guard let newest = registered.filter({ $0.kind == key.kind && $0.state == "active" }).map(\.version).max(),
+                newest > key.version
+            else { continue }
+            throw KeyRegistryError(
+                .rolledBack,
+                "\(key.kind.rawValue) key v\(key.version) is the active one in \(key.path), but the database's active \(key.kind.rawValue) key is v\(newest): the key file is older than the registry (rolled back, or the rotated file has not arrived). Nothing is written with it; distribute the current key files (if nobody rotated back, find out who replaced them)"
+            )
+        }
         for key in keys {
             guard let entry = registered.first(where: { $0.kind == key.kind && $0.version == key.version }),
                 let fingerprint = entry.fingerprint
@@ -121,21 +133,27 @@ public enum KeyRegistry {
     }
 
     /// Registers every version in `keys` not registered yet (its fingerprint is
-    /// set once, by `register_key`); refuses one registered with another fingerprint.
-    /// Returns the versions newly registered.
+    /// set once, by `key_register` in the audited run `run`); refuses one
+    /// registered with another fingerprint, or one older than a registered
+    /// version. Returns the versions newly registered.
     @discardableResult
-    public static func register(_ keys: [FileKey], on connection: isolated PostgresConnection) throws -> [FileKey] {
+    public static func register(_ keys: [FileKey], run: RotationRun, on connection: isolated PostgresConnection) throws -> [FileKey] {
         var added: [FileKey] = []
-        for key in keys {
+        for key in keys.sorted(by: { ($0.kind.rawValue, $0.version) < ($1.kind.rawValue, $1.version) }) {
             do {
                 let outcome = try connection.query(
-                    "SELECT register_key($1, $2, $3, $4) AS outcome",
-                    [.text(key.kind.rawValue), .int(key.version), .text(key.state.rawValue), .bytes(key.fingerprint)])
+                    "SELECT key_register($1, $2, $3, $4, $5) AS outcome",
+                    [.int(run.sequence), .text(key.kind.rawValue), .int(key.version), .text(key.state.rawValue), .bytes(key.fingerprint)])
                 if try outcome.first?.string("outcome") == "registered" { added.append(key) }
             } catch let error as PostgresError where error.sqlState == "PSK01" {
                 throw KeyRegistryError(
                     .mismatch,
                     "\(key.kind.rawValue) key v\(key.version) in \(key.path) differs from the key registered for v\(key.version) in the database; it was replaced, or the key set belongs to another installation; nothing was registered"
+                )
+            } catch let error as PostgresError where error.sqlState == "PSK04" {
+                throw KeyRegistryError(
+                    .rolledBack,
+                    "\(key.kind.rawValue) key v\(key.version) in \(key.path) is older than a version the database has registered (or a second suppression key): key versions only move forward; nothing was registered"
                 )
             }
         }
@@ -150,13 +168,10 @@ public enum KeyRegistry {
         ).first?.optionalInt("version")
     }
 
-    /// From now on, writers with an older tokenization key wait instead of writing.
-    public static func enforceTokenization(version: Int, on connection: isolated PostgresConnection) throws {
-        try connection.execute(
-            """
-            INSERT INTO key_versions (kind, version, state, enforced) VALUES ('tokenization', $1, 'active', true)
-            ON CONFLICT (kind, version) DO UPDATE SET enforced = true
-            """, [.int(version)])
+    /// From now on, writers with an older tokenization key wait instead of
+    /// writing (`key_enforce`: only the active registered version).
+    public static func enforceTokenization(version: Int, run: RotationRun, on connection: PostgresConnection) async throws {
+        try await connection.execute("SELECT key_enforce($1, $2)", [.int(run.sequence), .int(version)])
     }
 
     /// The advisory lock held (shared) by every transaction that writes tokens of
@@ -164,8 +179,10 @@ public enum KeyRegistry {
     /// version's entries: no entry is dropped while a row referring to it is
     /// being written.
     public static func writerLock(tokenizationVersion version: Int) -> Int64 {
-        0x746f_6b65_6e00_0000 | Int64(version & 0xffff)
+        writerLockBase | Int64(version & 0xffff)
     }
+
+    static let writerLockBase: Int64 = 0x746f_6b65_6e00_0000  // "token"
 }
 
 /// Key files that are not the ones the database registered.
@@ -177,6 +194,8 @@ public struct KeyRegistryError: Error, CustomStringConvertible, Equatable, Senda
         case mismatch
         /// A version the database records as retired.
         case retired
+        /// Files whose active version is older than the database's active one.
+        case rolledBack
     }
 
     public let code: Code
@@ -192,12 +211,21 @@ public struct KeyRegistryError: Error, CustomStringConvertible, Equatable, Senda
     public static func == (lhs: KeyRegistryError, rhs: KeyRegistryError) -> Bool { lhs.code == rhs.code }
 }
 
-/// The database requires a newer tokenization key than the writer has.
+/// The database requires a newer key than the writer has: a newer active
+/// tokenization or recovery key (rotated), or an enforced tokenization key (a
+/// retokenization is under way).
 public struct StaleKeysError: Error, CustomStringConvertible {
+    public let kind: KeyRegistry.Kind
     public let registered: Int
     public let local: Int
 
+    public init(kind: KeyRegistry.Kind, registered: Int, local: Int) {
+        self.kind = kind
+        self.registered = registered
+        self.local = local
+    }
+
     public var description: String {
-        "the database requires tokenization key v\(registered) (a retokenization is under way) but this process has v\(local); distribute the new key files"
+        "the database's active \(kind.rawValue) key is v\(registered) but this process has v\(local); nothing is written with it until the new key files arrive (if nobody rotated, find out who rolled them back)"
     }
 }

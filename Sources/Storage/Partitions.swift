@@ -46,6 +46,10 @@ public enum Partitions {
     ) async throws -> Report {
         var report = Report()
         try await connection.execute("SELECT set_config('lock_timeout', $1, false)", [.text(lockTimeout)])
+        // The days ingest may write receipts for: back to the retention, ahead as far as partitions are made.
+        try await connection.execute(
+            "UPDATE partition_policy SET receipts_retention_days = $1, days_ahead = greatest($2, 1)",
+            [.int(policy.receiptsRetentionDays), .int(policy.daysAhead)])
         let loginsPartitioned = try await isPartitioned(logins, on: connection)
 
         for (table, unit, ahead) in [(receipts, "day", policy.daysAhead), (quarantine, "day", policy.daysAhead)]

@@ -523,6 +523,7 @@ public enum Schema {
                     ON quarantine TO pseudonymizer_vault;
                 GRANT SELECT ON quarantine TO pseudonymizer_rotation;
                 """),
+        migration6,
     ]
 
     /// Serializes audit appenders across processes so the chain never forks

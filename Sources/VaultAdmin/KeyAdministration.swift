@@ -181,17 +181,16 @@ public enum KeyAdministration {
         let tokenization = try store.tokenizationKeyring()
         let keys = try await KeyRegistry.fileKeys(
             tokenization: tokenization, recovery: try store.recoveryPublicKeys(), store: store, kms: try kms.client(for: tokenization))
+        let registered = try await KeyRegistry.registered(on: connection)
+        let new = keys.filter { key in
+            !registered.contains { $0.kind == key.kind && $0.version == key.version && $0.fingerprint == key.fingerprint }
+        }
+        guard !new.isEmpty else { return [] }
+        let subject = new.map { "\($0.kind.rawValue) v\($0.version)" }.joined(separator: ", ")
         return try await connection.transaction { connection in
-            let added = try KeyRegistry.register(keys, on: connection).map { "\($0.kind.rawValue) v\($0.version)" }
-            if !added.isEmpty {
-                try AuditLog.append(
-                    [
-                        AuditRecord(
-                            action: "keys.register", subject: added.joined(separator: ", "), reason: reason,
-                            outcome: "registered")
-                    ], actor: actor, on: connection)
-            }
-            return added
+            let run = try RotationRun.begin(
+                action: "keys.register", subject: subject, reason: reason, outcome: "registered", actor: actor, on: connection)
+            return try KeyRegistry.register(keys, run: run, on: connection).map { "\($0.kind.rawValue) v\($0.version)" }
         }
     }
 
@@ -252,17 +251,41 @@ public enum KeyAdministration {
         // The fingerprint first: a KMS key that does not answer leaves the files as they were.
         let fileKeys = try await KeyRegistry.fileKeys(tokenization: rotated, recovery: nil, store: store, kms: try kms.client(for: rotated))
         try store.save(rotated)
-        try await connection.transaction { connection in
-            try KeyRegistry.register(fileKeys, on: connection)
-            try KeyRegistry.record(.tokenization, versions: rotated.keys.map { ($0.version, $0.state) }, on: connection)
-            try AuditLog.append(
-                [
-                    AuditRecord(
-                        action: "keys.rotate", subject: "tokenization v\(rotated.active.version) (\(rotated.active.material.backend))",
-                        reason: reason, outcome: "created")
-                ], actor: actor, on: connection)
-        }
+        try await registerRotation(
+            fileKeys, subject: "tokenization v\(rotated.active.version) (\(rotated.active.material.backend))", reason: reason, actor: actor,
+            connection: connection)
         return rotated.active.version
+    }
+
+    /// Records a rotation's key versions in an audited `keys.rotate` run.
+    private static func registerRotation(
+        _ fileKeys: [KeyRegistry.FileKey], subject: String, reason: String, actor: AuditActor, connection: PostgresConnection
+    ) async throws {
+        try await connection.transaction { connection in
+            let run = try RotationRun.begin(
+                action: "keys.rotate", subject: subject, reason: reason, outcome: "created", actor: actor, on: connection)
+            try KeyRegistry.register(fileKeys, run: run, on: connection)
+        }
+    }
+
+    /// Adds the suppression key to a key set made before it existed (it
+    /// never rotates: a new one would forget every erasure recorded under
+    /// it). With `kmsKeyID`, it is that AWS KMS `HMAC_256` key.
+    public static func addSuppressionKey(
+        store: KeyStore, kmsKeyID: String?, kms: LazyKMSClient, reason: String, actor: AuditActor, connection: PostgresConnection
+    ) async throws -> String {
+        let current = try store.tokenizationKeyring()
+        try await verifyRegistered(tokenization: current, recovery: nil, store: store, kms: kms, connection: connection)
+        var material: MACKeyMaterial? = nil
+        if let kmsKeyID {
+            material = .awsKMS(keyID: try await KMSTokenizationKeyCheck.requireUsable(kmsKeyID, kms: try kms.client()).arn)
+        }
+        let added = try current.addingSuppressionKey(now: Date(), material: material)
+        let fileKeys = try await KeyRegistry.fileKeys(tokenization: added, recovery: nil, store: store, kms: try kms.client(for: added))
+        try store.save(added)
+        let backend = added.suppression!.material.backend
+        try await registerRotation(fileKeys, subject: "suppression v1 (\(backend))", reason: reason, actor: actor, connection: connection)
+        return backend
     }
 
     /// How a new recovery private key is sealed.
@@ -288,16 +311,20 @@ public enum KeyAdministration {
     /// `sealing` says, audit key v1. The KMS calls come first: a key that does
     /// not work leaves no files behind.
     public static func createKeySet(
-        store: KeyStore, sealing: RecoverySealing, tokenizationKMSKeyID: String?, kms: LazyKMSClient, now: Date = Date()
+        store: KeyStore, sealing: RecoverySealing, tokenizationKMSKeyID: String?, suppressionKMSKeyID: String? = nil, kms: LazyKMSClient,
+        unauthenticatedAuditRows: UnauthenticatedAuditRows = .none, now: Date = Date()
     ) async throws {
-        var material: MACKeyMaterial? = nil
-        if let tokenizationKMSKeyID {
-            material = .awsKMS(keyID: try await KMSTokenizationKeyCheck.requireUsable(tokenizationKMSKeyID, kms: try kms.client()).arn)
+        func kmsMaterial(_ keyID: String?) async throws -> MACKeyMaterial? {
+            guard let keyID else { return nil }
+            return .awsKMS(keyID: try await KMSTokenizationKeyCheck.requireUsable(keyID, kms: try kms.client()).arn)
         }
-        let tokenization = try TokenizationKeyring.generate(now: now, material: material)
+        let tokenization = try TokenizationKeyring.generate(
+            now: now, material: try await kmsMaterial(tokenizationKMSKeyID), suppression: try await kmsMaterial(suppressionKMSKeyID))
         let recovery = try X25519.PrivateKey()
         let sealed = try await sealing.seal(recovery, version: 1, createdAt: ISO8601DateFormatter().string(from: now))
-        try store.create(tokenization: tokenization, recoveryPrivateKey: sealed, recoveryPublicKey: recovery.publicKey, now: now)
+        try store.create(
+            tokenization: tokenization, recoveryPrivateKey: sealed, recoveryPublicKey: recovery.publicKey,
+            unauthenticatedAuditRows: unauthenticatedAuditRows, now: now)
     }
 
     /// Adds recovery keypair v(n+1), the private key sealed as `sealing` says,
@@ -332,13 +359,7 @@ public enum KeyAdministration {
         let rotated = try publicKeys.adding(newKey.publicKey, version: version, createdAt: createdAt)
         try store.save(rotated)
         let fileKeys = try await KeyRegistry.fileKeys(tokenization: nil, recovery: rotated, store: store, kms: nil)
-        try await connection.transaction { connection in
-            try KeyRegistry.register(fileKeys, on: connection)
-            try KeyRegistry.record(.recovery, versions: rotated.keys.map { ($0.version, $0.state) }, on: connection)
-            try AuditLog.append(
-                [AuditRecord(action: "keys.rotate", subject: "recovery v\(version)", reason: reason, outcome: "created")],
-                actor: actor, on: connection)
-        }
+        try await registerRotation(fileKeys, subject: "recovery v\(version)", reason: reason, actor: actor, connection: connection)
         return version
     }
 
@@ -346,7 +367,10 @@ public enum KeyAdministration {
     /// creates audit-key.json for a key set made before it existed). Older
     /// versions stay: `vault audit verify` needs them for older rows.
     public static func rotateAudit(store: KeyStore, reason: String, connection: PostgresConnection) async throws -> Int {
-        let rotated = store.hasAuditKeys ? try store.auditKeyring().rotated(now: Date()) : try AuditKeyring.generate(now: Date())
+        let rotated =
+            store.hasAuditKeys
+            ? try store.auditKeyring().rotated(now: Date())
+            : try AuditKeyring.generate(now: Date(), unauthenticatedRows: try await AuditLog.unauthenticatedRows(on: connection))
         try store.save(rotated)
         let actor = try AuditActor.current(store: store)
         try await AuditLog.appendCommitted(
@@ -383,12 +407,20 @@ public enum KeyAdministration {
                 """)
         }
         guard !dryRun else { return }
+        try await recordRetirement(.tokenization, version: version, reason: reason, actor: actor, connection: connection)
         try store.save(try keyring.removing(version: version))
+    }
+
+    /// Retires a version in the registry, in an audited `keys.retire` run (the
+    /// database refuses while anything still depends on it).
+    private static func recordRetirement(
+        _ kind: KeyRegistry.Kind, version: Int, reason: String, actor: AuditActor, connection: PostgresConnection
+    ) async throws {
         try await connection.transaction { connection in
-            try KeyRegistry.record(.tokenization, versions: [], retired: [version], on: connection)
-            try AuditLog.append(
-                [AuditRecord(action: "keys.retire", subject: "tokenization v\(version)", reason: reason, outcome: "retired")],
-                actor: actor, on: connection)
+            let run = try RotationRun.begin(
+                action: "keys.retire", subject: "\(kind.rawValue) v\(version)", reason: reason, outcome: "retired", actor: actor,
+                on: connection)
+            try KeyRegistry.retire(kind, version: version, run: run, on: connection)
         }
     }
 
@@ -427,16 +459,11 @@ public enum KeyAdministration {
                 """)
         }
         guard !dryRun else { return }
+        try await recordRetirement(.recovery, version: version, reason: reason, actor: actor, connection: connection)
         if store.hasRecoveryPrivateKeys {
             try store.save(try store.recoveryPrivateKeys().removing(version: version))
         }
         try store.save(try publicKeys.removing(version: version))
-        try await connection.transaction { connection in
-            try KeyRegistry.record(.recovery, versions: [], retired: [version], on: connection)
-            try AuditLog.append(
-                [AuditRecord(action: "keys.retire", subject: "recovery v\(version)", reason: reason, outcome: "retired")],
-                actor: actor, on: connection)
-        }
     }
 
     /// The data keys not wrapped to `excluded` that the private keys in the key

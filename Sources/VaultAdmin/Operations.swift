@@ -19,21 +19,28 @@ enum AuditedReveal {
     /// At most this many tokens per transaction.
     static let chunkSize = 5_000
 
-    static func reveal(action: String, _ tokens: [String], reason: String, actor: AuditActor, connection: PostgresConnection) async throws
-        -> Released
-    {
-        try await AuditLog.retryingChanges(on: connection) { connection in
+    static func reveal(
+        action: String, _ tokens: [String], reason: String, reader: VaultReader, actor: AuditActor, connection: PostgresConnection
+    ) async throws -> Released {
+        // The keys first: a wrong passphrase must fail before any row says "revealed".
+        try await reader.unlockKeys(for: tokens.filter { Token.parse($0) != nil }, on: connection)
+        return try await AuditLog.retryingChanges(on: connection) { connection in
             let head = try AuditLog.head(on: connection)
             let wellFormed = Array(Set(tokens.filter { Token.parse($0) != nil }))
-            // What the vault holds for them (metadata only: no sealed column is readable here).
+            // What the vault holds for them (metadata only: no sealed column is
+            // readable here), and whether an erasure row names them (a value
+            // erased stays erased even when a ciphertext reappears): the
+            // outcomes vault_reveal checks.
             var erased: [String: Bool] = [:]
             var tombstones: [String: SealedEntry] = [:]
             for row in try connection.query(
                 """
                 SELECT token, field, token_key_version, data_key_id::text AS data_key_id, NULL::bytea AS nonce, NULL::bytea AS ciphertext,
-                       to_char(erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS erased_at, erased_by,
-                       NULL::integer AS recovery_key_version, NULL::bytea AS wrapped_key
-                FROM vault_entries WHERE token = ANY($1::text[])
+                       coalesce(to_char(erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                                CASE WHEN EXISTS (SELECT FROM audit_log a WHERE a.subject = v.token AND a.action IN ('forget', 'forget.carry')
+                                                  AND a.outcome = 'erased') THEN 'after its erasure' END) AS erased_at,
+                       erased_by, NULL::integer AS recovery_key_version, NULL::bytea AS wrapped_key
+                FROM vault_entries v WHERE token = ANY($1::text[])
                 """, [.textArray(wellFormed)], prepared: true)
             {
                 let entry = try SealedEntry(row)
@@ -72,13 +79,17 @@ enum AuditedReveal {
     }
 
     /// Opens what was released; a value that fails to open or to verify after
-    /// its release gets a second audit row with the failure, committed before
-    /// anything is shown. Returns each token's result and its last audit row.
+    /// its release, or an erasure no authenticated audit row proves, gets a
+    /// second audit row with the failure, committed before anything is shown.
+    /// Returns each token's result and its last audit row.
     static func open(
         _ tokens: [String], action: String, released: Released, reader: VaultReader, reason: String, actor: AuditActor,
         connection: PostgresConnection
     ) async throws -> [(result: Result<RecoveredValue, RecoveryError>, auditSequence: Int64)] {
-        let results = try await reader.open(tokens, entries: released.entries)
+        let erasures = try await ErasureProofs(keys: actor.keys, minter: reader.minter).proofs(
+            for: Array(Set(tokens.filter { Token.parse($0) != nil })),
+            tombstones: Set(released.entries.values.filter { $0.erasedAt != nil }.map(\.token)), on: connection)
+        let results = try await reader.open(tokens, entries: released.entries, erasures: erasures)
         var failed: [(index: Int, record: AuditRecord)] = []
         for (index, (token, result)) in zip(tokens, results).enumerated() {
             guard case .failure(let error) = result,
@@ -92,6 +103,21 @@ enum AuditedReveal {
             for (failure, sequence) in zip(failed, appended) { sequences[failure.index] = sequence }
         }
         return zip(results, sequences).map { ($0, $1) }
+    }
+
+    /// Reveals and opens `tokens` in chunks: each chunk's audit rows commit before it is opened.
+    static func revealAndOpen(
+        action: String, _ tokens: [String], reason: String, reader: VaultReader, actor: AuditActor, connection: PostgresConnection
+    ) async throws -> [(result: Result<RecoveredValue, RecoveryError>, auditSequence: Int64)] {
+        var opened: [(result: Result<RecoveredValue, RecoveryError>, auditSequence: Int64)] = []
+        opened.reserveCapacity(tokens.count)
+        for start in stride(from: 0, to: tokens.count, by: chunkSize) {
+            let chunk = Array(tokens[start..<min(start + chunkSize, tokens.count)])
+            let released = try await reveal(action: action, chunk, reason: reason, reader: reader, actor: actor, connection: connection)
+            opened += try await open(
+                chunk, action: action, released: released, reader: reader, reason: reason, actor: actor, connection: connection)
+        }
+        return opened
     }
 }
 
@@ -108,19 +134,9 @@ public enum Recovery {
     public static func recover(
         _ tokens: [String], reason: String, reader: VaultReader, actor: AuditActor, connection: PostgresConnection
     ) async throws -> [Outcome] {
-        var outcomes: [Outcome] = []
-        outcomes.reserveCapacity(tokens.count)
-        for start in stride(from: 0, to: tokens.count, by: AuditedReveal.chunkSize) {
-            let chunk = Array(tokens[start..<min(start + AuditedReveal.chunkSize, tokens.count)])
-            let released = try await AuditedReveal.reveal(action: "recover", chunk, reason: reason, actor: actor, connection: connection)
-            let opened = try await AuditedReveal.open(
-                chunk, action: "recover", released: released, reader: reader, reason: reason,
-                actor: actor, connection: connection)
-            for (token, (result, sequence)) in zip(chunk, opened) {
-                outcomes.append(Outcome(token: token, result: result, auditSequence: sequence))
-            }
-        }
-        return outcomes
+        let opened = try await AuditedReveal.revealAndOpen(
+            action: "recover", tokens, reason: reason, reader: reader, actor: actor, connection: connection)
+        return zip(tokens, opened).map { Outcome(token: $0, result: $1.result, auditSequence: $1.auditSequence) }
     }
 }
 
@@ -137,10 +153,19 @@ public enum Lookup {
         public let vault: String
     }
 
+    public struct Result: Sendable {
+        public let matches: [Match]
+        /// The first audit row of the lookup.
+        public let auditSequence: Int64
+        /// Erased by `vault forget`: ingest stores this value no more (nil
+        /// when the key files have no suppression key to tell).
+        public let suppressed: Bool?
+    }
+
     public static func lookup(
         _ value: String, field: PIIField, reason: String, minter: TokenMinter, reader: VaultReader, actor: AuditActor,
         connection: PostgresConnection
-    ) async throws -> (matches: [Match], auditSequence: Int64) {
+    ) async throws -> Result {
         let keyring = minter.keyring
         let tokens = try await ValueTokens.tokens(of: value, field: field, minter: minter).map(\.token)
         let column = field == .ip ? "masked_ip" : "masked_device_id"
@@ -150,10 +175,14 @@ public enum Lookup {
         {
             rows[try row.string("token")] = try row.int("n")
         }
-        let released = try await AuditedReveal.reveal(action: "lookup", tokens, reason: reason, actor: actor, connection: connection)
-        let opened = try await AuditedReveal.open(
-            tokens, action: "lookup", released: released, reader: reader, reason: reason,
-            actor: actor, connection: connection)
+        let opened = try await AuditedReveal.revealAndOpen(
+            action: "lookup", tokens, reason: reason, reader: reader, actor: actor, connection: connection)
+        var suppressed: Bool? = nil
+        if minter.hasSuppressionKey {
+            let canonical = field == .ip ? CanonicalIP.canonicalize(value) ?? value : value
+            let tag = try await minter.suppressionTags([TokenRequest(field: field, value: canonical)])[0]
+            suppressed = try await !connection.query("SELECT 1 FROM vault_suppressions WHERE tag = $1", [.bytes(tag)]).isEmpty
+        }
         let matches = zip(zip(keyring.keys, tokens), opened).map { keyAndToken, outcome -> Match in
             let vault: String
             switch outcome.result {
@@ -163,7 +192,7 @@ public enum Lookup {
             }
             return Match(keyVersion: keyAndToken.0.version, token: keyAndToken.1, rows: rows[keyAndToken.1] ?? 0, vault: vault)
         }
-        return (matches, released.sequences.first ?? 0)
+        return Result(matches: matches, auditSequence: opened.first?.auditSequence ?? 0, suppressed: suppressed)
     }
 }
 
@@ -175,6 +204,11 @@ public struct LookupError: Error, CustomStringConvertible {
 /// `vault forget`: crypto-shredding. The sealed originals are erased in place
 /// (a tombstone records when and by whom) by the database's `vault_forget`, in
 /// the same transaction as their audit rows; the tokens stay in `user_logins`.
+///
+/// Erasure sticks: each value is opened first (an audited reveal, action
+/// `forget`) to erase it under every tokenization version the key file holds
+/// and to record its suppression tag, so ingest stores it no more when it
+/// comes again, under any later key version.
 public enum Forget {
     public enum Outcome: String, Sendable {
         case erased
@@ -187,35 +221,78 @@ public enum Forget {
         public let outcome: Outcome
         /// Nil for a dry run (nothing is audited: nothing is revealed or changed).
         public let auditSequence: Int64?
+        /// For a token not given but erased with one that was: the given token
+        /// whose value it is (the same value under another key version).
+        public let sameValueAs: String?
+        /// Whether the value's suppression was recorded (nil for a dry run, an
+        /// erasure that was not, and tokens whose value did not open).
+        public let suppressed: Bool?
     }
 
     /// Erases every token in `tokens` (each once), or with `dryRun` says what
     /// it would do. Throws for input that is not a token before anything happens.
     public static func forget(
-        _ tokens: [String], reason: String, dryRun: Bool = false, actor: AuditActor, connection: PostgresConnection
+        _ tokens: [String], reason: String, dryRun: Bool = false, reader: VaultReader, actor: AuditActor, connection: PostgresConnection
     ) async throws -> [Erasure] {
         if let malformed = tokens.first(where: { Token.parse($0) == nil }) { throw RecoveryError.malformed(malformed) }
         var seen = Set<String>()
         let unique = tokens.filter { seen.insert($0).inserted }
         guard !unique.isEmpty else { return [] }
         if dryRun {
-            let states = try await states(of: unique, on: connection)
-            return unique.map { Erasure(token: $0, outcome: states[$0] ?? .unknown, auditSequence: nil) }
+            let current = try await connection.transaction { connection in try Self.states(of: unique, on: connection) }
+            return unique.map {
+                Erasure(token: $0, outcome: current[$0] ?? .unknown, auditSequence: nil, sameValueAs: nil, suppressed: nil)
+            }
         }
+        // The values, to find them under every key version and to suppress them.
+        let minter = reader.minter
+        let opened = try await AuditedReveal.revealAndOpen(
+            action: "forget", unique, reason: reason, reader: reader, actor: actor, connection: connection)
+        var sameValue: [String: String] = [:]
+        var suppressions: [(tag: [UInt8], field: PIIField)] = []
+        var suppressedTokens = Set<String>()
+        let values = zip(unique, opened).compactMap { token, result -> (String, RecoveredValue)? in
+            guard case .success(let value) = result.result else { return nil }
+            return (token, value)
+        }
+        for (token, value) in values {
+            for key in minter.keyring.keys where key.version != value.tokenKeyVersion {
+                let other = try await minter.token(TokenRequest(field: value.field, value: value.value), version: key.version)
+                if !seen.contains(other), sameValue[other] == nil { sameValue[other] = token }
+            }
+        }
+        if minter.hasSuppressionKey {
+            let tags = try await minter.suppressionTags(values.map { TokenRequest(field: $0.1.field, value: $0.1.value) })
+            suppressions = zip(tags, values).map { ($0, $1.1.field) }
+            suppressedTokens = Set(values.map(\.0))
+        }
+        let others = sameValue.keys.sorted()
+        let sameValueAs = sameValue
+        let suppressionTags = suppressions
+        let suppressedValues = suppressedTokens
         return try await AuditLog.retryingChanges(on: connection) { connection in
             let head = try AuditLog.head(on: connection)
-            let states = try states(of: unique, on: connection)
-            let outcomes = unique.map { states[$0] ?? .unknown }
+            let states = try states(of: unique + others, on: connection)
+            // Other versions' tokens count only where the vault holds them.
+            let erasing = unique + others.filter { states[$0] != nil }
+            let outcomes = erasing.map { states[$0] ?? .unknown }
             let entries = try AuditLog.prepare(
-                zip(unique, outcomes).map {
+                zip(erasing, outcomes).map {
                     AuditRecord(action: "forget", subject: $0, reason: reason, outcome: $1.rawValue)
                 }, after: head, actor: actor)
-            // The rows' subjects are the tokens: the parameters are vault_forget's as they are.
+            // The rows' subjects are the tokens: the parameters are vault_forget's as they are, then the suppressions.
             try connection.query(
-                "SELECT vault_forget($1, $2, $3, $4, $5, $6, $7)", AuditLog.rowParameters(entries, actions: false),
-                prepared: true)
+                "SELECT vault_forget($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                AuditLog.rowParameters(entries, actions: false) + [
+                    .byteArrays(suppressionTags.map(\.tag)), .textArray(suppressionTags.map(\.field.rawValue)),
+                ], prepared: true)
             try AuditLog.requireStored(entries.last!, on: connection)
-            return zip(unique, zip(outcomes, entries)).map { Erasure(token: $0, outcome: $1.0, auditSequence: $1.1.sequence) }
+            return zip(erasing, zip(outcomes, entries)).map { token, outcomeAndEntry in
+                let given = sameValueAs[token] ?? token
+                return Erasure(
+                    token: token, outcome: outcomeAndEntry.0, auditSequence: outcomeAndEntry.1.sequence, sameValueAs: sameValueAs[token],
+                    suppressed: suppressedValues.contains(given) ? true : nil)
+            }
         }
     }
 
@@ -228,10 +305,6 @@ public enum Forget {
             states[try row.string("token")] = try row.bool("erased") ? .alreadyErased : .erased
         }
         return states
-    }
-
-    private static func states(of tokens: [String], on connection: PostgresConnection) async throws -> [String: Outcome] {
-        try await connection.transaction { connection in try states(of: tokens, on: connection) }
     }
 }
 

@@ -9,20 +9,31 @@ public import VaultCrypto
 /// `vault retokenize`: moves every vault entry and every `user_logins` token
 /// from older tokenization key versions to the active one, online.
 ///
+/// Every change goes through database functions bound to the job's audited
+/// run (`rotation_begin`): the rotation role has no write grant on the vault,
+/// the lineage or the login tokens.
+///
 /// 1. Enforce the target version in the key registry, then wait for the
 ///    ingest transactions still writing older tokens to finish (their shared
 ///    writer lock): from here on no old token is written.
-/// 2. Move the entries, in token order, in batches: decrypt, compute the new
-///    token, seal the value again under it, commit the new entries, then their
-///    old → new lineage rows. (Erased entries move to a token derived from the
-///    old one and stay erased.)
+/// 2. Move the entries not linked yet, in token order, in batches: decrypt,
+///    check, compute the new token, seal the value again under it, commit
+///    the new entries with their old → new lineage (`retokenize_move`). An
+///    entry already at the new token is opened and compared first: the same
+///    value is only linked; anything else is replaced, audited. Erasures move
+///    to a token derived from the old one and stay erased, each with an
+///    audit row (`forget.carry`), and only when an authenticated audit row
+///    proves them.
 /// 3. Sweep `user_logins` in ranges of heap pages, rewriting both token
-///    columns of each row at once through the lineage, one bounded statement per range.
-/// 4. When no row carries an old token any more, drop the old entries.
+///    columns of each row at once through the lineage. Tokens rows carry
+///    that the vault never held (values `vault forget` suppressed) are
+///    linked to tokens derived from them.
+/// 4. When no row carries an old token any more, drop the old entries whose
+///    lineage leads to an entry in the same state.
 ///
 /// Until step 4 every old token still has its entry, and from step 2 every new
 /// one too, so no row is ever unrecoverable. Killed anywhere, a second run
-/// finishes the work: moved entries are skipped, rewritten rows match nothing.
+/// finishes the work: linked entries are skipped, rewritten rows match nothing.
 public enum Retokenize {
     static let runLock: Int64 = 0x7265_746f_6b65_6e  // "retoken"
 
@@ -42,6 +53,10 @@ public enum Retokenize {
         public let pending: [Int: Int]
         public var movedEntries = 0
         public var carriedErasures = 0
+        /// Entries already at a new token that did not hold the moved value, replaced (audited).
+        public var replacedEntries = 0
+        /// Tokens rows carried that the vault never held, linked to derived tokens.
+        public var linkedOrphans = 0
         public var rewrittenRows = 0
         public var droppedEntries = 0
         public var passes = 0
@@ -60,45 +75,31 @@ public enum Retokenize {
         let target = tokenization.active
         var summary = Summary(target: target.version, pending: try await pendingEntries(except: target.version, on: connection))
         if options.dryRun { return try await finish(summary, connection: connection) }
-        // Tokens and new data-key wraps only under the registered keys.
+        // Tokens and new data-key wraps only under the registered, current keys.
         try await KeyAdministration.verifyRegistered(
             tokenization: tokenization, recovery: recoveryPublicKeys, store: store, kms: kms, connection: connection)
 
-        // One retokenize at a time (the lineage COPY relies on it); a session
-        // lock, so a killed run's lock goes with its connection.
+        // One retokenize at a time; a session lock, so a killed run's lock goes with its connection.
         guard try await connection.query("SELECT pg_try_advisory_lock($1) AS locked", [.int(Self.runLock)])[0].bool("locked") else {
             throw RetokenizeError("another `vault retokenize` is running on this database; wait for it (or for its connection to end)")
         }
-        try await connection.transaction { connection in try KeyRegistry.enforceTokenization(version: target.version, on: connection) }
         let total = summary.pending.values.reduce(0, +)
-        let subject = "tokenization → v\(target.version)"
-        try await AuditLog.appendCommitted(
-            [
-                AuditRecord(
-                    action: "retokenize", subject: subject, reason: reason,
-                    outcome: "started: \(total) entries")
-            ], actor: actor, on: connection)
+        let run = try await RotationRun.beginCommitted(
+            action: "retokenize", subject: "tokenization → v\(target.version)", reason: reason, outcome: "started: \(total) entries",
+            actor: actor, on: connection)
+        try await KeyRegistry.enforceTokenization(version: target.version, run: run, on: connection)
         let minter = try TokenMinter(keyring: tokenization, kms: try kms.client(for: tokenization), maximumConcurrentCalls: 32)
-        let reader = VaultReader(minter: minter, privateKey: recoveryKeys.privateKey(version:))
+        let mover = Mover(
+            reader: VaultReader(minter: minter, privateKey: recoveryKeys.privateKey(version:)),
+            proofs: ErasureProofs(keys: actor.keys, minter: minter), target: target.version, run: run, reason: reason, actor: actor)
         let dataKeys = DataKeyManager(
             recoveryKey: recoveryPublicKeys.active, policy: DataKeyPolicy(),
             createdBy: "vault retokenize (\(actor.osUser))", logger: logger, connect: connect)
-        var sealer: VaultSealer? = nil
         let progress = Progress(label: "retokenize", total: total, logger: logger)
-        // A batch's new entries commit on a second connection and then its
-        // lineage on a third, while the next batch is read and prepared: the
-        // database and the crypto overlap. Lineage commits one at a time, in
-        // token order, and only after their entries, so the lineage stays a
-        // safe resume point (entries committed without lineage are simply
-        // moved again; the insert skips them). The row sweep uses two connections.
-        let entryWriter = try await connect()
-        let lineageWriter = try await connect()
-        defer {
-            Task {
-                await entryWriter.close()
-                await lineageWriter.close()
-            }
-        }
+        // A batch commits on a second connection while the next batch is read
+        // and prepared: the database and the crypto overlap. The row sweep uses both.
+        let writer = try await connect()
+        defer { Task { await writer.close() } }
 
         // Step 1 (continued): in-flight writers of old tokens finish first.
         for version in summary.pending.keys.sorted() {
@@ -120,13 +121,8 @@ public enum Retokenize {
                         ])
                     phaseStarted = .now
                 }
-                // Step 2: entries not moved yet.
+                // Step 2: entries not linked yet.
                 for oldVersion in try await pendingEntries(except: target.version, on: connection).keys.sorted() {
-                    // Resume after the last token a previous (killed) run moved.
-                    var after = try await connection.query(
-                        """
-                        SELECT coalesce(max(old_token), '') AS last FROM token_lineage WHERE old_version = $1 AND new_version = $2
-                        """, [.int(oldVersion), .int(target.version)])[0].string("last")
                     let batch = options.entryBatch
                     let fetch = { @Sendable (after: String) async throws -> [SealedEntry] in
                         // Each data key's wrapped key once per batch (on its first entry):
@@ -137,50 +133,37 @@ public enum Retokenize {
                                    CASE WHEN row_number() OVER (PARTITION BY e.data_key_id) = 1 THEN d.wrapped_key END AS wrapped_key
                             FROM (SELECT v.token, v.field, v.token_key_version, v.data_key_id::text AS data_key_id, v.nonce, v.ciphertext,
                                          to_char(v.erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS erased_at, v.erased_by
-                                  FROM vault_entries v WHERE v.token > $2 AND v.token_key_version = $1 ORDER BY v.token LIMIT $3) e
+                                  FROM vault_entries v
+                                  WHERE v.token > $2 AND v.token_key_version = $1
+                                    AND NOT EXISTS (SELECT FROM token_lineage l WHERE l.old_token = v.token)
+                                  ORDER BY v.token LIMIT $3) e
                             LEFT JOIN data_keys d ON d.id = e.data_key_id::uuid
                             ORDER BY e.token
                             """, [.int(oldVersion), .text(after), .int(batch)], prepared: true
                         ).map(SealedEntry.init)
                     }
-                    // Four stages at once: batch N's lineage commits, N + 1's
-                    // entries commit, N + 2 is prepared (this task), N + 3 is read.
-                    var entriesCommitted: Task<Void, any Error>? = nil
-                    var lineageCommitted: Task<Void, any Error>? = nil
-                    var rows = try await fetch(after)
+                    // Three stages at once: batch N commits, N + 1 is prepared (this task), N + 2 is read.
+                    var committed: Task<Void, any Error>? = nil
+                    var rows = try await fetch("")
                     while let last = rows.last, !Task.isCancelled {
-                        after = last.token
-                        let next = Task { [after] in try await fetch(after) }
-                        var byToken: [String: SealedEntry] = [:]
-                        for row in rows { byToken[row.token] = row }
-                        let oldTokens = rows.map(\.token)
-                        let lease = try await dataKeys.lease(encryptions: oldTokens.count)
-                        if sealer?.dataKeyID != lease.id { sealer = try VaultSealer(dataKeyID: lease.id, key: lease.key) }
-                        let moves = try await prepareMoves(
-                            oldTokens, rows: byToken, reader: reader, minter: minter, target: target.version,
-                            sealer: sealer!, oldVersion: oldVersion)
-                        try await entriesCommitted?.value
-                        let entries = Task { try await commitEntries(moves, on: entryWriter) }
-                        entriesCommitted = entries
-                        try await lineageCommitted?.value
-                        lineageCommitted = Task {
-                            try await entries.value
-                            try await commitLineage(moves, on: lineageWriter)
-                        }
-                        summary.movedEntries += moves.filter { !$0.isErasure }.count
-                        summary.carriedErasures += moves.filter(\.isErasure).count
+                        let next = Task { [after = last.token] in try await fetch(after) }
+                        let moves = try await mover.prepare(rows, dataKeys: dataKeys, on: connection)
+                        try await committed?.value
+                        committed = Task { try await commit(moves, run: run, reason: reason, actor: actor, on: writer) }
+                        summary.movedEntries += moves.moves.filter { $0.ciphertext != nil }.count
+                        summary.carriedErasures += moves.erasures.count
+                        summary.replacedEntries += moves.replacements.count
                         progress.advance(by: rows.count)
                         rows = try await next.value
                     }
-                    // Stopping or not, what was prepared commits in order first.
-                    try await lineageCommitted?.value
+                    // Stopping or not, what was prepared commits first.
+                    try await committed?.value
                     try Task.checkCancellation()
                 }
                 phaseDone("move entries", summary.movedEntries + summary.carriedErasures)
-                // Step 3: rows.
-                summary.rewrittenRows += try await rewriteRows(
-                    target: target.version, pages: options.pagesPerStatement,
-                    on: [connection, entryWriter])
+                // Step 3: rows, after linking the tokens the vault never held.
+                summary.linkedOrphans += try await linkOrphans(run: run, target: target.version, minter: minter, on: connection)
+                summary.rewrittenRows += try await rewriteRows(run: run, pages: options.pagesPerStatement, on: [connection, writer])
                 phaseDone("rewrite rows", summary.rewrittenRows)
                 try Task.checkCancellation()
                 // Step 4: old entries, once nothing refers to them.
@@ -189,11 +172,8 @@ public enum Retokenize {
                     continue
                 }
                 for version in try await pendingEntries(except: target.version, on: connection).keys.sorted() {
-                    summary.droppedEntries += try await connection.transaction { connection in
-                        try connection.execute(
-                            "SELECT pg_advisory_xact_lock($1)", [.int(KeyRegistry.writerLock(tokenizationVersion: version))])
-                        return try connection.execute("DELETE FROM vault_entries WHERE token_key_version = $1", [.int(version)])
-                    }
+                    summary.droppedEntries += try await connection.query(
+                        "SELECT dropped FROM retokenize_drop($1, $2)", [.int(run.sequence), .int(version)])[0].int("dropped")
                 }
                 phaseDone("drop old entries", summary.droppedEntries)
                 if try await pendingEntries(except: target.version, on: connection).isEmpty { break }
@@ -204,125 +184,205 @@ public enum Retokenize {
         } catch is CancellationError {
             // Stopped (SIGTERM): what committed stays, the next run resumes after it.
             summary = try await finish(summary, connection: connection)
-            try await AuditLog.appendCommitted(
-                [
-                    AuditRecord(
-                        action: "retokenize", subject: subject, reason: reason,
-                        outcome:
-                            "interrupted: moved \(summary.movedEntries) entries, rewrote \(summary.rewrittenRows) rows; left: \(summary.remainingEntries) entries, \(summary.remainingRows) rows"
-                    )
-                ],
+            try await run.end(
+                reason: reason,
+                outcome:
+                    "interrupted: moved \(summary.movedEntries) entries, rewrote \(summary.rewrittenRows) rows; left: \(summary.remainingEntries) entries, \(summary.remainingRows) rows",
                 actor: actor, on: connection)
             throw CancellationError()
         }
         progress.finish()
         summary = try await finish(summary, connection: connection)
-        try await AuditLog.appendCommitted(
-            [
-                AuditRecord(
-                    action: "retokenize", subject: subject, reason: reason,
-                    outcome:
-                        "\(summary.remainingEntries == 0 && summary.remainingRows == 0 ? "completed" : "incomplete"): moved \(summary.movedEntries) entries, carried \(summary.carriedErasures) erasures, rewrote \(summary.rewrittenRows) rows, dropped \(summary.droppedEntries) old entries"
-                )
-            ],
+        try await run.end(
+            reason: reason,
+            outcome:
+                "\(summary.remainingEntries == 0 && summary.remainingRows == 0 ? "completed" : "incomplete"): moved \(summary.movedEntries) entries, carried \(summary.carriedErasures) erasures, replaced \(summary.replacedEntries) false entries, linked \(summary.linkedOrphans) tokens without entries, rewrote \(summary.rewrittenRows) rows, dropped \(summary.droppedEntries) old entries",
             actor: actor, on: connection)
         return summary
     }
 
+    /// One old entry's move: to a new sealed entry, or (no ciphertext) a link
+    /// to the entry already at the new token, which holds the same value.
     struct Move: Sendable {
         let oldToken: String
-        let oldVersion: Int
-        /// The new entry: sealed again, or a tombstone for an erased one.
-        let record: VaultEntryRecord
-
-        var isErasure: Bool { record.ciphertext == nil }
+        let newToken: String
+        let dataKeyID: String?
+        let nonce: [UInt8]?
+        let ciphertext: [UInt8]?
     }
 
-    private static func prepareMoves(
-        _ tokens: [String], rows: [String: SealedEntry], reader: VaultReader, minter: TokenMinter, target: Int, sealer: VaultSealer,
-        oldVersion: Int
-    ) async throws -> [Move] {
-        let opened = try await reader.open(tokens, entries: rows)
-        var values: [(token: String, value: RecoveredValue)] = []
-        var erased: [(token: String, field: PIIField, row: SealedEntry)] = []
-        for (token, result) in zip(tokens, opened) {
-            guard let parts = Token.parse(token), let row = rows[token] else { continue }
-            switch result {
-            case .success(let value): values.append((token, value))
-            case .failure(let error) where error.kind == .erased: erased.append((token, parts.field, row))
-            case .failure(let error):
-                // Never guess: an entry that does not open, or whose value does
-                // not produce its token, stays where it is, and the job reports it.
-                throw RetokenizeError("cannot move token \(token): \(error.message)")
+    /// What one batch of old entries becomes.
+    struct Moves: Sendable {
+        var moves: [Move] = []
+        /// Entries at the new token that do not hold the moved value: replaced, each audited.
+        var replacements: [Move] = []
+        /// Erased entries, old → derived token.
+        var erasures: [(old: String, new: String)] = []
+    }
+
+    /// Prepares batches for one run (on the job's task: its reader is not thread-safe).
+    struct Mover {
+        let reader: VaultReader
+        let proofs: ErasureProofs
+        let target: Int
+        let run: RotationRun
+        let reason: String
+        let actor: AuditActor
+
+        /// Opens and checks each entry (a tombstone only with its proof of
+        /// erasure); seals each value under its new token; opens and compares
+        /// what the vault already holds at those tokens. Anything that does not
+        /// open or verify stops the job, named: never guess.
+        func prepare(_ rows: [SealedEntry], dataKeys: DataKeyManager, on connection: PostgresConnection) async throws -> Moves {
+            let minter = reader.minter
+            let tokens = rows.map(\.token)
+            let entries = Dictionary(rows.map { ($0.token, $0) }, uniquingKeysWith: { first, _ in first })
+            let erasures = try await proofs.proofs(
+                for: tokens, tombstones: Set(rows.filter { $0.erasedAt != nil }.map(\.token)), on: connection)
+            var values: [RecoveredValue] = []
+            var erased: [(token: String, field: PIIField)] = []
+            for (token, result) in zip(tokens, try await reader.open(tokens, entries: entries, erasures: erasures)) {
+                switch result {
+                case .success(let value): values.append(value)
+                case .failure(let error) where error.kind == .erased: erased.append((token, Token.parse(token)!.field))
+                case .failure(let error):
+                    throw RetokenizeError("cannot move token \(token): \(error.message)", integrity: error.kind == .integrity)
+                }
+            }
+            let newTokens = try await minter.tokens(values.map { TokenRequest(field: $0.field, value: $0.value) }, version: target)
+            // What the vault already holds at the new tokens: ingest wrote the value
+            // under the new key since the rotation, or someone put a false entry there.
+            let existing = Dictionary(
+                try await connection.query(
+                    "SELECT \(SealedEntry.columns) FROM vault_entries v LEFT JOIN data_keys d ON d.id = v.data_key_id WHERE v.token = ANY($1::text[])",
+                    [.textArray(newTokens)]
+                ).map { entry in
+                    let entry = try SealedEntry(entry)
+                    return (entry.token, entry)
+                }, uniquingKeysWith: { first, _ in first })
+            var held: [String: Result<RecoveredValue, RecoveryError>] = [:]
+            if !existing.isEmpty {
+                let heldTokens = Array(existing.keys)
+                let heldErasures = try await proofs.proofs(
+                    for: heldTokens, tombstones: Set(existing.values.filter { $0.erasedAt != nil }.map(\.token)), on: connection)
+                held = Dictionary(
+                    uniqueKeysWithValues: zip(heldTokens, try await reader.open(heldTokens, entries: existing, erasures: heldErasures)))
+            }
+            let lease = try await dataKeys.lease(encryptions: values.count)
+            let sealer = try VaultSealer(dataKeyID: lease.id, key: lease.key)
+            var moves = Moves()
+            for (value, newToken) in zip(values, newTokens) {
+                switch held[newToken] {
+                case nil:
+                    let (nonce, ciphertext) = try sealer.seal(value.value, token: newToken, field: value.field)
+                    moves.moves.append(
+                        Move(oldToken: value.token, newToken: newToken, dataKeyID: lease.id, nonce: nonce, ciphertext: ciphertext))
+                case .success(let present) where present.value == value.value:
+                    moves.moves.append(Move(oldToken: value.token, newToken: newToken, dataKeyID: nil, nonce: nil, ciphertext: nil))
+                case .failure(let error) where error.kind == .erased:
+                    throw RetokenizeError(
+                        "token \(value.token) holds a value that is erased under the new key (\(newToken)), but not under its own: erase it too (`vault forget --token \(value.token)`), then run retokenize again",
+                        integrity: true)
+                default:
+                    let (nonce, ciphertext) = try sealer.seal(value.value, token: newToken, field: value.field)
+                    moves.replacements.append(
+                        Move(oldToken: value.token, newToken: newToken, dataKeyID: lease.id, nonce: nonce, ciphertext: ciphertext))
+                }
+            }
+            let derived = try await minter.erasedTokens(erased, version: target)
+            moves.erasures = zip(erased, derived).map { ($0.token, $1) }
+            return moves
+        }
+
+    }
+
+    /// Commits a batch in one transaction, through the run's functions.
+    static func commit(_ batch: Moves, run: RotationRun, reason: String, actor: AuditActor, on connection: PostgresConnection) async throws
+    {
+        try await connection.transaction { connection in
+            if !batch.moves.isEmpty {
+                // Old tokens left unlinked (a concurrent ingest stored one of the new
+                // tokens meanwhile) are taken up again by the next pass.
+                try connection.query(
+                    "SELECT retokenize_move($1, $2, $3, $4, $5, $6)",
+                    [
+                        .int(run.sequence), .textArray(batch.moves.map(\.oldToken)), .textArray(batch.moves.map(\.newToken)),
+                        .textArray(batch.moves.map(\.dataKeyID)), .byteArrays(batch.moves.map(\.nonce)),
+                        .byteArrays(batch.moves.map(\.ciphertext)),
+                    ], prepared: true)
+            }
+            for replacement in batch.replacements {
+                let entry = try AuditLog.prepare(
+                    [
+                        AuditRecord(
+                            action: "retokenize.replace", subject: replacement.newToken, reason: reason,
+                            outcome: "replaced an entry that did not hold \(replacement.oldToken)'s value")
+                    ], after: try AuditLog.head(on: connection), actor: actor)[0]
+                try connection.query(
+                    "SELECT retokenize_replace($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                    [
+                        .int(run.sequence), .text(replacement.oldToken), .text(replacement.dataKeyID!), .bytes(replacement.nonce!),
+                        .bytes(replacement.ciphertext!),
+                    ] + AuditLog.singleRowParameters(entry, action: false))
+            }
+            if !batch.erasures.isEmpty {
+                let entries = try AuditLog.prepare(
+                    batch.erasures.map {
+                        AuditRecord(action: "forget.carry", subject: $0.new, reason: "\(reason) (from \($0.old))", outcome: "erased")
+                    }, after: try AuditLog.head(on: connection), actor: actor)
+                try connection.query(
+                    "SELECT retokenize_carry_erasures($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    [.int(run.sequence), .textArray(batch.erasures.map(\.old))] + AuditLog.rowParameters(entries, actions: false))
             }
         }
-        let newTokens = try await minter.tokens(
-            values.map { TokenRequest(field: $0.value.field, value: $0.value.value) }, version: target)
-        let tombstones = try await minter.erasedTokens(erased.map { ($0.token, $0.field) }, version: target)
-        var moves: [Move] = []
-        for ((token, value), newToken) in zip(values, newTokens) {
-            let (nonce, ciphertext) = try sealer.seal(value.value, token: newToken, field: value.field)
-            moves.append(
-                Move(
-                    oldToken: token, oldVersion: oldVersion,
-                    record: VaultEntryRecord(
-                        token: newToken, field: value.field, tokenKeyVersion: target, dataKeyID: sealer.dataKeyID,
-                        nonce: nonce, ciphertext: ciphertext)))
-        }
-        for ((token, field, row), tombstone) in zip(erased, tombstones) {
-            moves.append(
-                Move(
-                    oldToken: token, oldVersion: oldVersion,
-                    record: VaultEntryRecord(
-                        tombstone: tombstone, field: field, tokenKeyVersion: target, dataKeyID: row.dataKeyID,
-                        erasedAt: row.erasedAt, erasedBy: row.erasedBy)))
-        }
-        return moves
     }
 
-    /// New entries (and tombstones). Their tokens are new unless ingest wrote
-    /// the same value under the new key since the rotation: rare, so no probe;
-    /// the insert's fallback skips those (and entries a killed run committed
-    /// without their lineage).
-    private static func commitEntries(_ moves: [Move], on connection: PostgresConnection) async throws {
-        try await connection.transaction { connection in
-            try VaultEntries.insert(moves.map(\.record), probeExisting: false, on: connection)
+    /// Links the old tokens rows carry that have neither an entry nor a
+    /// lineage (values `vault forget` suppressed, ingested again under a
+    /// later key) to tokens derived from them. Returns how many.
+    static func linkOrphans(run: RotationRun, target: Int, minter: TokenMinter, on connection: PostgresConnection) async throws -> Int {
+        let (ip, device) = prefixes(target)
+        var orphans: [(token: String, field: PIIField)] = []
+        for row in try await connection.query(
+            """
+            SELECT DISTINCT o.token, o.field FROM (
+                SELECT masked_ip AS token, 'ip' AS field FROM user_logins WHERE left(masked_ip, $1) <> $2
+                UNION ALL
+                SELECT masked_device_id, 'device_id' FROM user_logins WHERE left(masked_device_id, $3) <> $4) o
+            WHERE o.token IS NOT NULL
+              AND NOT EXISTS (SELECT FROM token_lineage l WHERE l.old_token = o.token)
+              AND NOT EXISTS (SELECT FROM vault_entries v WHERE v.token = o.token)
+            """, [.int(ip.count), .text(ip), .int(device.count), .text(device)])
+        {
+            orphans.append((try row.string("token"), try row.string("field") == "ip" ? .ip : .deviceID))
         }
+        guard !orphans.isEmpty else { return 0 }
+        let derived = try await minter.erasedTokens(orphans, version: target)
+        return try await connection.query(
+            "SELECT retokenize_link_orphans($1, $2, $3, $4) AS linked",
+            [
+                .int(run.sequence), .textArray(orphans.map(\.token)), .textArray(derived),
+                .textArray(orphans.map(\.field.rawValue)),
+            ])[0].int("linked")
     }
 
-    /// The old → new lineage of committed entries. New by construction
-    /// (batches resume after the last moved token, and one retokenize runs at
-    /// a time), so it goes in by COPY.
-    private static func commitLineage(_ moves: [Move], on connection: PostgresConnection) async throws {
-        var lineage = CopyTextBuilder(reservingCapacity: moves.count * 120)
-        for move in moves {
-            lineage.append(move.oldToken)
-            lineage.append(move.record.token)
-            lineage.append(move.record.field.rawValue)
-            lineage.append(move.oldVersion)
-            lineage.append(move.record.tokenKeyVersion)
-            lineage.endRow()
-        }
-        try await connection.copy(
-            "COPY token_lineage (old_token, new_token, field, old_version, new_version) FROM STDIN",
-            data: lineage.bytes)
-    }
-
-    /// Sweeps `user_logins` in ranges of heap pages (a TID range scan each),
-    /// rewriting both token columns of every row that still carries an old
-    /// token, through the committed lineage. Each statement is its own
-    /// transaction, so locks and WAL stay bounded. A partitioned `user_logins`
-    /// is swept partition by partition (page numbers are per table).
-    private static func rewriteRows(target: Int, pages: Int, on connections: [PostgresConnection]) async throws -> Int {
+    /// Sweeps `user_logins` in ranges of heap pages (a TID range scan each,
+    /// through `retokenize_rewrite_rows`), rewriting both token columns of
+    /// every row that still carries an old token, through the committed
+    /// lineage. Each statement is its own transaction, so locks and WAL stay
+    /// bounded. A partitioned `user_logins` is swept partition by partition
+    /// (page numbers are per table).
+    private static func rewriteRows(run: RotationRun, pages: Int, on connections: [PostgresConnection]) async throws -> Int {
         var rewritten = 0
         for table in try await Partitions.leaves(of: "user_logins", on: connections[0]) {
-            rewritten += try await rewriteRows(of: table, target: target, pages: pages, on: connections)
+            rewritten += try await rewriteRows(of: table, run: run, pages: pages, on: connections)
         }
         return rewritten
     }
 
-    private static func rewriteRows(of table: String, target: Int, pages: Int, on connections: [PostgresConnection]) async throws -> Int {
-        let (ip, device) = prefixes(target)
+    private static func rewriteRows(of table: String, run: RotationRun, pages: Int, on connections: [PostgresConnection]) async throws
+        -> Int
+    {
         let total = try await connections[0].query(
             "SELECT (pg_relation_size($1::regclass) / current_setting('block_size')::bigint) AS pages", [.text(table)]
         )[0].int("pages")
@@ -334,16 +394,9 @@ public enum Retokenize {
                     var rewritten = 0
                     for page in stride(from: index * pages, through: total, by: connections.count * pages) {
                         try Task.checkCancellation()
-                        rewritten += try await connection.execute(
-                            """
-                            UPDATE \(table) u SET
-                                masked_ip = coalesce((SELECT l.new_token FROM token_lineage l WHERE l.old_token = u.masked_ip), u.masked_ip),
-                                masked_device_id = coalesce((SELECT l.new_token FROM token_lineage l WHERE l.old_token = u.masked_device_id),
-                                                            u.masked_device_id)
-                            WHERE u.ctid >= format('(%s,0)', $1::bigint)::tid AND u.ctid < format('(%s,0)', $2::bigint)::tid
-                              AND (left(u.masked_ip, $3) <> $4 OR left(u.masked_device_id, $5) <> $6)
-                            """, [.int(page), .int(page + pages), .int(ip.count), .text(ip), .int(device.count), .text(device)],
-                            prepared: true)
+                        rewritten += try await connection.query(
+                            "SELECT retokenize_rewrite_rows($1, $2::regclass, $3, $4) AS rewritten",
+                            [.int(run.sequence), .text(table), .int(page), .int(page + pages)], prepared: true)[0].int("rewritten")
                     }
                     return rewritten
                 }
@@ -385,5 +438,11 @@ public enum Retokenize {
 
 public struct RetokenizeError: Error, CustomStringConvertible {
     public let description: String
-    init(_ description: String) { self.description = description }
+    /// An entry failed its integrity check (exit 65), rather than the job being unable to go on.
+    public let isIntegrityFailure: Bool
+
+    init(_ description: String, integrity: Bool = false) {
+        self.description = description
+        isIntegrityFailure = integrity
+    }
 }

@@ -37,22 +37,17 @@ public enum Rewrap {
         guard !dryRun, total > 0 else { return Summary(pending: pending, rewrapped: 0, target: target.version) }
         try await KeyAdministration.requirePrivateHalf(of: target, keyring: keyring, store: store)
 
-        let subject = "data keys → recovery v\(target.version)"
-        try await AuditLog.appendCommitted(
-            [AuditRecord(action: "rewrap", subject: subject, reason: reason, outcome: "started: \(total) data keys")],
-            actor: actor, on: connection)
+        // The rotation role re-wraps only through `rewrap_data_keys`, bound to this audited run.
+        let run = try await RotationRun.beginCommitted(
+            action: "rewrap", subject: "data keys → recovery v\(target.version)", reason: reason,
+            outcome: "started: \(total) data keys", actor: actor, on: connection)
         let progress = Progress(label: "rewrap", total: total, logger: logger)
         var rewrapped = 0
         var after = "00000000-0000-0000-0000-000000000000"
         while true {
             if Task.isCancelled {
                 // Stopped (SIGTERM): each batch committed on its own; the next run goes on.
-                try await AuditLog.appendCommitted(
-                    [
-                        AuditRecord(
-                            action: "rewrap", subject: subject, reason: reason,
-                            outcome: "interrupted: \(rewrapped) data keys")
-                    ], actor: actor, on: connection)
+                try await run.end(reason: reason, outcome: "interrupted: \(rewrapped) data keys", actor: actor, on: connection)
                 throw CancellationError()
             }
             let rows = try await connection.query(
@@ -70,25 +65,18 @@ public enum Rewrap {
                     with: try await keyring.privateKey(version: version))
                 updates.append((id, version, try DataKeyWrap.wrap(key, dataKeyID: id, to: target)))
             }
-            let batch = updates
-            let updated = try await connection.transaction { connection in
-                var count = 0
-                for update in batch {
-                    count += try connection.execute(
-                        """
-                        UPDATE data_keys SET wrapped_key = $1, recovery_key_version = $2 WHERE id = $3::uuid AND recovery_key_version = $4
-                        """, [.bytes(update.wrapped), .int(target.version), .text(update.id), .int(update.from)], prepared: true)
-                }
-                return count
-            }
-            rewrapped += updated
+            // Only keys still at the version they were read at (a key is updated once).
+            rewrapped += try await connection.query(
+                "SELECT rewrap_data_keys($1, $2::uuid[], $3::integer[], $4::bytea[]) AS updated",
+                [
+                    .int(run.sequence), .textArray(updates.map(\.id)), .textArray(updates.map { String($0.from) }),
+                    .byteArrays(updates.map(\.wrapped)),
+                ], prepared: true)[0].int("updated")
             progress.advance(by: rows.count)
             after = try last.string("id")
         }
         progress.finish()
-        try await AuditLog.appendCommitted(
-            [AuditRecord(action: "rewrap", subject: subject, reason: reason, outcome: "completed: \(rewrapped) data keys")],
-            actor: actor, on: connection)
+        try await run.end(reason: reason, outcome: "completed: \(rewrapped) data keys", actor: actor, on: connection)
         return Summary(pending: pending, rewrapped: rewrapped, target: target.version)
     }
 }

@@ -112,7 +112,7 @@ public struct SealedEntry: Sendable {
 /// Reveals nothing by itself: callers audit before they show.
 public final class VaultReader {
     private let privateKey: (Int) async throws -> X25519.PrivateKey
-    private let minter: TokenMinter
+    let minter: TokenMinter
     private var ciphers: [String: (cipher: AESGCM, recoveryVersion: Int)] = [:]
     /// Data keys whose recovery key version is not in the key file.
     private var unavailable: [String: Int] = [:]
@@ -122,11 +122,40 @@ public final class VaultReader {
         self.privateKey = privateKey
     }
 
-    /// One result per token, in order; `entries` holds the entries found, by token.
+    /// Unlocks, before anything is revealed, the recovery keys the live entries
+    /// of `tokens` need (the active one when they need none): a wrong
+    /// passphrase (or a KMS refusal) fails here, so no audit row says a value
+    /// was revealed that nobody could see. A version not in the key file is
+    /// left for each token to report.
+    func unlockKeys(for tokens: [String], on connection: PostgresConnection) async throws {
+        var versions = try await connection.query(
+            """
+            SELECT DISTINCT d.recovery_key_version AS version FROM vault_entries v JOIN data_keys d ON d.id = v.data_key_id
+            WHERE v.token = ANY($1::text[]) AND v.erased_at IS NULL
+            """, [.textArray(tokens)])
+        if versions.isEmpty {
+            versions = try await connection.query(
+                "SELECT version FROM key_versions WHERE kind = 'recovery' AND state = 'active'")
+        }
+        for row in versions {
+            let version = try row.int("version")
+            do {
+                _ = try await privateKey(version)
+            } catch let error as KeyFileError where error.code == .unknownVersion {
+                continue
+            }
+        }
+    }
+
+    /// One result per token, in order; `entries` holds the entries found, by
+    /// token (erased ones without a ciphertext), `erasures` the proofs of
+    /// erasure found: an erased entry without one is an integrity failure.
     /// Throws only for failures of the whole batch (a wrong passphrase, KMS unavailable).
-    public func open(_ tokens: [String], entries: [String: SealedEntry]) async throws -> [Result<RecoveredValue, RecoveryError>] {
+    public func open(_ tokens: [String], entries: [String: SealedEntry], erasures: [String: ErasureProof]) async throws
+        -> [Result<RecoveredValue, RecoveryError>]
+    {
         try await loadDataKeys(entries.values.filter { $0.erasedAt == nil })
-        var results = tokens.map { token in Result { () throws(RecoveryError) in try decrypt(token, entries[token]) } }
+        var results = tokens.map { token in Result { () throws(RecoveryError) in try decrypt(token, entries[token], erasures[token]) } }
         // Every opened value must produce its token again: one minting call per key version.
         var byVersion: [Int: [Int]] = [:]
         for (index, result) in results.enumerated() {
@@ -146,17 +175,22 @@ public final class VaultReader {
     }
 
     /// Opens one entry; the value is not verified against its token yet.
-    private func decrypt(_ token: String, _ entry: SealedEntry?) throws(RecoveryError) -> RecoveredValue {
+    private func decrypt(_ token: String, _ entry: SealedEntry?, _ erasure: ErasureProof?) throws(RecoveryError) -> RecoveredValue {
         guard let parts = Token.parse(token) else { throw RecoveryError.malformed(token) }
+        if let erasure {
+            // Proven erased: whatever ciphertext a row holds now was written back afterwards.
+            throw RecoveryError(kind: .erased, token: token, message: erasure.describe(token))
+        }
         guard let entry else {
             throw RecoveryError(
                 kind: .unknownToken, token: token,
                 message: "token \(token) is not in the vault (never ingested, or migrated to a newer tokenization key)")
         }
-        if let erasedAt = entry.erasedAt {
-            throw RecoveryError(
-                kind: .erased, token: token,
-                message: "token \(token) was erased on \(erasedAt) by \(entry.erasedBy ?? "unknown") (vault forget); its original is gone")
+        if entry.erasedAt != nil {
+            throw integrityFailure(
+                token,
+                "its vault entry is marked erased, but no audit row authenticated with the audit key says it was (vault forget writes one): the erasure was written by someone else"
+            )
         }
         if let version = unavailable[entry.dataKeyID] {
             throw RecoveryError(

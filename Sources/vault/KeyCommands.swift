@@ -12,12 +12,15 @@ enum RotatedKey: String, EnumerableFlag {
     case tokenization
     case recovery
     case audit
+    case suppression
 
     static func help(for value: RotatedKey) -> ArgumentHelp? {
         switch value {
         case .tokenization: return "Rotate the tokenization (HMAC) key."
         case .recovery: return "Rotate the recovery keypair."
         case .audit: return "Rotate the audit key (or create audit-key.json for a key set made before it existed)."
+        case .suppression:
+            return "Add the suppression key to a key set made before it existed (it never rotates: erased values stay erased under it)."
         }
     }
 }
@@ -61,6 +64,12 @@ struct Keys: AsyncParsableCommand {
                 valueName: "key"))
         var recoveryKMSKeyID: String?
 
+        @Option(
+            help: ArgumentHelp(
+                "Make the suppression key (which recognizes erased values) this AWS KMS HMAC_256 key; give it with --tokenization-kms-key-id, or the key file holds a local one.",
+                valueName: "key"))
+        var suppressionKMSKeyID: String?
+
         @OptionGroup var output: JSONOption
 
         func validate() throws {
@@ -71,10 +80,15 @@ struct Keys: AsyncParsableCommand {
             let store = KeyStore(directory: keys.resolvedKeysDirectory)
             let connection = offline ? nil : try await connectDatabase(database)
             let kms = vaultKMS()
+            // What the audit log holds without MACs now is recorded in audit-key.json,
+            // outside the database (none for a new database, or --offline).
+            var unauthenticated = UnauthenticatedAuditRows.none
+            if let connection { unauthenticated = try await AuditLog.unauthenticatedRows(on: connection) }
             try await KeyAdministration.createKeySet(
                 store: store,
                 sealing: try passphrase.sealing(kmsKeyID: recoveryKMSKeyID, kms: kms, scryptLogN: scryptLogN, confirm: true),
-                tokenizationKMSKeyID: tokenizationKMSKeyID, kms: kms)
+                tokenizationKMSKeyID: tokenizationKMSKeyID, suppressionKMSKeyID: suppressionKMSKeyID, kms: kms,
+                unauthenticatedAuditRows: unauthenticated)
             var registered: [String] = []
             if let connection {
                 registered = try await KeyAdministration.register(
@@ -197,7 +211,10 @@ struct Keys: AsyncParsableCommand {
                 --recovery: new data keys are wrapped to it; then run `vault rewrap`. With --kms-key-id its private key \
                 is sealed by that symmetric AWS KMS key instead of the passphrase. \
                 Copy the changed public files (tokenization.json, recovery-public.json) to the ingest secret. \
-                --audit: new audit rows are authenticated with it; keep the old versions for `vault audit verify`.
+                --audit: new audit rows are authenticated with it; keep the old versions for `vault audit verify`. \
+                --suppression: adds the key that recognizes values `vault forget` erased (key sets made before it \
+                existed); it is never rotated. With --kms-key-id it is that AWS KMS HMAC_256 key. Copy tokenization.json to \
+                the ingest secret: once it is registered, ingest refuses a key file without it.
                 """)
 
         @Flag var kind: RotatedKey
@@ -216,7 +233,9 @@ struct Keys: AsyncParsableCommand {
 
         func validate() throws {
             guard (14...22).contains(scryptLogN) else { throw ValidationError("--scrypt-log-n must be between 14 and 22") }
-            guard kmsKeyID == nil || kind != .audit else { throw ValidationError("--kms-key-id goes with --tokenization or --recovery") }
+            guard kmsKeyID == nil || kind != .audit else {
+                throw ValidationError("--kms-key-id goes with --tokenization, --recovery or --suppression")
+            }
         }
 
         func execute() async throws {
@@ -245,6 +264,12 @@ struct Keys: AsyncParsableCommand {
                 version = try await KeyAdministration.rotateRecovery(
                     store: store, keyring: keyring, sealing: sealing, reason: reason.text, actor: actor, connection: connection)
                 next = "distribute \(store.recoveryPublicPath) to ingest, then run `vault rewrap`"
+            case .suppression:
+                let backend = try await KeyAdministration.addSuppressionKey(
+                    store: store, kmsKeyID: kmsKeyID, kms: kms, reason: reason.text, actor: try AuditActor.current(store: store),
+                    connection: connection)
+                version = 1
+                next = "(\(backend)) distribute \(store.tokenizationPath) to ingest: erased values are no longer stored again"
             }
             printSummary(
                 json: output.json, ["kind": kind.rawValue, "active_version": version],

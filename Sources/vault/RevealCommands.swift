@@ -129,20 +129,23 @@ struct Lookup: ToolCommand {
         let session = try await AuditedSession.open(keys, database, needsPrivateKeys: true)
         let minter = try session.minter()
         let reader = VaultReader(minter: minter, privateKey: passphrase.recoveryKeyring(keys, kms: session.kms).privateKey(version:))
-        let (matches, sequence) = try await VaultAdmin.Lookup.lookup(
+        let found = try await VaultAdmin.Lookup.lookup(
             text, field: value.field, reason: reason.text, minter: minter, reader: reader, actor: session.actor,
             connection: session.connection)
         if json {
             print(
                 jsonLine([
-                    "audit_seq": sequence,
-                    "matches": matches.map {
+                    "audit_seq": found.auditSequence, "suppressed": found.suppressed ?? NSNull(),
+                    "matches": found.matches.map {
                         ["key_version": $0.keyVersion, "token": $0.token, "rows": $0.rows, "vault": $0.vault] as [String: Any]
                     },
                 ]))
         } else {
-            for match in matches {
+            for match in found.matches {
                 print("v\(match.keyVersion)\t\(match.token)\t\(match.rows) rows\tvault: \(match.vault)")
+            }
+            if found.suppressed == true {
+                print("erased by vault forget: ingest stores this value no more, under any key version")
             }
         }
     }
@@ -153,8 +156,10 @@ struct Forget: ToolCommand {
         abstract: "Erase originals (crypto-shredding): by token, by a file of tokens, or by value under every key version. Audited.",
         discussion: """
             The tokens stay in user_logins; recovering one afterwards says when and by whom it was erased. \
-            All the tokens given are erased in one transaction with their audit rows. Asks for confirmation on \
-            the terminal unless --yes. 
+            Each value is opened first (an audited reveal, so the recovery private key is needed) to erase it under \
+            every tokenization key version in the key file and to record its suppression, so that ingest does not \
+            store it again when it arrives again, under any later key. All the tokens are erased in one transaction \
+            with their audit rows. Asks for confirmation on the terminal unless --yes. 
             """ + ValueOptions.argvWarning)
 
     @Option(help: ArgumentHelp("A token whose original to erase.", valueName: "token"))
@@ -173,6 +178,7 @@ struct Forget: ToolCommand {
     @OptionGroup var output: JSONOption
     @OptionGroup var keys: KeyOptions
     @OptionGroup var database: DatabaseOptions
+    @OptionGroup var passphrase: PassphraseOptions
 
     func validate() throws {
         guard [token != nil, tokensFile != nil, value.given].filter({ $0 }).count == 1, value.count <= 1 else {
@@ -181,7 +187,7 @@ struct Forget: ToolCommand {
     }
 
     func execute() async throws {
-        let session = try await AuditedSession.open(keys, database)
+        let session = try await AuditedSession.open(keys, database, needsPrivateKeys: !dryRun)
         let tokens: [String]
         if let token {
             tokens = [token]
@@ -192,16 +198,22 @@ struct Forget: ToolCommand {
         }
         if let malformed = tokens.first(where: { Token.parse($0) == nil }) { throw RecoveryError.malformed(malformed) }
         if !dryRun { try confirmation.confirm("This erases the originals behind \(tokens.count) token\(tokens.count == 1 ? "" : "s")") }
+        let minter = try session.minter()
+        let reader = VaultReader(minter: minter, privateKey: passphrase.recoveryKeyring(keys, kms: session.kms).privateKey(version:))
         let erasures = try await VaultAdmin.Forget.forget(
-            tokens, reason: reason.text, dryRun: dryRun, actor: session.actor,
+            tokens, reason: reason.text, dryRun: dryRun, reader: reader, actor: session.actor,
             connection: session.connection)
         let erased = erasures.filter { $0.outcome == .erased }.count
+        let unsuppressed = dryRun ? [] : erasures.filter { $0.outcome == .erased && $0.sameValueAs == nil && $0.suppressed != true }
         printSummary(
             json: output.json,
             [
                 "dry_run": dryRun, "erased": erased,
                 "tokens": erasures.map {
-                    ["token": $0.token, "outcome": $0.outcome.rawValue, "audit_seq": $0.auditSequence ?? NSNull()] as [String: Any]
+                    [
+                        "token": $0.token, "outcome": $0.outcome.rawValue, "audit_seq": $0.auditSequence ?? NSNull(),
+                        "same_value_as": $0.sameValueAs ?? NSNull(), "suppressed": $0.suppressed ?? NSNull(),
+                    ] as [String: Any]
                 },
             ],
             text: erasures.map { erasure in
@@ -209,8 +221,19 @@ struct Forget: ToolCommand {
                     dryRun
                     ? ["erased": "would erase", "already-erased": "already erased", "unknown": "not in the vault"]
                     : ["erased": "erased", "already-erased": "already erased", "unknown": "not in the vault, nothing erased"]
-                return "\(erasure.token)\t\(verb[erasure.outcome.rawValue]!)\(erasure.auditSequence.map { " (audit #\($0))" } ?? "")"
+                let same = erasure.sameValueAs.map { " (the same value as \($0), under another key version)" } ?? ""
+                return "\(erasure.token)\t\(verb[erasure.outcome.rawValue]!)\(same)\(erasure.auditSequence.map { " (audit #\($0))" } ?? "")"
             }.joined(separator: "\n"))
+        if !unsuppressed.isEmpty {
+            FileHandle.standardError.write(
+                Data(
+                    """
+                    vault: warning: \(unsuppressed.count) erased value\(unsuppressed.count == 1 ? " was" : "s were") not suppressed \
+                    (\(minter.hasSuppressionKey ? "their entries did not open" : "the key file has no suppression key: add one with `vault keys rotate --suppression`")): \
+                    ingest would store \(unsuppressed.count == 1 ? "it" : "them") again if \(unsuppressed.count == 1 ? "it comes" : "they come") again
+
+                    """.utf8))
+        }
         if !dryRun, erasures.allSatisfy({ $0.outcome == .unknown }) {
             throw OperatorError("none of the tokens is in the vault; nothing was erased", exitCode: ExitStatus.failure)
         }

@@ -1,5 +1,7 @@
 import ArgumentParser
-import CLISupport
+public import CLISupport
+public import Storage
+public import VaultAdmin
 
 @main
 struct Vault: AsyncParsableCommand {
@@ -16,4 +18,13 @@ struct Vault: AsyncParsableCommand {
         ProcessHardening.disableCoreDumps()
         await ToolMain.main(Vault.self)
     }
+}
+
+extension RetokenizeError: ReportableError {
+    public var exitCode: Int32 { isIntegrityFailure ? ExitStatus.integrity : ExitStatus.failure }
+}
+
+/// The audit trail itself does not hold: tampered functions or rows, or clocks too far apart.
+extension AuditError: ReportableError {
+    public var exitCode: Int32 { ExitStatus.integrity }
 }

@@ -10,7 +10,7 @@ struct BatchWriterTests {
     func login(_ user: String, ip: String) -> LoginRow {
         LoginRow(
             userID: user, deviceType: "ios", maskedIP: ip, maskedDeviceID: "dev_t1_" + String(repeating: "D", count: 43), locale: nil,
-            appVersion: AppVersion("1.0")!, createDate: "2026-11-29")
+            appVersion: AppVersion("1.0")!, createDate: UTCDate.string(fromMilliseconds: SentTime.noon(-2)))
     }
 
     func entry(_ token: String, dataKey: String) -> VaultEntryRecord {
@@ -21,7 +21,7 @@ struct BatchWriterTests {
 
     @Test("two writers storing the same new token at once: both commit, one vault entry")
     func concurrentNewToken() async throws {
-        let url = try await TestDatabase.create("writer")
+        let url = try await TestDatabase.create("writer", keys: try TestKeys.create())
         let first = try await TestDatabase.connect(url)
         let second = try await TestDatabase.connect(url)
         let dataKey = UUID().uuidString.lowercased()
@@ -30,7 +30,7 @@ struct BatchWriterTests {
         let items = { (name: String, receipt: UInt8) in
             [
                 BatchItem(
-                    receiptID: Array(repeating: receipt, count: 16), sentDay: "2026-12-01",
+                    receiptID: Array(repeating: receipt, count: 16), sentDay: UTCDate.string(fromMilliseconds: SentTime.noon(0)),
                     payload: .login(
                         self.login(name, ip: shared),
                         [
@@ -42,12 +42,14 @@ struct BatchWriterTests {
         let firstItems = items("A", 1)
         let secondItems = items("B", 2)
         async let one: BatchResult = first.transaction { connection in
-            let result = try BatchWriter.write(firstItems, tokenKeyVersion: 1, on: connection)
+            let result = try BatchWriter.write(firstItems, keys: .init(tokenization: 1, recovery: 1), on: connection)
             Thread.sleep(forTimeInterval: 0.5)  // hold the uncommitted entry while the other writer arrives
             return result
         }
         try await Task.sleep(for: .milliseconds(100))
-        let two = try await second.transaction { connection in try BatchWriter.write(secondItems, tokenKeyVersion: 1, on: connection) }
+        let two = try await second.transaction { connection in
+            try BatchWriter.write(secondItems, keys: .init(tokenization: 1, recovery: 1), on: connection)
+        }
         let oneResult = try await one
         #expect(oneResult.loginRows == 1 && two.loginRows == 1)
         let counts = try await first.query(
@@ -62,16 +64,19 @@ struct BatchWriterTests {
 
     @Test("a message twice in one batch, or already processed, is written once")
     func duplicates() async throws {
-        let url = try await TestDatabase.create("writer")
+        let url = try await TestDatabase.create("writer", keys: try TestKeys.create())
         let connection = try await TestDatabase.connect(url)
         let receipt = Array(repeating: UInt8(7), count: 16)
         let item = BatchItem(
-            receiptID: receipt, sentDay: "2026-12-01", payload: .login(login("u", ip: "ip_t1_" + String(repeating: "Q", count: 43)), []))
+            receiptID: receipt, sentDay: UTCDate.string(fromMilliseconds: SentTime.noon(0)),
+            payload: .login(login("u", ip: "ip_t1_" + String(repeating: "Q", count: 43)), []))
         let first = try await connection.transaction { connection in
-            try BatchWriter.write([item, item], tokenKeyVersion: 1, on: connection)
+            try BatchWriter.write([item, item], keys: .init(tokenization: 1, recovery: 1), on: connection)
         }
         #expect(first.loginRows == 1 && first.written.count == 1)
-        let again = try await connection.transaction { connection in try BatchWriter.write([item], tokenKeyVersion: 1, on: connection) }
+        let again = try await connection.transaction { connection in
+            try BatchWriter.write([item], keys: .init(tokenization: 1, recovery: 1), on: connection)
+        }
         #expect(again.loginRows == 0 && again.written.isEmpty)
     }
 }

@@ -12,13 +12,8 @@ import VaultCrypto
 
 @Suite("retention by partitions")
 struct PartitionTests {
-    static let day: Int64 = 86_400_000
-
-    /// Today at 12:00 UTC plus `days`, in Unix milliseconds.
-    static func noon(_ days: Int) -> Int64 {
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
-        return now - now % day + day / 2 + Int64(days) * day
-    }
+    static let day = SentTime.day
+    static func noon(_ days: Int) -> Int64 { SentTime.noon(days) }
 
     /// A login item sent at `sent` (Unix milliseconds).
     static func item(_ receipt: [UInt8], user: String, sent: Int64) -> BatchItem {
@@ -90,6 +85,8 @@ struct PartitionTests {
     func dropWhileIngesting() async throws {
         let harness = try await IngestHarness.make()
         let old = generatedBodies(count: 300, seed: 11)
+        // Receipts were kept longer then; maintain below brings the retention down to 15 days.
+        try await harness.connect().execute("UPDATE partition_policy SET receipts_retention_days = 40")
         try await harness.run(try harness.configuration(.file(path: try writeFile(old), sentTimestamp: Self.noon(-30))))
         let oldDay = "ingest_receipts_d" + UTCDate.string(fromMilliseconds: Self.noon(-30)).replacingOccurrences(of: "-", with: "")
         #expect(try await partitions(of: "ingest_receipts", harness).contains(oldDay))
@@ -134,11 +131,13 @@ struct PartitionTests {
                 sent: midnight + (index < 5 ? -1_000 : 1_000) * Int64(index + 1))
         }
         #expect(Set(items.map(\.sentDay)).count == 2)
-        let first = try await connection.transaction { connection in try BatchWriter.write(items, tokenKeyVersion: 1, on: connection) }
+        let first = try await connection.transaction { connection in
+            try BatchWriter.write(items, keys: .init(tokenization: 1, recovery: 1), on: connection)
+        }
         #expect(first.written.count == 10 && first.loginRows == 10)
         _ = try await Partitions.maintain(policy: .init(), auditActor: nil, on: connection)
         let again = try await connection.transaction { connection in
-            try BatchWriter.write(items.reversed(), tokenKeyVersion: 1, on: connection)
+            try BatchWriter.write(items.reversed(), keys: .init(tokenization: 1, recovery: 1), on: connection)
         }
         #expect(again.written.isEmpty && again.loginRows == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 10)
@@ -170,11 +169,13 @@ struct PartitionTests {
         }
         let old = Self.noon(-30)
         let oldDay = "ingest_receipts_d" + UTCDate.string(fromMilliseconds: old).replacingOccurrences(of: "-", with: "")
+        // Receipts were kept longer when this batch was sent; maintain brings the retention down to 15 days.
+        try await maintainer.execute("UPDATE partition_policy SET receipts_retention_days = 40")
         let batch = [Self.item(Array(repeating: 1, count: 16), user: "old", sent: old)]
         // The batch stays uncommitted until maintain has given up.
         let maintainDone = Atomic<Bool>(false)
         async let committed = writer.transaction { connection in
-            let result = try BatchWriter.write(batch, tokenKeyVersion: 1, on: connection)
+            let result = try BatchWriter.write(batch, keys: .init(tokenization: 1, recovery: 1), on: connection)
             let deadline = ContinuousClock.now + .seconds(120)
             while !maintainDone.load(ordering: .acquiring), ContinuousClock.now < deadline { usleep(10_000) }
             return result
@@ -242,7 +243,7 @@ struct PartitionTests {
         let receipt = try await connection.query("SELECT decode(md5('7'), 'hex') AS id")[0].bytes("id")
         let redelivered = Self.item(receipt, user: "late", sent: Self.noon(0))
         let result = try await connection.transaction { connection in
-            try BatchWriter.write([redelivered], tokenKeyVersion: 1, on: connection)
+            try BatchWriter.write([redelivered], keys: .init(tokenization: 1, recovery: 1), on: connection)
         }
         #expect(result.written.isEmpty && result.loginRows == 0)
 
@@ -261,8 +262,12 @@ struct PartitionTests {
         #expect(try await Partitions.leaves(of: "user_logins", on: connection) == ["user_logins_before_partitioning"])
 
         // A login two months on gets its month's partition on demand.
+        // (Sent days that far ahead need the window `ingest maintain --days-ahead` sets.)
+        try await connection.execute("UPDATE partition_policy SET days_ahead = 70")
         let later = Self.item(Array(repeating: 9, count: 16), user: "later", sent: Self.noon(62))
-        _ = try await connection.transaction { connection in try BatchWriter.write([later], tokenKeyVersion: 1, on: connection) }
+        _ = try await connection.transaction { connection in
+            try BatchWriter.write([later], keys: .init(tokenization: 1, recovery: 1), on: connection)
+        }
         #expect(try await Partitions.leaves(of: "user_logins", on: connection).count == 2)
         #expect(try await connection.query("SELECT count(*) AS n FROM user_logins")[0].int("n") == 3001)
     }

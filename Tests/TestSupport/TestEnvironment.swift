@@ -35,6 +35,18 @@ public enum TestEnvironment {
     }
 }
 
+/// Send times for test messages and files: the database keeps receipts (and
+/// so accepts messages) only for days near today.
+public enum SentTime {
+    public static let day: Int64 = 86_400_000
+
+    /// Today at 12:00 UTC plus `days`, in Unix milliseconds.
+    public static func noon(_ days: Int) -> Int64 {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        return now - now % day + day / 2 + Int64(days) * day
+    }
+}
+
 /// A fresh database per test, so tests run in parallel without seeing each other.
 public enum TestDatabase {
     /// The URL of a new, empty database.
@@ -139,6 +151,17 @@ public struct TestKeys: Sendable {
         return directory
     }
 
+    /// Copies the key files ingest gets (tokenization.json, recovery-public.json)
+    /// to its key directory again, as an operator does after a rotation.
+    public func distribute() throws {
+        let ingest = try ingestKeysDirectory()
+        for file in ["tokenization.json", "recovery-public.json"] {
+            let target = "\(ingest)/\(file)"
+            try? FileManager.default.removeItem(atPath: target)
+            try FileManager.default.copyItem(atPath: "\(store.directory)/\(file)", toPath: target)
+        }
+    }
+
     public func privateKey(version: Int) async throws -> X25519.PrivateKey {
         try await RecoveryKeyring(store: store, kms: kms) { passphrase }.privateKey(version: version)
     }
@@ -152,10 +175,8 @@ public struct TestKeys: Sendable {
     /// Registers every key version's fingerprint in the database at `url`.
     public func register(in url: String) async throws {
         let connection = try await TestDatabase.connect(url)
-        let tokenization = try store.tokenizationKeyring()
-        let keys = try await KeyRegistry.fileKeys(
-            tokenization: tokenization, recovery: try store.recoveryPublicKeys(), store: store, kms: try kms.client(for: tokenization))
-        try await connection.transaction { connection in try KeyRegistry.register(keys, on: connection) }
+        _ = try await KeyAdministration.register(
+            store: store, kms: kms, reason: "test key set", actor: try AuditActor.current(store: store), connection: connection)
         await connection.close()
     }
 
@@ -173,8 +194,11 @@ public struct TestKeys: Sendable {
             let entry = try SealedEntry(row)
             entries[entry.token] = entry
         }
-        let reader = VaultReader(minter: try minter(), privateKey: { try await self.privateKey(version: $0) })
-        return try await reader.open(tokens, entries: entries)
+        let minter = try minter()
+        let reader = VaultReader(minter: minter, privateKey: { try await self.privateKey(version: $0) })
+        let erasures = try await ErasureProofs(keys: try store.auditKeyring(), minter: minter).proofs(
+            for: tokens, tombstones: Set(entries.values.filter { $0.erasedAt != nil }.map(\.token)), on: connection)
+        return try await reader.open(tokens, entries: entries, erasures: erasures)
     }
 }
 

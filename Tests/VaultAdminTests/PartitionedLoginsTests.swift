@@ -9,9 +9,9 @@ import VaultAdmin
 struct PartitionedLoginsTests {
     @Test("retokenize (as a rotation login) sweeps every partition; logins retention drops a month and names the tokens left unreferenced")
     func retokenizeAndRetention() async throws {
-        // January 2026 (the harness's send time), then converted: one partition.
+        // Four months ago, then converted: one partition.
         let january = rotationBodies(prefix: "jan", count: 400)
-        let harness = try await VaultHarness.make(bodies: january)
+        let harness = try await VaultHarness.make(bodies: january, sentDaysAgo: 125)
         let connection = try await harness.connect()
         defer { Task { await connection.close() } }
         #expect(try await Partitions.partitionUserLoginsMonthly(on: connection))
@@ -36,7 +36,7 @@ struct PartitionedLoginsTests {
         let expected = try await connection.query(
             """
             SELECT v.token FROM vault_entries v
-            WHERE NOT EXISTS (SELECT FROM user_logins u WHERE u.create_date >= '2026-02-01'
+            WHERE NOT EXISTS (SELECT FROM user_logins u WHERE u.create_date >= date_trunc('month', now()) - interval '3 months'
                                                           AND (u.masked_ip = v.token OR u.masked_device_id = v.token))
             ORDER BY 1
             """

@@ -53,15 +53,6 @@ func originals(of bodies: [String]) -> (ips: Set<String>, devices: Set<String>) 
 @Suite("key rotation jobs")
 struct RotationTests {
     /// Copies the public key files to the ingest secret, as a deployment would.
-    func distribute(_ keys: TestKeys) throws {
-        let ingest = try keys.ingestKeysDirectory()
-        for file in ["tokenization.json", "recovery-public.json"] {
-            let target = "\(ingest)/\(file)"
-            try? FileManager.default.removeItem(atPath: target)
-            try FileManager.default.copyItem(atPath: "\(keys.store.directory)/\(file)", toPath: target)
-        }
-    }
-
     @Test("rotate the tokenization key while ingest runs on a live queue; retokenize, killed halfway and rerun, moves everything")
     func tokenizationRotationOnline() async throws {
         let preload = rotationBodies(prefix: "pre", count: 1500)
@@ -83,7 +74,7 @@ struct RotationTests {
         let refused = try await harness.vault(["keys", "retire", "--yes", "--tokenization", "1", "--reason", "TOO-EARLY"])
         #expect(refused.status == 1)
         #expect(refused.errors.contains("run `vault retokenize` first"))
-        try distribute(harness.keys)
+        try harness.keys.distribute()
         try await Task.sleep(for: .seconds(1))  // the replica reloads within 0.3 s
 
         let second = rotationBodies(prefix: "live2", count: 60, reusing: preload + first)
@@ -173,7 +164,7 @@ struct RotationTests {
         let before = rotationBodies(prefix: "r1", count: 300)
         let harness = try await VaultHarness.make(bodies: before)
         #expect(try await harness.vault(["keys", "rotate", "--recovery", "--reason", "ROT-R", "--scrypt-log-n", "14"]).status == 0)
-        try distribute(harness.keys)
+        try harness.keys.distribute()
         // New data from a replica with the new public key: its data keys wrap to v2.
         let after = rotationBodies(prefix: "r2", count: 100, reusing: before)
         let file = NSTemporaryDirectory() + "after-\(UUID().uuidString).jsonl"
@@ -242,7 +233,7 @@ struct RotationTests {
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE user_id LIKE 'late-%'") == 0)
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE masked_ip LIKE 'ip_t1_%'") == 0)
 
-        try distribute(harness.keys)
+        try harness.keys.distribute()
         kill(ingest.processIdentifier, SIGHUP)
         try await waitUntil(.seconds(60)) { try await harness.scalar("SELECT count(*) FROM user_logins WHERE user_id LIKE 'late-%'") == 10 }
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE masked_ip NOT LIKE 'ip_t2_%'") == 0)

@@ -16,14 +16,20 @@ struct VaultHarness {
     /// Original value by token, for checking recoveries (never printed).
     let originals: [String: String]
 
-    /// Ingests `bodies` and returns the harness.
-    static func make(bodies: [String], keys: TestKeys? = nil) async throws -> VaultHarness {
+    /// Ingests `bodies`, sent `sentDaysAgo` days ago, and returns the harness.
+    static func make(bodies: [String], keys: TestKeys? = nil, sentDaysAgo: Int = 1) async throws -> VaultHarness {
         let keys = try keys ?? TestKeys.create()
         let databaseURL = try await TestDatabase.create("vault", keys: keys)
+        if sentDaysAgo > 15 {
+            // As an installation that kept receipts longer (`ingest maintain --receipts-retention`).
+            let owner = try await TestDatabase.connect(databaseURL)
+            try await owner.execute("UPDATE partition_policy SET receipts_retention_days = $1", [.int(sentDaysAgo + 1)])
+            await owner.close()
+        }
         let file = NSTemporaryDirectory() + "vault-\(UUID().uuidString).jsonl"
         try (bodies.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
         var configuration = IngestConfiguration(
-            source: .file(path: file, sentTimestamp: 1_767_225_600_000), conninfo: databaseURL,
+            source: .file(path: file, sentTimestamp: SentTime.noon(-sentDaysAgo)), conninfo: databaseURL,
             keysDirectory: try keys.ingestKeysDirectory())
         configuration.untilEmpty = true
         var logger = Logger(label: "vault-tests")

@@ -294,6 +294,14 @@ struct KeyFileObject {
         return decoded
     }
 
+    /// Lowercase or uppercase hex of exactly `byteCount` bytes.
+    func hex(_ key: String, byteCount: Int) throws -> [UInt8] {
+        guard let decoded = Hex.decode(try string(key)), decoded.count == byteCount else {
+            throw malformed(key, "is not \(byteCount) bytes of hex")
+        }
+        return decoded
+    }
+
     func object(_ key: String) throws -> KeyFileObject {
         guard case .object(let members) = try node(key) else { throw malformed(key, "is not an object") }
         return KeyFileObject(fields: members, bytes: bytes, path: path, location: location.isEmpty ? key : "\(location).\(key)")

@@ -71,18 +71,43 @@ public protocol MACKeyFileKind: Sendable {
     static var keyName: String { get }
     /// Whether a version may live in AWS KMS.
     static var allowsKMS: Bool { get }
+    /// Whether the file carries the suppression key (`suppression_key`).
+    static var hasSuppressionKey: Bool { get }
+    /// Whether the file records the audit log's unauthenticated rows (`unauthenticated_rows`).
+    static var recordsUnauthenticatedRows: Bool { get }
 }
 
 public enum TokenizationKeys: MACKeyFileKind {
     public static let format = "pseudonymizer.tokenization-keys"
     public static let keyName = "tokenization key"
     public static let allowsKMS = true
+    public static let hasSuppressionKey = true
+    public static let recordsUnauthenticatedRows = false
 }
 
 public enum AuditKeys: MACKeyFileKind {
     public static let format = "pseudonymizer.audit-keys"
     public static let keyName = "audit key"
     public static let allowsKMS = false
+    public static let hasSuppressionKey = false
+    public static let recordsUnauthenticatedRows = true
+}
+
+/// The rows of the audit log that carried no MAC when the audit key was made
+/// (written before schema migration 4): recorded in `audit-key.json`, outside
+/// the database, so that only exactly those rows can ever be vouched for by
+/// an anchor. `count` 0 means every row must be authenticated.
+public struct UnauthenticatedAuditRows: Sendable, Equatable {
+    public let count: Int64
+    /// The hash of row `count` (32 zero bytes when `count` is 0).
+    public let head: [UInt8]
+
+    public init(count: Int64, head: [UInt8]) {
+        self.count = count
+        self.head = head
+    }
+
+    public static let none = UnauthenticatedAuditRows(count: 0, head: [UInt8](repeating: 0, count: 32))
 }
 
 /// `tokenization.json`: the HMAC keys behind tokens.
@@ -95,25 +120,44 @@ public typealias AuditKeyring = MACKeyring<AuditKeys>
 /// version is local.
 public struct MACKeyring<Kind: MACKeyFileKind>: Sendable {
     public let keys: [MACKeyVersion]
+    /// `tokenization.json` only: the key of the suppression tags of erased
+    /// values (version 1, never rotated: a rotation would forget every
+    /// erasure). Nil in a key set made before it existed.
+    public let suppression: MACKeyVersion?
+    /// `audit-key.json` only: the unauthenticated rows the audit log held when
+    /// the file was made. Nil in a file made before this was recorded.
+    public let unauthenticatedRows: UnauthenticatedAuditRows?
 
     public var active: MACKeyVersion { keys.first { $0.state == .active }! }
 
     public func key(version: Int) -> MACKeyVersion? { keys.first { $0.version == version } }
 
-    /// Whether any version is held in AWS KMS.
-    public var usesKMS: Bool { keys.contains { $0.kmsKeyID != nil } }
+    /// Whether any version (the suppression key included) is held in AWS KMS.
+    public var usesKMS: Bool { keys.contains { $0.kmsKeyID != nil } || suppression?.kmsKeyID != nil }
 
-    init(keys: [MACKeyVersion]) throws {
+    init(keys: [MACKeyVersion], suppression: MACKeyVersion? = nil, unauthenticatedRows: UnauthenticatedAuditRows? = nil) throws {
         self.keys = keys.sorted { $0.version < $1.version }
+        self.suppression = suppression
+        self.unauthenticatedRows = unauthenticatedRows
         try validateVersions(keys.map { ($0.version, $0.state) }, what: Kind.keyName)
     }
 
-    /// Version 1, active: `material`, or a fresh random local key.
-    public static func generate(now: Date, material: MACKeyMaterial? = nil) throws -> MACKeyring {
+    /// Version 1, active: `material`, or a fresh random local key; for a
+    /// tokenization keyring also a suppression key (`suppression`, or a fresh
+    /// local one); for audit keys, the unauthenticated rows of the log now.
+    public static func generate(
+        now: Date, material: MACKeyMaterial? = nil, suppression: MACKeyMaterial? = nil,
+        unauthenticatedRows: UnauthenticatedAuditRows? = nil
+    ) throws -> MACKeyring {
         try MACKeyring(
             keys: [
                 MACKeyVersion(version: 1, state: .active, createdAt: timestamp(now), material: try material ?? .local(.random(count: 32)))
-            ])
+            ],
+            suppression: Kind.hasSuppressionKey
+                ? MACKeyVersion(
+                    version: 1, state: .active, createdAt: timestamp(now), material: try suppression ?? .local(.random(count: 32)))
+                : nil,
+            unauthenticatedRows: Kind.recordsUnauthenticatedRows ? unauthenticatedRows ?? .none : nil)
     }
 
     /// A new active version (`material`, or a fresh random local key); the
@@ -125,7 +169,22 @@ public struct MACKeyring<Kind: MACKeyFileKind>: Sendable {
                 + [
                     MACKeyVersion(
                         version: next, state: .active, createdAt: timestamp(now), material: try material ?? .local(.random(count: 32)))
-                ])
+                ], suppression: suppression, unauthenticatedRows: unauthenticatedRows)
+    }
+
+    /// With a suppression key (`material`, or a fresh local one), for a key
+    /// set made before it existed; refused when there is one.
+    public func addingSuppressionKey(now: Date, material: MACKeyMaterial? = nil) throws -> MACKeyring {
+        guard Kind.hasSuppressionKey, suppression == nil else {
+            throw KeyFileError(
+                .refused,
+                "the key file already has a suppression key, and it never rotates: a new one would forget every erasure recorded under it")
+        }
+        return try MACKeyring(
+            keys: keys,
+            suppression: MACKeyVersion(
+                version: 1, state: .active, createdAt: timestamp(now), material: try material ?? .local(.random(count: 32))),
+            unauthenticatedRows: unauthenticatedRows)
     }
 
     /// Without `version` (its secret is gone with the returned keyring's file).
@@ -134,53 +193,85 @@ public struct MACKeyring<Kind: MACKeyFileKind>: Sendable {
         guard key.state != .active else {
             throw KeyFileError(.refused, "\(Kind.keyName) v\(version) is the active one; rotate first")
         }
-        return try MACKeyring(keys: keys.filter { $0.version != version })
+        return try MACKeyring(
+            keys: keys.filter { $0.version != version }, suppression: suppression, unauthenticatedRows: unauthenticatedRows)
     }
 
     static func decode(_ bytes: SecureBytes, path: String) throws -> MACKeyring {
         try parseKeyFile(bytes, path: path, format: Kind.format) { file in
             let keys = try file.objects("keys").map { entry in
-                let version: Int = try entry.integer("version")
-                let material: MACKeyMaterial
-                switch try entry.optionalString("backend") ?? "local" {
-                case "local": material = .local(try entry.secret("key", byteCount: 32))
-                case "aws-kms" where Kind.allowsKMS: material = .awsKMS(keyID: try entry.string("kms_key_id"))
-                case let other:
-                    throw KeyFileError(
-                        .malformed,
-                        "\(path): \(Kind.keyName) v\(version) has backend \"\(other)\"; expected \(Kind.allowsKMS ? "local or aws-kms" : "local")"
-                    )
-                }
-                return MACKeyVersion(
-                    version: version, state: try keyState(entry), createdAt: try entry.string("created_at"), material: material)
+                MACKeyVersion(
+                    version: try entry.integer("version"), state: try keyState(entry), createdAt: try entry.string("created_at"),
+                    material: try material(of: entry, path: path))
             }
-            do { return try MACKeyring(keys: keys) } catch let error as KeyFileError {
+            var suppression: MACKeyVersion? = nil
+            if Kind.hasSuppressionKey, file.optionalNode("suppression_key") != nil {
+                let entry = try file.object("suppression_key")
+                suppression = MACKeyVersion(
+                    version: 1, state: .active, createdAt: try entry.string("created_at"), material: try material(of: entry, path: path))
+            }
+            var unauthenticated: UnauthenticatedAuditRows? = nil
+            if Kind.recordsUnauthenticatedRows, file.optionalNode("unauthenticated_rows") != nil {
+                let entry = try file.object("unauthenticated_rows")
+                unauthenticated = UnauthenticatedAuditRows(
+                    count: try entry.integer("count", as: Int64.self), head: try entry.hex("head", byteCount: 32))
+            }
+            do { return try MACKeyring(keys: keys, suppression: suppression, unauthenticatedRows: unauthenticated) } catch let error
+                as KeyFileError
+            {
                 throw KeyFileError(.malformed, "\(path): \(error.message)")
             }
         }
     }
 
+    private static func material(of entry: KeyFileObject, path: String) throws -> MACKeyMaterial {
+        switch try entry.optionalString("backend") ?? "local" {
+        case "local": return .local(try entry.secret("key", byteCount: 32))
+        case "aws-kms" where Kind.allowsKMS: return .awsKMS(keyID: try entry.string("kms_key_id"))
+        case let other:
+            throw KeyFileError(
+                .malformed,
+                "\(path): \(Kind.keyName) field \(entry.location) has backend \"\(other)\"; expected \(Kind.allowsKMS ? "local or aws-kms" : "local")"
+            )
+        }
+    }
+
+    private static func fields(of material: MACKeyMaterial) -> [(String, KeyFileValue)] {
+        switch material {
+        case .local(let secret): return [("key", .secret(secret))]
+        case .awsKMS(let keyID): return [("backend", .string("aws-kms")), ("kms_key_id", .string(keyID))]
+        }
+    }
+
     func encoded() -> SecureBytes {
-        keyFile(
+        var extra: [(String, KeyFileValue)] = []
+        if let suppression {
+            extra.append(
+                ("suppression_key", .object([("created_at", .string(suppression.createdAt))] + Self.fields(of: suppression.material))))
+        }
+        if let unauthenticatedRows {
+            extra.append(
+                (
+                    "unauthenticated_rows",
+                    .object([("count", .integer(unauthenticatedRows.count)), ("head", .string(Hex.encode(unauthenticatedRows.head)))])
+                ))
+        }
+        return keyFile(
             format: Kind.format,
             keys: keys.map { key in
-                var fields: [(String, KeyFileValue)] = [
-                    ("version", .integer(Int64(key.version))), ("state", .string(key.state.rawValue)),
-                    ("created_at", .string(key.createdAt)),
-                ]
-                switch key.material {
-                case .local(let secret): fields.append(("key", .secret(secret)))
-                case .awsKMS(let keyID): fields += [("backend", .string("aws-kms")), ("kms_key_id", .string(keyID))]
-                }
-                return fields
-            })
+                [("version", .integer(Int64(key.version))), ("state", .string(key.state.rawValue)), ("created_at", .string(key.createdAt))]
+                    + Self.fields(of: key.material)
+            }, extra: extra)
     }
 }
 
 extension MACKeyVersion {
     /// The fixed label a tokenization key's fingerprint is the MAC of:
     /// `"pseudonymizer.key-fingerprint.v1" ‖ 0 ‖ "tokenization" ‖ 0 ‖ decimal version`.
-    public var tokenizationFingerprintInput: [UInt8] { Array("\(keyFingerprintDomain)\u{0}tokenization\u{0}\(version)".utf8) }
+    public var tokenizationFingerprintInput: [UInt8] { fingerprintInput(kind: "tokenization") }
+
+    /// `"pseudonymizer.key-fingerprint.v1" ‖ 0 ‖ kind ‖ 0 ‖ decimal version`: what a MAC key's fingerprint is the MAC of.
+    public func fingerprintInput(kind: String) -> [UInt8] { Array("\(keyFingerprintDomain)\u{0}\(kind)\u{0}\(version)".utf8) }
 
     /// What the database registers for a local tokenization key version: a MAC
     /// of a fixed label under the key (a key check value), so a key file
@@ -493,8 +584,8 @@ private func parseKeyFile<T>(_ bytes: SecureBytes, path: String, format: String,
     }
 }
 
-private func keyFile(format: String, keys: [[(String, KeyFileValue)]]) -> SecureBytes {
-    KeyFileValue.object([("format", .string(format)), ("format_version", .integer(1)), ("keys", .array(keys.map { .object($0) }))])
+private func keyFile(format: String, keys: [[(String, KeyFileValue)]], extra: [(String, KeyFileValue)] = []) -> SecureBytes {
+    KeyFileValue.object([("format", .string(format)), ("format_version", .integer(1)), ("keys", .array(keys.map { .object($0) }))] + extra)
         .encoded()
 }
 

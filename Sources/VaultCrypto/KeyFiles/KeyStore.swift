@@ -34,11 +34,11 @@ public struct KeyStore: Sendable {
     }
 
     /// Writes a fresh key set: `tokenization`, the recovery keypair v1 (its
-    /// private half already sealed), and a new audit key v1. Refuses if any key
-    /// file already exists.
+    /// private half already sealed), and a new audit key v1 recording the
+    /// audit log's `unauthenticatedAuditRows`. Refuses if any key file already exists.
     public func create(
         tokenization: TokenizationKeyring, recoveryPrivateKey: RecoveryPrivateKeys.Sealed, recoveryPublicKey: X25519.PublicKey,
-        now: Date = Date()
+        unauthenticatedAuditRows: UnauthenticatedAuditRows = .none, now: Date = Date()
     ) throws {
         for path in [tokenizationPath, recoveryPublicPath, recoveryPrivatePath, auditKeyPath]
         where FileManager.default.fileExists(atPath: path) {
@@ -56,7 +56,9 @@ public struct KeyStore: Sendable {
             RecoveryPrivateKeys(keys: [recoveryPrivateKey]).encoded(), to: recoveryPrivatePath, visibility: .secret, replace: false)
         try SecureFile.write(publicKeys.encoded(), to: recoveryPublicPath, visibility: .public, replace: false)
         try SecureFile.write(tokenization.encoded(), to: tokenizationPath, visibility: .secret, replace: false)
-        try SecureFile.write(AuditKeyring.generate(now: now).encoded(), to: auditKeyPath, visibility: .secret, replace: false)
+        try SecureFile.write(
+            AuditKeyring.generate(now: now, unauthenticatedRows: unauthenticatedAuditRows).encoded(), to: auditKeyPath, visibility: .secret,
+            replace: false)
     }
 
     public func tokenizationKeyring() throws -> TokenizationKeyring {

@@ -36,7 +36,7 @@ public enum SecureFile {
             throw KeyFileError(.io, "\(path) cannot be examined (\(String(cString: strerror(errno))))")
         }
         try check(info, path: path, secret: secret)
-        try checkDirectory(of: path)
+        try checkDirectories(of: path, opened: info)
         guard (info.st_mode & S_IFMT) == S_IFREG, Int(info.st_size) <= maximumByteCount else {
             throw KeyFileError(.malformed, "\(path) is not a key file (not a regular file of at most 1 MiB)")
         }
@@ -62,6 +62,7 @@ public enum SecureFile {
             throw KeyFileError(.io, "\(path) cannot be examined (\(String(cString: strerror(errno))))")
         }
         try check(info, path: path, secret: true)
+        try checkDirectories(of: path, opened: info)
     }
 
     /// The rules, as SSH and PostgreSQL apply them:
@@ -95,22 +96,53 @@ public enum SecureFile {
         }
     }
 
-    /// A directory that others may write lets them replace the files in it.
-    /// The sticky bit (as on Kubernetes' tmpfs volumes, 1777) stops that for files they do not own.
-    static func checkDirectory(of path: String) throws {
-        let directory = (path as NSString).deletingLastPathComponent
+    /// A directory that others may write lets them replace the files in it,
+    /// and so does any directory above it: every directory on the path as
+    /// given and on the path it resolves to (through symlinks, as a
+    /// Kubernetes Secret volume's `..data` link) must belong to this user or
+    /// root and be writable by nobody else, unless it has the sticky bit
+    /// (as /tmp and Kubernetes' tmpfs volumes, 1777), which stops others from
+    /// replacing files they do not own. `opened` is the file that was opened:
+    /// the resolved path must still name it.
+    static func checkDirectories(of path: String, opened: stat) throws {
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        guard let resolvedPointer = realpath(absolute, nil) else {
+            throw KeyFileError(.io, "\(path) cannot be resolved (\(String(cString: strerror(errno)))); check the path and its links")
+        }
+        let resolved = String(cString: resolvedPointer)
+        free(resolvedPointer)
+        var target = stat()
+        guard stat(resolved, &target) == 0, target.st_dev == opened.st_dev, target.st_ino == opened.st_ino else {
+            throw KeyFileError(.io, "\(path) changed while it was being checked; try again, and find out what is replacing it")
+        }
+        var checked = Set<String>()
+        for file in [absolute, resolved] {
+            var directory = (file as NSString).deletingLastPathComponent
+            while checked.insert(directory).inserted {
+                try checkDirectory(directory, holding: path, resolvedTo: file == resolved && resolved != absolute ? resolved : nil)
+                guard directory != "/" else { break }
+                directory = (directory as NSString).deletingLastPathComponent
+            }
+        }
+    }
+
+    private static func checkDirectory(_ directory: String, holding path: String, resolvedTo resolved: String?) throws {
         var info = stat()
-        guard stat(directory.isEmpty ? "." : directory, &info) == 0 else { return }
+        guard stat(directory, &info) == 0 else {
+            throw KeyFileError(.io, "the directory \(directory) above \(path) cannot be examined (\(String(cString: strerror(errno))))")
+        }
         let mode = info.st_mode & 0o7777
+        let via = resolved.map { " (\(path) leads there: it resolves to \($0))" } ?? ""
         guard info.st_uid == geteuid() || info.st_uid == 0 else {
             throw KeyFileError(
                 .insecurePermissions,
-                "the key directory \(directory) belongs to uid \(info.st_uid), not to this user or root; its owner can swap the key files")
+                "the directory \(directory)\(via) belongs to uid \(info.st_uid), not to this user or root; its owner can swap the key files"
+            )
         }
         guard mode & 0o022 == 0 || mode & S_ISVTX != 0 else {
             throw KeyFileError(
                 .insecurePermissions,
-                "the key directory \(directory) is writable by group or others (mode 0\(String(mode, radix: 8))); they could swap the key files: run `chmod 700 \(directory)`"
+                "the directory \(directory)\(via) is writable by group or others (mode 0\(String(mode, radix: 8))); they could swap the key files: run `chmod go-w \(directory)` or keep the keys elsewhere"
             )
         }
     }
