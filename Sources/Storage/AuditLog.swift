@@ -465,7 +465,7 @@ public enum AuditLog {
                 "the audit log has rows without a MAC after rows with one: they were removed by someone without the audit key; run `vault audit verify` and investigate before making an audit key"
             )
         }
-        return count == 0 ? .none : UnauthenticatedAuditRows(count: count, head: try row.bytes("hash"))
+        return count == 0 ? .allAuthenticated : UnauthenticatedAuditRows(count: count, head: try row.bytes("hash"))
     }
 
     /// Vouches, in the log, for the rows written before migration 4 (no MAC):

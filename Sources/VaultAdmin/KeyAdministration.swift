@@ -312,7 +312,7 @@ public enum KeyAdministration {
     /// not work leaves no files behind.
     public static func createKeySet(
         store: KeyStore, sealing: RecoverySealing, tokenizationKMSKeyID: String?, suppressionKMSKeyID: String? = nil, kms: LazyKMSClient,
-        unauthenticatedAuditRows: UnauthenticatedAuditRows = .none, now: Date = Date()
+        unauthenticatedAuditRows: UnauthenticatedAuditRows = .allAuthenticated, now: Date = Date()
     ) async throws {
         func kmsMaterial(_ keyID: String?) async throws -> MACKeyMaterial? {
             guard let keyID else { return nil }

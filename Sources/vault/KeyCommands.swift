@@ -82,7 +82,7 @@ struct Keys: AsyncParsableCommand {
             let kms = vaultKMS()
             // What the audit log holds without MACs now is recorded in audit-key.json,
             // outside the database (none for a new database, or --offline).
-            var unauthenticated = UnauthenticatedAuditRows.none
+            var unauthenticated = UnauthenticatedAuditRows.allAuthenticated
             if let connection { unauthenticated = try await AuditLog.unauthenticatedRows(on: connection) }
             try await KeyAdministration.createKeySet(
                 store: store,

@@ -346,7 +346,7 @@ struct StateChangeAttackTests {
     func wrongPassphrase() async throws {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 2))
         let wrong = NSTemporaryDirectory() + "wrong-\(UUID().uuidString)"
-        FileManager.default.createFile(
+        _ = FileManager.default.createFile(
             atPath: wrong, contents: Data("not the passphrase at all\n".utf8), attributes: [.posixPermissions: 0o600])
         for command in [
             ["recover", "--token", try Self.ipToken(harness).token, "--reason", "WRONG"],

@@ -107,7 +107,7 @@ public struct UnauthenticatedAuditRows: Sendable, Equatable {
         self.head = head
     }
 
-    public static let none = UnauthenticatedAuditRows(count: 0, head: [UInt8](repeating: 0, count: 32))
+    public static let allAuthenticated = UnauthenticatedAuditRows(count: 0, head: [UInt8](repeating: 0, count: 32))
 }
 
 /// `tokenization.json`: the HMAC keys behind tokens.
@@ -157,7 +157,7 @@ public struct MACKeyring<Kind: MACKeyFileKind>: Sendable {
                 ? MACKeyVersion(
                     version: 1, state: .active, createdAt: timestamp(now), material: try suppression ?? .local(.random(count: 32)))
                 : nil,
-            unauthenticatedRows: Kind.recordsUnauthenticatedRows ? unauthenticatedRows ?? .none : nil)
+            unauthenticatedRows: Kind.recordsUnauthenticatedRows ? unauthenticatedRows ?? .allAuthenticated : nil)
     }
 
     /// A new active version (`material`, or a fresh random local key); the

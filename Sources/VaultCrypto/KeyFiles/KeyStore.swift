@@ -38,7 +38,7 @@ public struct KeyStore: Sendable {
     /// audit log's `unauthenticatedAuditRows`. Refuses if any key file already exists.
     public func create(
         tokenization: TokenizationKeyring, recoveryPrivateKey: RecoveryPrivateKeys.Sealed, recoveryPublicKey: X25519.PublicKey,
-        unauthenticatedAuditRows: UnauthenticatedAuditRows = .none, now: Date = Date()
+        unauthenticatedAuditRows: UnauthenticatedAuditRows = .allAuthenticated, now: Date = Date()
     ) throws {
         for path in [tokenizationPath, recoveryPublicPath, recoveryPrivatePath, auditKeyPath]
         where FileManager.default.fileExists(atPath: path) {
