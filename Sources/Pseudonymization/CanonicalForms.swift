@@ -121,4 +121,63 @@ public enum UTCDate {
         let digits = String(value)
         return String(repeating: "0", count: max(0, width - digits.count)) + digits
     }
+
+    /// Microseconds since the epoch of an RFC 3339 time (`2026-11-29T12:00:00Z`,
+    /// fractional seconds of any length, cut to microseconds, `Z` or `±HH:MM`),
+    /// or of a bare date (midnight UTC); nil for anything else.
+    public static func microseconds(fromRFC3339 text: String) -> Int64? {
+        let utf8 = Array(text.utf8)
+        var index = 0
+        func number(_ digits: Int) -> Int64? {
+            guard index + digits <= utf8.count else { return nil }
+            var value: Int64 = 0
+            for _ in 0..<digits {
+                guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(utf8[index]) else { return nil }
+                value = value * 10 + Int64(utf8[index] - UInt8(ascii: "0"))
+                index += 1
+            }
+            return value
+        }
+        func expect(_ character: Character) -> Bool {
+            guard index < utf8.count, utf8[index] == character.asciiValue! else { return false }
+            index += 1
+            return true
+        }
+        guard let year = number(4), expect("-"), let month = number(2), expect("-"), let day = number(2), (1...12).contains(month),
+            (1...31).contains(day)
+        else { return nil }
+        // Days from the civil date (proleptic Gregorian), Howard Hinnant's days_from_civil.
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yearOfEra = y - era * 400
+        let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
+        let days = era * 146_097 + yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear - 719_468
+        guard index < utf8.count else { return days * 86_400_000_000 }
+        guard expect("T"), let hour = number(2), expect(":"), let minute = number(2), expect(":"), let second = number(2), hour < 24,
+            minute < 60, second < 61
+        else { return nil }
+        var fraction: Int64 = 0
+        if expect(".") {
+            var digits = 0
+            while index < utf8.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(utf8[index]) {
+                if digits < 6 { fraction = fraction * 10 + Int64(utf8[index] - UInt8(ascii: "0")) }
+                digits += 1
+                index += 1
+            }
+            guard digits > 0 else { return nil }
+            for _ in digits..<max(digits, 6) { fraction *= 10 }
+        }
+        var offset: Int64 = 0
+        if expect("Z") || expect("z") {
+        } else if index < utf8.count, utf8[index] == UInt8(ascii: "+") || utf8[index] == UInt8(ascii: "-") {
+            let sign: Int64 = utf8[index] == UInt8(ascii: "-") ? -1 : 1
+            index += 1
+            guard let hours = number(2), expect(":"), let minutes = number(2), hours < 24, minutes < 60 else { return nil }
+            offset = sign * (hours * 3600 + minutes * 60)
+        } else {
+            return nil
+        }
+        guard index == utf8.count else { return nil }
+        return (days * 86_400 + hour * 3600 + minute * 60 + second - offset) * 1_000_000 + fraction
+    }
 }

@@ -137,38 +137,8 @@ public enum AuditLog {
         }
     }
 
-    /// Microseconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`.
-    package static func microseconds(_ text: String) -> Int64? {
-        let utf8 = Array(text.utf8)
-        guard utf8.count >= 20, utf8.last == UInt8(ascii: "Z") else { return nil }
-        func number(_ range: Range<Int>) -> Int64? {
-            var value: Int64 = 0
-            for index in range {
-                guard index < utf8.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(utf8[index]) else { return nil }
-                value = value * 10 + Int64(utf8[index] - UInt8(ascii: "0"))
-            }
-            return value
-        }
-        guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10), let hour = number(11..<13),
-            let minute = number(14..<16), let second = number(17..<19), (1...12).contains(month), (1...31).contains(day)
-        else { return nil }
-        var fraction: Int64 = 0
-        if utf8[19] == UInt8(ascii: ".") {
-            let digits = utf8.count - 21
-            guard (1...6).contains(digits), let value = number(20..<(20 + digits)) else { return nil }
-            fraction = value * Int64([100_000, 10_000, 1_000, 100, 10, 1][digits - 1])
-        } else if utf8.count != 20 {
-            return nil
-        }
-        // Days from the civil date (proleptic Gregorian), as Howard Hinnant's days_from_civil.
-        let y = month <= 2 ? year - 1 : year
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yearOfEra = y - era * 400
-        let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
-        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
-        let days = era * 146_097 + dayOfEra - 719_468
-        return ((days * 86_400 + hour * 3600 + minute * 60 + second) * 1_000_000) + fraction
-    }
+    /// Microseconds since the epoch of an audit time (`YYYY-MM-DDTHH:MM:SS.ffffffZ`).
+    package static func microseconds(_ text: String) -> Int64? { UTCDate.microseconds(fromRFC3339: text) }
 
     /// The rows `records` become after `head`, chained and authenticated.
     package static func prepare(_ records: [AuditRecord], after head: Head, actor: AuditActor) throws -> [AuditEntry] {
@@ -520,12 +490,15 @@ public enum AuditLog {
                 )
             }
             let record = AuditRecord(
-                action: anchorAction, subject: "rows 1…\(unauthenticated), head \(Hex.encode(last))", reason: reason, outcome: "anchored")
+                action: anchorAction, subject: anchorSubject(rows: unauthenticated, head: last), reason: reason, outcome: "anchored")
             let entries = try prepare([record], after: head, actor: actor)
             try connection.query("SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8)", rowParameters(entries, actions: true))
             return (unauthenticated, entries[0].sequence)
         }
     }
+
+    /// What an anchor row says it vouches for.
+    package static func anchorSubject(rows: Int64, head: [UInt8]) -> String { "rows 1…\(rows), head \(Hex.encode(head))" }
 
     /// Rows in sequence order after `after`, optionally only those at or after `since`.
     public static func entries(after: Int64 = 0, since: Date? = nil, limit: Int, on connection: PostgresConnection) async throws

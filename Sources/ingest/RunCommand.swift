@@ -5,6 +5,7 @@ import Foundation
 import Ingest
 import Metrics
 import Prometheus
+import Pseudonymization
 import ServiceLifecycle
 import Storage
 import UnixSignals
@@ -130,14 +131,18 @@ struct Run: ToolCommand {
             guard queue == nil || fromFile != nil else { throw ValidationError("give either a queue URL or --from-file, not both") }
             // The file's time by default, so a replay of the same file on a later
             // day still finds its receipts (kept by send day).
-            var sent = (try? FileManager.default.attributesOfItem(atPath: file)[.modificationDate] as? Date) ?? Date()
+            let modified = (try? FileManager.default.attributesOfItem(atPath: file)[.modificationDate] as? Date) ?? Date()
+            var sent = Int64((modified.timeIntervalSince1970 * 1000).rounded(.down))
             if let sentAt {
-                guard let parsed = ISO8601DateFormatter().date(from: sentAt) else {
-                    throw ValidationError("--sent-at \(sentAt) is not an ISO 8601 time such as 2026-11-29T12:00:00Z")
+                // Milliseconds, rounded down (FORMATS.md, "Send times of files").
+                guard let microseconds = UTCDate.microseconds(fromRFC3339: sentAt) else {
+                    throw ValidationError(
+                        "--sent-at \(sentAt) is not an RFC 3339 time such as 2026-11-29T12:00:00Z (fractions and offsets allowed) or a date"
+                    )
                 }
-                sent = parsed
+                sent = microseconds >= 0 ? microseconds / 1000 : (microseconds - 999) / 1000
             }
-            source = .file(path: file, sentTimestamp: Int64(sent.timeIntervalSince1970 * 1000))
+            source = .file(path: file, sentTimestamp: sent)
         } else if let queue {
             let choice =
                 try sqsProtocol ?? EnvironmentFallback.string(nil, "SQS_PROTOCOL").map { name in

@@ -1,5 +1,6 @@
 import Foundation
 import Ingest
+import KeyCustody
 import Postgres
 import Storage
 import TestSupport
@@ -77,6 +78,39 @@ struct FormatsTests {
             return ["code": version.map { String($0.code) } ?? "refused", "readable": version?.canonical ?? "refused"]
         case "create-date":
             return ["date": UTCDate.string(fromMilliseconds: Int64(example["sent-timestamp"])!)]
+        case "sent-at":
+            let run = try await runProgram(
+                try TestEnvironment.executable("ingest"),
+                [
+                    "run", "--from-file", "/dev/null", "--sent-at", example["input"], "--startup-timeout", "1", "--database-url",
+                    "postgresql://u@127.0.0.1:1/x",
+                ])
+            #expect(!run.errors.contains("--sent-at"), "ingest refuses the --sent-at of \(example)")
+            let microseconds = try #require(UTCDate.microseconds(fromRFC3339: example["input"]))
+            let milliseconds = microseconds >= 0 ? microseconds / 1000 : (microseconds - 999) / 1000
+            return ["milliseconds": String(milliseconds), "date": UTCDate.string(fromMilliseconds: milliseconds)]
+        case "suppression-tag":
+            let field = PIIField(rawValue: example["field"])!
+            let request = TokenRequest(field: field, value: example["value"])
+            let keyring = try TokenizationKeyring(
+                keys: [
+                    MACKeyVersion(version: 1, state: .active, createdAt: "", material: .local(SecureBytes(Array(repeating: 0, count: 32))))
+                ],
+                suppression: MACKeyVersion(version: 1, state: .active, createdAt: "", material: .local(SecureBytes(try example.hex("key"))))
+            )
+            let tag = try await TokenMinter(keyring: keyring, kms: nil).suppressionTags([request])[0]
+            return ["mac-input": Hex.encode(TokenFormat.suppressionMACInput(request)), "tag": Hex.encode(tag)]
+        case "fingerprint-suppression":
+            let key = MACKeyVersion(version: 1, state: .active, createdAt: "", material: .local(SecureBytes(try example.hex("key"))))
+            return ["fingerprint": Hex.encode(try await TokenMinter.suppressionFingerprint(of: key, kms: nil))]
+        case "scrypt-memory":
+            let parameters = Scrypt.Parameters(n: UInt64(example["n"])!, r: UInt32(example["r"])!, p: UInt32(example["p"])!)
+            return ["bytes": String(parameters.memoryByteCount)]
+        case "audit-head":
+            let verify = try await auditHeadOfExampleRow(example)
+            return ["head": verify]
+        case "audit-anchor":
+            return ["subject": AuditLog.anchorSubject(rows: Int64(example["count"])!, head: try example.hex("hash"))]
         case "token":
             let field = PIIField(rawValue: example["field"])!
             let key = MACKeyVersion(
@@ -158,6 +192,12 @@ struct FormatsTests {
                 "(written again)": keyring.encoded().withUnsafeBytes { String(decoding: $0, as: UTF8.self) } == example.body
                     ? "same" : "differs"
             ]
+        case "audit-key.json":
+            let keys = try AuditKeyring.decode(SecureBytes(Array(example.body.utf8)), path: "FORMATS.md")
+            return [
+                "(written again)": keys.encoded().withUnsafeBytes { String(decoding: $0, as: UTF8.self) } == example.body
+                    ? "same" : "differs"
+            ]
         case "recovery-private.json":
             let keys = try RecoveryPrivateKeys.decode(SecureBytes(Array(example.body.utf8)), path: "FORMATS.md")
             return [
@@ -168,6 +208,41 @@ struct FormatsTests {
             Issue.record("FORMATS.md example \(example) is of a kind no test checks")
             return [:]
         }
+    }
+
+    /// The head `vault audit verify` prints for a log whose only row is the
+    /// audit-row example's (its seq and hash must be the example's too).
+    static func auditHeadOfExampleRow(_ example: FormatExample) async throws -> String {
+        let row = try #require(FormatExample.all.first { $0.name == "audit-row" })
+        #expect(row["seq"] == example["seq"] && row["hash"] == example["hash"])
+        let keys = try TestKeys.create()
+        let url = try await TestDatabase.create("head")
+        let owner = try await TestDatabase.connect(url)
+        try await owner.execute(
+            """
+            INSERT INTO audit_log (seq, at, os_user, db_role, action, subject, reason, outcome, prev_hash, hash, mac_key_version, mac)
+            VALUES ($1, $2::timestamptz, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11)
+            """,
+            [
+                .int(Int(row["seq"])!), .text(row["at"]), .text(row["os-user"]), .text(row["db-role"]), .text(row["action"]),
+                .text(row["subject"]), .text(row["reason"]), .text(row["outcome"]), .bytes(try row.hex("previous-hash")),
+                .bytes(try row.hex("hash")), .bytes(try row.hex("mac")),
+            ])
+        await owner.close()
+        // The example's audit key, as audit key v1.
+        let keyFile = """
+            {"format": "pseudonymizer.audit-keys", "format_version": 1, "keys": [{"version": 1, "state": "active", \
+            "created_at": "2026-12-01T00:00:00Z", "key": "\(Base64.encode(try row.hex("audit-key")))"}], \
+            "unauthenticated_rows": {"count": 0, "head": "\(String(repeating: "0", count: 64))"}}
+            """
+        try FileManager.default.removeItem(atPath: keys.store.auditKeyPath)
+        _ = FileManager.default.createFile(
+            atPath: keys.store.auditKeyPath, contents: Data(keyFile.utf8), attributes: [.posixPermissions: 0o600])
+        let verify = try await runProgram(
+            try TestEnvironment.executable("vault"), ["audit", "verify"],
+            environment: ["KEYS_DIR": keys.store.directory, "DATABASE_URL": url])
+        #expect(verify.status == 0, "\(verify.errors)")
+        return String(verify.output.split(separator: " ").last ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     static func auditHash(_ example: FormatExample) throws -> [UInt8] {
@@ -191,9 +266,10 @@ struct FormatsTests {
         let kinds = Set(FormatExample.all.map(\.name))
         #expect(
             kinds == [
-                "canonical-ip", "app-version", "create-date", "token", "erased-token", "vault-entry", "quarantine",
-                "receipt-id-sqs", "receipt-id-file", "data-key-wrap", "private-key-seal", "passphrase-file",
-                "fingerprint-tokenization", "fingerprint-recovery", "audit-row", "tokenization.json", "recovery-private.json",
+                "canonical-ip", "app-version", "create-date", "sent-at", "token", "erased-token", "suppression-tag", "vault-entry",
+                "quarantine", "receipt-id-sqs", "receipt-id-file", "data-key-wrap", "private-key-seal", "scrypt-memory",
+                "passphrase-file", "fingerprint-tokenization", "fingerprint-recovery", "fingerprint-suppression", "audit-row",
+                "audit-head", "audit-anchor", "tokenization.json", "recovery-private.json", "audit-key.json",
             ])
         let byName = Dictionary(grouping: FormatExample.all, by: \.name)
         // The examples build on each other: the entry seals the first token, the
@@ -203,6 +279,9 @@ struct FormatsTests {
         #expect(byName["erased-token"]?[0]["old-token"] == byName["token"]?[0]["token"])
         #expect(byName["quarantine"]?[0]["receipt-id"] == byName["receipt-id-file"]?[0]["receipt-id"])
         #expect(byName["fingerprint-recovery"]?[0]["public-key"] == byName["data-key-wrap"]?[0]["recovery-public-key"])
+        // The suppression key of the tag and its fingerprint is the one in the tokenization.json example.
+        #expect(byName["fingerprint-suppression"]?[0]["key"] == byName["suppression-tag"]?[0]["key"])
+        #expect(byName["audit-anchor"]?[0]["hash"] == byName["audit-row"]?[0]["hash"])
     }
 
     @Test("the database's audit_row_hash computes the example's hash")
