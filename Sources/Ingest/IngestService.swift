@@ -96,8 +96,12 @@ public final class IngestService: Service {
         }
         defer { prober.cancel() }
         // A database that is not there yet (or not migrated, or without the key
-        // fingerprints yet) is waited for, unready: no crash loop while the rest
-        // of a deployment comes up. SIGTERM ends the wait.
+        // fingerprints yet, or key files older than its registry) is waited for,
+        // unready: no crash loop while the rest of a deployment comes up. SIGTERM
+        // ends the wait; SIGHUP (sent after new key files arrive) must not end
+        // the process before its reloader traps it: every attempt reads the
+        // files again anyway.
+        signal(SIGHUP, SIG_IGN)
         do {
             try await cancelWhenGracefulShutdown {
                 try await Self.waitUntilUsable(

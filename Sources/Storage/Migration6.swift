@@ -71,10 +71,13 @@ extension Schema {
             -- The state of a token as the vault functions see it: a tombstone, or a
             -- live entry whose token has an erasure row (a ciphertext written back
             -- after `vault forget`, from a backup or WAL) is erased.
+            -- For the few tokens of a reveal; statements over many rows join the
+            -- erasure rows instead (a call per row tripled retokenize's time).
             CREATE FUNCTION vault_token_erased(p_token text, p_erased_at timestamptz) RETURNS boolean
-                LANGUAGE sql STABLE SET search_path = pg_catalog, public, pg_temp AS $$
+                LANGUAGE sql STABLE AS $$
                 SELECT p_erased_at IS NOT NULL OR EXISTS (
-                    SELECT FROM audit_log a WHERE a.subject = p_token AND a.action IN ('forget', 'forget.carry') AND a.outcome = 'erased')
+                    SELECT FROM public.audit_log a
+                    WHERE a.subject = p_token AND a.action IN ('forget', 'forget.carry') AND a.outcome = 'erased')
             $$;
 
             -- Key versions move only forward, through these functions.
@@ -221,55 +224,70 @@ extension Schema {
             END $$;
 
             -- The name a token of p_field under key version p_version starts with.
+            -- Immutable all through (int4 → text, not `text || integer`, which is only
+            -- stable), so the planner inlines it: called per row, it cost more than
+            -- the insert.
             CREATE FUNCTION token_prefix(p_field text, p_version integer) RETURNS text
                 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-                SELECT CASE p_field WHEN 'ip' THEN 'ip' ELSE 'dev' END || '_t' || p_version || '_'
+                SELECT CASE p_field WHEN 'ip' THEN 'ip_t' ELSE 'dev_t' END || p_version::text || '_'
             $$;
 
-            -- Moves sealed entries to the enforced version: each old token must be a
-            -- live entry of an older version, each new one is named for the same
-            -- field and the target version. A new token already in the vault is not
-            -- linked (the job opens it and compares first) unless the row says
-            -- "link only" (no ciphertext: the job has checked it). Returns the old
-            -- tokens left unlinked.
+            -- Moves sealed entries to the enforced version and records old → new.
+            -- The new entries are named for their field and the target version (the
+            -- table's constraint and trigger). A pair is linked when its new entry
+            -- was inserted here, or, given no ciphertext, already holds the same
+            -- value (the job opened and compared it); and only when the old entry is
+            -- live and older, the new one a live entry of the target version for the
+            -- same field, and no erasure row names either. Returns the old tokens
+            -- whose new token was already in the vault: not linked, for the job to
+            -- open and compare first. Set-based: a function call per row tripled its time.
             CREATE FUNCTION retokenize_move(p_run bigint, p_old text[], p_new text[], p_data_key_ids uuid[], p_nonces bytea[],
                                             p_ciphertexts bytea[]) RETURNS text[]
                 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
             DECLARE
                 target integer;
                 inserted text[];
-                unlinked text[];
+                taken text[];
             BEGIN
                 PERFORM rotation_require(p_run, ARRAY['retokenize'], false);
                 target := retokenize_target();
                 WITH moved AS (
                     INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext)
-                    SELECT m.new, o.field, target, m.data_key_id, m.nonce, m.ciphertext
-                    FROM unnest(p_old, p_new, p_data_key_ids, p_nonces, p_ciphertexts) AS m(old, new, data_key_id, nonce, ciphertext)
-                    JOIN vault_entries o ON o.token = m.old
-                    WHERE m.ciphertext IS NOT NULL AND NOT vault_token_erased(o.token, o.erased_at) AND o.token_key_version < target
-                      AND left(m.new, length(token_prefix(o.field, target))) = token_prefix(o.field, target)
+                    SELECT m.new, CASE WHEN left(m.new, 3) = 'ip_' THEN 'ip' ELSE 'device_id' END, target, m.data_key_id, m.nonce,
+                           m.ciphertext
+                    FROM unnest(p_new, p_data_key_ids, p_nonces, p_ciphertexts) AS m(new, data_key_id, nonce, ciphertext)
+                    WHERE m.ciphertext IS NOT NULL
                     ORDER BY m.new
                     ON CONFLICT (token) DO NOTHING
                     RETURNING token)
                 SELECT coalesce(array_agg(token), '{}') INTO inserted FROM moved;
-                WITH linked AS (
-                    INSERT INTO token_lineage (old_token, new_token, field, old_version, new_version)
-                    SELECT m.old, m.new, o.field, o.token_key_version, target
-                    FROM unnest(p_old, p_new, p_ciphertexts) AS m(old, new, ciphertext)
-                    JOIN vault_entries o ON o.token = m.old
-                    JOIN vault_entries t ON t.token = m.new
-                    WHERE NOT vault_token_erased(o.token, o.erased_at) AND o.token_key_version < target
-                      AND NOT vault_token_erased(t.token, t.erased_at) AND t.field = o.field
-                      AND t.token_key_version = target AND (m.new = ANY(inserted) OR m.ciphertext IS NULL)
-                    ORDER BY m.old
-                    ON CONFLICT (old_token) DO NOTHING
-                    RETURNING old_token)
-                SELECT coalesce(array_agg(m.old), '{}') INTO unlinked
-                FROM unnest(p_old) AS m(old)
-                WHERE m.old NOT IN (SELECT old_token FROM linked)
-                  AND NOT EXISTS (SELECT FROM token_lineage l WHERE l.old_token = m.old);
-                RETURN unlinked;
+                -- New entries inserted here are live entries of the target version for
+                -- the field their name says; entries already there are checked. The old
+                -- token must name the same field and an older version, and no erasure
+                -- row may name it (an erased value is carried, never moved live).
+                -- (IN over a subquery is hashed; a join with the array was a nested loop.)
+                INSERT INTO token_lineage (old_token, new_token, field, old_version, new_version)
+                SELECT m.old, m.new, m.field, substr(m.old_version, 2)::integer, target
+                -- (OFFSET 0: each row's parts computed once, not once per use.)
+                FROM (SELECT u.old, u.new, u.ciphertext, CASE WHEN left(u.new, 3) = 'ip_' THEN 'ip' ELSE 'device_id' END AS field,
+                             split_part(u.old, '_', 1) AS old_tag, split_part(u.old, '_', 2) AS old_version
+                      FROM unnest(p_old, p_new, p_ciphertexts) AS u(old, new, ciphertext) OFFSET 0) m
+                WHERE m.old_tag = CASE m.field WHEN 'ip' THEN 'ip' ELSE 'dev' END
+                  AND (CASE WHEN m.old_version ~ '^t[0-9]{1,9}$' THEN substr(m.old_version, 2)::integer END) < target
+                  AND (m.new IN (SELECT unnest(inserted))
+                       OR (m.ciphertext IS NULL
+                           AND EXISTS (SELECT FROM vault_entries t WHERE t.token = m.new AND t.erased_at IS NULL
+                                       AND t.field = m.field AND t.token_key_version = target
+                                       AND NOT EXISTS (SELECT FROM audit_log a WHERE a.subject = t.token
+                                                       AND a.action IN ('forget', 'forget.carry') AND a.outcome = 'erased'))))
+                  AND NOT EXISTS (SELECT FROM audit_log a WHERE a.subject = m.old
+                                  AND a.action IN ('forget', 'forget.carry') AND a.outcome = 'erased')
+                ORDER BY m.old
+                ON CONFLICT (old_token) DO NOTHING;
+                SELECT coalesce(array_agg(m.old), '{}') INTO taken
+                FROM unnest(p_old, p_new, p_ciphertexts) AS m(old, new, ciphertext)
+                WHERE m.ciphertext IS NOT NULL AND m.new NOT IN (SELECT unnest(inserted));
+                RETURN taken;
             END $$;
 
             -- Replaces a live target-version entry the job has proven false (it
@@ -392,11 +410,14 @@ extension Schema {
                 RETURN rewritten;
             END $$;
 
-            -- Drops entries of an older version once each has its lineage to a
-            -- target entry in the same state (live to live, erased to erased). The
-            -- exclusive writer lock waits out ingest batches still writing it.
+            -- Drops entries of an older version once each has its lineage: lineage is
+            -- written only by the checked functions above, each in the transaction that
+            -- made or checked its target (moved, carried, replaced). The exclusive writer
+            -- lock waits out ingest batches still writing that version. Hash joins: with
+            -- the statistics of a table that just doubled, the planner chose an index
+            -- probe per entry, six times slower.
             CREATE FUNCTION retokenize_drop(p_run bigint, p_version integer, OUT dropped bigint, OUT kept bigint)
-                LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+                LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp SET enable_nestloop = off AS $$
             DECLARE
                 target integer;
             BEGIN
@@ -407,10 +428,7 @@ extension Schema {
                 END IF;
                 PERFORM pg_advisory_xact_lock(\(KeyRegistry.writerLockBase) | p_version);
                 DELETE FROM vault_entries v
-                WHERE v.token_key_version = p_version
-                  AND EXISTS (SELECT FROM token_lineage l JOIN vault_entries t ON t.token = l.new_token
-                              WHERE l.old_token = v.token AND t.token_key_version = target
-                                AND vault_token_erased(t.token, t.erased_at) = vault_token_erased(v.token, v.erased_at));
+                WHERE v.token_key_version = p_version AND EXISTS (SELECT FROM token_lineage l WHERE l.old_token = v.token);
                 GET DIAGNOSTICS dropped = ROW_COUNT;
                 SELECT count(*) INTO kept FROM vault_entries v WHERE v.token_key_version = p_version;
             END $$;

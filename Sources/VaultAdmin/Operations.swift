@@ -89,7 +89,7 @@ enum AuditedReveal {
         let erasures = try await ErasureProofs(keys: actor.keys, minter: reader.minter).proofs(
             for: Array(Set(tokens.filter { Token.parse($0) != nil })),
             tombstones: Set(released.entries.values.filter { $0.erasedAt != nil }.map(\.token)), on: connection)
-        let results = try await reader.open(tokens, entries: released.entries, erasures: erasures)
+        var results = try await reader.open(tokens, entries: released.entries, erasures: erasures)
         var failed: [(index: Int, record: AuditRecord)] = []
         for (index, (token, result)) in zip(tokens, results).enumerated() {
             guard case .failure(let error) = result,
@@ -97,12 +97,41 @@ enum AuditedReveal {
             else { continue }
             failed.append((index, AuditRecord(action: action, subject: token, reason: reason, outcome: error.kind.rawValue)))
         }
+        // A value `vault forget` erased is not shown whatever entry holds it now
+        // (one made again under another token, by hand or from a backup).
+        for index in try await suppressed(results, minter: reader.minter, on: connection) {
+            results[index] = .failure(
+                RecoveryError(
+                    kind: .erased, token: tokens[index],
+                    message:
+                        "the value behind token \(tokens[index]) was erased by vault forget (its suppression is recorded); this entry was made afterwards and is not shown"
+                ))
+            failed.append((index, AuditRecord(action: action, subject: tokens[index], reason: reason, outcome: "erased")))
+        }
         var sequences = released.sequences
         if !failed.isEmpty {
             let appended = try await AuditLog.appendCommitted(failed.map(\.record), actor: actor, on: connection)
             for (failure, sequence) in zip(failed, appended) { sequences[failure.index] = sequence }
         }
         return zip(results, sequences).map { ($0, $1) }
+    }
+
+    /// The indices of opened values whose suppression `vault forget` recorded.
+    static func suppressed(
+        _ results: [Result<RecoveredValue, RecoveryError>], minter: TokenMinter, on connection: PostgresConnection
+    ) async throws -> [Int] {
+        guard minter.hasSuppressionKey else { return [] }
+        let opened = results.enumerated().compactMap { index, result -> (Int, RecoveredValue)? in
+            guard case .success(let value) = result else { return nil }
+            return (index, value)
+        }
+        guard !opened.isEmpty else { return [] }
+        let tags = try await minter.suppressionTags(opened.map { TokenRequest(field: $0.1.field, value: $0.1.value) })
+        let found = Set(
+            try await connection.query("SELECT tag FROM vault_suppressions WHERE tag = ANY($1::bytea[])", [.byteArrays(tags)])
+                .map { try $0.bytes("tag") })
+        guard !found.isEmpty else { return [] }
+        return zip(opened, tags).compactMap { found.contains($1) ? $0.0 : nil }
     }
 
     /// Reveals and opens `tokens` in chunks: each chunk's audit rows commit before it is opened.

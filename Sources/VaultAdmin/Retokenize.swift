@@ -89,17 +89,21 @@ public enum Retokenize {
             actor: actor, on: connection)
         try await KeyRegistry.enforceTokenization(version: target.version, run: run, on: connection)
         let minter = try TokenMinter(keyring: tokenization, kms: try kms.client(for: tokenization), maximumConcurrentCalls: 32)
-        let mover = Mover(
+        var mover = Mover(
             reader: VaultReader(minter: minter, privateKey: recoveryKeys.privateKey(version:)),
             proofs: ErasureProofs(keys: actor.keys, minter: minter), target: target.version, run: run, reason: reason, actor: actor)
         let dataKeys = DataKeyManager(
             recoveryKey: recoveryPublicKeys.active, policy: DataKeyPolicy(),
             createdBy: "vault retokenize (\(actor.osUser))", logger: logger, connect: connect)
         let progress = Progress(label: "retokenize", total: total, logger: logger)
-        // A batch commits on a second connection while the next batch is read
-        // and prepared: the database and the crypto overlap. The row sweep uses both.
-        let writer = try await connect()
-        defer { Task { await writer.close() } }
+        // Batches commit on two more connections, two at a time, while the next
+        // is read and prepared: the database and the crypto overlap. Each batch
+        // commits whole (entries with their lineage), so any order is safe: the
+        // next pass takes up what has no lineage. The row sweep uses two of them.
+        let writers = [try await connect(), try await connect()]
+        defer {
+            Task { for writer in writers { await writer.close() } }
+        }
 
         // Step 1 (continued): in-flight writers of old tokens finish first.
         for version in summary.pending.keys.sorted() {
@@ -121,49 +125,68 @@ public enum Retokenize {
                         ])
                     phaseStarted = .now
                 }
-                // Step 2: entries not linked yet.
+                // Step 2: entries not linked yet (after the first pass, those whose new
+                // token was already taken: opened and compared now).
+                mover.openExistingTargets = summary.passes > 1
+                mover.anySuppressions = try await connection.query("SELECT EXISTS (SELECT FROM vault_suppressions) AS any")[0].bool("any")
                 for oldVersion in try await pendingEntries(except: target.version, on: connection).keys.sorted() {
                     let batch = options.entryBatch
-                    let fetch = { @Sendable (after: String) async throws -> [SealedEntry] in
+                    // A page of old entries in token order, and those of them not linked
+                    // yet: the lineage is looked up for the page's entries only.
+                    let fetch = { @Sendable (after: String) async throws -> (end: String?, entries: [SealedEntry]) in
                         // Each data key's wrapped key once per batch (on its first entry):
                         // decoding it for every entry was a tenth of the job's time.
-                        try await connection.query(
+                        let rows = try await connection.query(
                             """
-                            SELECT e.*, d.recovery_key_version,
-                                   CASE WHEN row_number() OVER (PARTITION BY e.data_key_id) = 1 THEN d.wrapped_key END AS wrapped_key
-                            FROM (SELECT v.token, v.field, v.token_key_version, v.data_key_id::text AS data_key_id, v.nonce, v.ciphertext,
-                                         to_char(v.erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS erased_at, v.erased_by
-                                  FROM vault_entries v
-                                  WHERE v.token > $2 AND v.token_key_version = $1
-                                    AND NOT EXISTS (SELECT FROM token_lineage l WHERE l.old_token = v.token)
-                                  ORDER BY v.token LIMIT $3) e
-                            LEFT JOIN data_keys d ON d.id = e.data_key_id::uuid
+                            WITH page AS MATERIALIZED (
+                                SELECT v.token, v.field, v.token_key_version, v.data_key_id, v.nonce, v.ciphertext, v.erased_at, v.erased_by
+                                FROM vault_entries v WHERE v.token > $2 AND v.token_key_version = $1 ORDER BY v.token LIMIT $3),
+                            -- OFFSET 0: a probe per entry of the page (as an anti-join the
+                            -- planner hashed the whole, growing lineage every batch).
+                            todo AS (SELECT p.* FROM page p
+                                     WHERE NOT EXISTS (SELECT FROM token_lineage l WHERE l.old_token = p.token OFFSET 0))
+                            SELECT e.token, e.field, e.token_key_version, e.data_key_id::text AS data_key_id, e.nonce, e.ciphertext,
+                                   -- An entry an erasure row names is erased, whatever it holds.
+                                   coalesce(to_char(e.erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                                            CASE WHEN EXISTS (SELECT FROM audit_log a WHERE a.subject = e.token
+                                                              AND a.action IN ('forget', 'forget.carry') AND a.outcome = 'erased')
+                                                 THEN 'after its erasure' END) AS erased_at, e.erased_by, d.recovery_key_version,
+                                   CASE WHEN row_number() OVER (PARTITION BY e.data_key_id) = 1 THEN d.wrapped_key END AS wrapped_key,
+                                   pe.page_end
+                            FROM (SELECT max(token) AS page_end FROM page) pe
+                            LEFT JOIN todo e ON true
+                            LEFT JOIN data_keys d ON d.id = e.data_key_id
                             ORDER BY e.token
-                            """, [.int(oldVersion), .text(after), .int(batch)], prepared: true
-                        ).map(SealedEntry.init)
+                            """, [.int(oldVersion), .text(after), .int(batch)], prepared: true)
+                        return (rows.first?["page_end"], try rows.filter { $0["token"] != nil }.map(SealedEntry.init))
                     }
-                    // Three stages at once: batch N commits, N + 1 is prepared (this task), N + 2 is read.
-                    var committed: Task<Void, any Error>? = nil
-                    var rows = try await fetch("")
-                    while let last = rows.last, !Task.isCancelled {
-                        let next = Task { [after = last.token] in try await fetch(after) }
+                    // Four stages at once: batches N and N + 1 commit (one on each
+                    // writer), N + 2 is prepared (this task), N + 3 is read.
+                    var committing: [Task<Void, any Error>?] = [nil, nil]
+                    var batchNumber = 0
+                    var page = try await fetch("")
+                    while let end = page.end, !Task.isCancelled {
+                        let next = Task { try await fetch(end) }
+                        let rows = page.entries
                         let moves = try await mover.prepare(rows, dataKeys: dataKeys, on: connection)
-                        try await committed?.value
-                        committed = Task { try await commit(moves, run: run, reason: reason, actor: actor, on: writer) }
-                        summary.movedEntries += moves.moves.filter { $0.ciphertext != nil }.count
+                        let writer = batchNumber % 2
+                        try await committing[writer]?.value
+                        committing[writer] = Task { try await commit(moves, run: run, reason: reason, actor: actor, on: writers[writer]) }
+                        batchNumber += 1
+                        summary.movedEntries += moves.moves.filter { $0.sealed != nil }.count
                         summary.carriedErasures += moves.erasures.count
                         summary.replacedEntries += moves.replacements.count
                         progress.advance(by: rows.count)
-                        rows = try await next.value
+                        page = try await next.value
                     }
                     // Stopping or not, what was prepared commits first.
-                    try await committed?.value
+                    for task in committing { try await task?.value }
                     try Task.checkCancellation()
                 }
                 phaseDone("move entries", summary.movedEntries + summary.carriedErasures)
                 // Step 3: rows, after linking the tokens the vault never held.
                 summary.linkedOrphans += try await linkOrphans(run: run, target: target.version, minter: minter, on: connection)
-                summary.rewrittenRows += try await rewriteRows(run: run, pages: options.pagesPerStatement, on: [connection, writer])
+                summary.rewrittenRows += try await rewriteRows(run: run, pages: options.pagesPerStatement, on: writers)
                 phaseDone("rewrite rows", summary.rewrittenRows)
                 try Task.checkCancellation()
                 // Step 4: old entries, once nothing refers to them.
@@ -201,14 +224,12 @@ public enum Retokenize {
         return summary
     }
 
-    /// One old entry's move: to a new sealed entry, or (no ciphertext) a link
-    /// to the entry already at the new token, which holds the same value.
+    /// One old entry's value sealed again under its new token, or (no
+    /// ciphertext) only linked to the entry already there with the same value.
     struct Move: Sendable {
         let oldToken: String
         let newToken: String
-        let dataKeyID: String?
-        let nonce: [UInt8]?
-        let ciphertext: [UInt8]?
+        let sealed: (dataKeyID: String, nonce: [UInt8], ciphertext: [UInt8])?
     }
 
     /// What one batch of old entries becomes.
@@ -228,6 +249,10 @@ public enum Retokenize {
         let run: RotationRun
         let reason: String
         let actor: AuditActor
+        /// Whether to open and compare what the vault already holds at the new tokens.
+        var openExistingTargets = false
+        /// Whether `vault forget` has suppressed any value (then each opened value is checked).
+        var anySuppressions = false
 
         /// Opens and checks each entry (a tombstone only with its proof of
         /// erasure); seals each value under its new token; opens and compares
@@ -237,8 +262,9 @@ public enum Retokenize {
             let minter = reader.minter
             let tokens = rows.map(\.token)
             let entries = Dictionary(rows.map { ($0.token, $0) }, uniquingKeysWith: { first, _ in first })
-            let erasures = try await proofs.proofs(
-                for: tokens, tombstones: Set(rows.filter { $0.erasedAt != nil }.map(\.token)), on: connection)
+            // Only tombstones (or entries an erasure row names) need a proof.
+            let tombstones = rows.filter { $0.erasedAt != nil }.map(\.token)
+            let erasures = try await proofs.proofs(for: tombstones, tombstones: Set(tombstones), on: connection)
             var values: [RecoveredValue] = []
             var erased: [(token: String, field: PIIField)] = []
             for (token, result) in zip(tokens, try await reader.open(tokens, entries: entries, erasures: erasures)) {
@@ -249,17 +275,30 @@ public enum Retokenize {
                     throw RetokenizeError("cannot move token \(token): \(error.message)", integrity: error.kind == .integrity)
                 }
             }
+            // A live entry of a value `vault forget` erased was written against its suppression.
+            if anySuppressions,
+                let index = try await AuditedReveal.suppressed(values.map { .success($0) }, minter: minter, on: connection).first
+            {
+                throw RetokenizeError(
+                    "cannot move token \(values[index].token): its value was erased by vault forget, and this entry was written afterwards against its suppression; erase it (`vault forget --token \(values[index].token)`), then run retokenize again",
+                    integrity: true)
+            }
             let newTokens = try await minter.tokens(values.map { TokenRequest(field: $0.field, value: $0.value) }, version: target)
             // What the vault already holds at the new tokens: ingest wrote the value
             // under the new key since the rotation, or someone put a false entry there.
-            let existing = Dictionary(
-                try await connection.query(
-                    "SELECT \(SealedEntry.columns) FROM vault_entries v LEFT JOIN data_keys d ON d.id = v.data_key_id WHERE v.token = ANY($1::text[])",
-                    [.textArray(newTokens)]
-                ).map { entry in
-                    let entry = try SealedEntry(entry)
-                    return (entry.token, entry)
-                }, uniquingKeysWith: { first, _ in first })
+            // Rare, so only looked for once a pass has left entries unlinked (the
+            // move links none whose new token it did not insert itself).
+            let existing: [String: SealedEntry] =
+                !openExistingTargets
+                ? [:]
+                : Dictionary(
+                    try await connection.query(
+                        "SELECT \(SealedEntry.columns) FROM vault_entries v LEFT JOIN data_keys d ON d.id = v.data_key_id WHERE v.token = ANY($1::text[])",
+                        [.textArray(newTokens)]
+                    ).map { entry in
+                        let entry = try SealedEntry(entry)
+                        return (entry.token, entry)
+                    }, uniquingKeysWith: { first, _ in first })
             var held: [String: Result<RecoveredValue, RecoveryError>] = [:]
             if !existing.isEmpty {
                 let heldTokens = Array(existing.keys)
@@ -275,18 +314,16 @@ public enum Retokenize {
                 switch held[newToken] {
                 case nil:
                     let (nonce, ciphertext) = try sealer.seal(value.value, token: newToken, field: value.field)
-                    moves.moves.append(
-                        Move(oldToken: value.token, newToken: newToken, dataKeyID: lease.id, nonce: nonce, ciphertext: ciphertext))
+                    moves.moves.append(Move(oldToken: value.token, newToken: newToken, sealed: (lease.id, nonce, ciphertext)))
                 case .success(let present) where present.value == value.value:
-                    moves.moves.append(Move(oldToken: value.token, newToken: newToken, dataKeyID: nil, nonce: nil, ciphertext: nil))
+                    moves.moves.append(Move(oldToken: value.token, newToken: newToken, sealed: nil))
                 case .failure(let error) where error.kind == .erased:
                     throw RetokenizeError(
                         "token \(value.token) holds a value that is erased under the new key (\(newToken)), but not under its own: erase it too (`vault forget --token \(value.token)`), then run retokenize again",
                         integrity: true)
                 default:
                     let (nonce, ciphertext) = try sealer.seal(value.value, token: newToken, field: value.field)
-                    moves.replacements.append(
-                        Move(oldToken: value.token, newToken: newToken, dataKeyID: lease.id, nonce: nonce, ciphertext: ciphertext))
+                    moves.replacements.append(Move(oldToken: value.token, newToken: newToken, sealed: (lease.id, nonce, ciphertext)))
                 }
             }
             let derived = try await minter.erasedTokens(erased, version: target)
@@ -296,22 +333,24 @@ public enum Retokenize {
 
     }
 
-    /// Commits a batch in one transaction, through the run's functions.
+    /// Commits a batch in one transaction, through the run's functions: the
+    /// moved entries and their lineage, replacements, carried erasures. Old
+    /// tokens left unlinked (a concurrent ingest stored one of the new tokens
+    /// meanwhile) are taken up again by the next pass.
     static func commit(_ batch: Moves, run: RotationRun, reason: String, actor: AuditActor, on connection: PostgresConnection) async throws
     {
         try await connection.transaction { connection in
             if !batch.moves.isEmpty {
-                // Old tokens left unlinked (a concurrent ingest stored one of the new
-                // tokens meanwhile) are taken up again by the next pass.
                 try connection.query(
                     "SELECT retokenize_move($1, $2, $3, $4, $5, $6)",
                     [
                         .int(run.sequence), .textArray(batch.moves.map(\.oldToken)), .textArray(batch.moves.map(\.newToken)),
-                        .textArray(batch.moves.map(\.dataKeyID)), .byteArrays(batch.moves.map(\.nonce)),
-                        .byteArrays(batch.moves.map(\.ciphertext)),
+                        .textArray(batch.moves.map { $0.sealed?.dataKeyID }), .byteArrays(batch.moves.map { $0.sealed?.nonce }),
+                        .byteArrays(batch.moves.map { $0.sealed?.ciphertext }),
                     ], prepared: true)
             }
             for replacement in batch.replacements {
+                guard let sealed = replacement.sealed else { continue }
                 let entry = try AuditLog.prepare(
                     [
                         AuditRecord(
@@ -321,9 +360,10 @@ public enum Retokenize {
                 try connection.query(
                     "SELECT retokenize_replace($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                     [
-                        .int(run.sequence), .text(replacement.oldToken), .text(replacement.dataKeyID!), .bytes(replacement.nonce!),
-                        .bytes(replacement.ciphertext!),
-                    ] + AuditLog.singleRowParameters(entry, action: false))
+                        .int(run.sequence), .text(replacement.oldToken), .text(sealed.dataKeyID), .bytes(sealed.nonce),
+                        .bytes(sealed.ciphertext),
+                    ]
+                        + AuditLog.singleRowParameters(entry, action: false))
             }
             if !batch.erasures.isEmpty {
                 let entries = try AuditLog.prepare(

@@ -6,6 +6,7 @@ import Pseudonymization
 import TestSupport
 import Testing
 import VaultAdmin
+import VaultCrypto
 
 @testable import Ingest
 
@@ -203,6 +204,15 @@ struct IngestIntegrationTests {
         let huge = try await harness.run(try harness.configuration(.file(path: file, sentTimestamp: SentTime.noon(0))))
         #expect(huge.quarantined == ["body_too_large": 1])
         #expect(try await harness.scalar("SELECT body_bytes FROM quarantine WHERE reason = 'body_too_large'") == (1 << 20) + 9)
+        // Bounded storage whatever anyone sends: a 4 KiB prefix sealed, the rest by its
+        // SHA-256 (of the first 1 MiB received; the line's length is body_bytes).
+        let kept = try await connection.query(
+            "SELECT octet_length(sealed_body) AS sealed, body_sha256 FROM quarantine WHERE reason = 'body_too_large'")[0]
+        #expect(try kept.int("sealed") == 4096 + 16)
+        let received = Array(("{\"x\": \"" + String(repeating: "a", count: 1 << 20)).utf8.prefix(1 << 20))
+        #expect(try kept.bytes("body_sha256") == SHA256.hash(received))
+        #expect(
+            try await harness.scalar("SELECT count(*) FROM quarantine WHERE body_sha256 IS NOT NULL") == 1, "bodies kept whole have none")
     }
 
     @Test("a message delivered too often is quarantined instead of retried forever")

@@ -64,6 +64,13 @@ struct StateChangeAttackTests {
         // stored value's next token before retokenize gets there.
         #expect(try await harness.vault(["keys", "rotate", "--tokenization", "--reason", "PLANT"]).status == 0)
         let next = try await harness.keys.minter().token(TokenRequest(field: .ip, value: value), version: 2)
+        await #expect {
+            try await ingest.execute(
+                """
+                INSERT INTO vault_entries (token, field, token_key_version, data_key_id, erased_at, erased_by)
+                VALUES ($1, 'ip', 2, $2::uuid, now(), 'root as compliance_alice')
+                """, [.text(next), .text(sealer.dataKeyID)])
+        } throws: { Self.isRefused($0, "42501") }
         let (falseNonce, falseCiphertext) = try sealer.seal("203.0.113.9", token: next, field: .ip)
         try await ingest.execute(
             "INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext) VALUES ($1, 'ip', 2, $2::uuid, $3, $4)",
@@ -182,6 +189,19 @@ struct StateChangeAttackTests {
         #expect(stale.status == 75)
         #expect(stale.errors.contains("database's active tokenization key is v2"))
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 3)
+
+        // Waiting for its files, a replica survives the SIGHUP an operator sends with
+        // them, and starts once they are there.
+        let waiting = try startProgram(
+            "ingest", ["run", "--from-file", file], environment: ["KEYS_DIR": ingestKeys, "DATABASE_URL": harness.databaseURL])
+        defer { if waiting.isRunning { kill(waiting.processIdentifier, SIGKILL) } }
+        try await Task.sleep(for: .seconds(1))
+        kill(waiting.processIdentifier, SIGHUP)
+        try harness.keys.distribute()
+        kill(waiting.processIdentifier, SIGHUP)
+        try await waitForExit(waiting)
+        #expect(waiting.terminationStatus == 0)
+        #expect(try await harness.scalar("SELECT count(*) FROM user_logins") == 11)
     }
 
     @Test("key-file writer: a key file that is a symlink into a directory others may write is refused (77)")
@@ -331,10 +351,25 @@ struct StateChangeAttackTests {
             try await harness.scalar("SELECT count(*) FROM vault_entries WHERE token = $1 AND erased_at IS NULL", [.text(newToken)]) == 0)
         let lookup = try await harness.vault(["lookup", "--ip-file", "-", "--reason", "CHECK", "--json"], input: value + "\n")
         #expect(lookup.output.contains("\"suppressed\":true") && !lookup.output.contains("\"vault\":\"stored\""))
+        // An ingest login that ignores the suppression and seals the value there itself: still not shown.
+        let ingestLogin = try await harness.connect(as: try await harness.loginRole(in: "pseudonymizer_ingest"))
+        let sealer = try await Self.dataKey(harness, on: ingestLogin)
+        let (nonce, ciphertext) = try sealer.seal(value, token: newToken, field: .ip)
+        try await ingestLogin.execute(
+            "INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext) VALUES ($1, 'ip', 2, $2::uuid, $3, $4)",
+            [.text(newToken), .text(sealer.dataKeyID), .bytes(nonce), .bytes(ciphertext)])
+        let replanted = try await harness.vault(["recover", "--token", newToken, "--reason", "CHECK"])
+        #expect(replanted.status == 1)
+        #expect(replanted.output.isEmpty && replanted.errors.contains("was erased by vault forget"))
 
-        // Another rotation moves that row too (its token was never in the vault), and v2 can go.
+        // Another rotation stops at that entry, named, until it is erased; then it
+        // moves everything, the rows of values never in the vault too, and v2 can go.
         #expect(try await harness.vault(["keys", "rotate", "--tokenization", "--reason", "ROT-3"]).status == 0)
         try harness.keys.distribute()
+        let refused = try await harness.vault(["retokenize", "--reason", "ROT-3"])
+        #expect(refused.status == 65)
+        #expect(refused.errors.contains("cannot move token \(newToken): its value was erased by vault forget"))
+        #expect(try await harness.vault(["forget", "--token", newToken, "--reason", "ROT-3", "--yes"]).status == 0)
         let third = try await harness.vault(["retokenize", "--reason", "ROT-3"])
         #expect(third.status == 0, "\(third.errors)")
         #expect(try await harness.scalar("SELECT count(*) FROM user_logins WHERE masked_ip NOT LIKE 'ip_t3_%'") == 0)
