@@ -35,6 +35,7 @@ final class Writer {
     private let health: HealthState
     private let logger: Logger
     private let backoff = Backoff(base: .milliseconds(100), cap: .seconds(10))
+    private let suppressions = SuppressionHint()
 
     init(
         name: String, queue: MessageQueue, processor: MessageProcessor, dataKeys: DataKeyManager, keys: IngestKeys,
@@ -138,8 +139,9 @@ final class Writer {
             return try await retryingOutages(messages, since: started) {
                 let connection = try await self.liveConnection()
                 let versions = self.processor.keyVersions
+                let suppressions = self.suppressions
                 return try await connection.transaction { connection in
-                    try BatchWriter.write(items, keys: versions, on: connection)
+                    try BatchWriter.write(items, keys: versions, suppressions: suppressions, on: connection)
                 }
             }
         } catch let error as PostgresError where error.isDataError {

@@ -1,4 +1,5 @@
 public import Postgres
+import Synchronization
 public import Pseudonymization
 import VaultCrypto
 
@@ -190,6 +191,19 @@ public struct BatchResult: Sendable {
     }
 }
 
+/// Whether `vault forget` has suppressed any value, as a writer last saw it
+/// (the database says so on every batch). Starts out assuming so.
+public final class SuppressionHint: Sendable {
+    private let state = Atomic<Bool>(true)
+
+    public init() {}
+
+    public var anySuppressed: Bool {
+        get { state.load(ordering: .relaxed) }
+        set { state.store(newValue, ordering: .relaxed) }
+    }
+}
+
 /// A message's claim in `ingest_receipts`.
 struct Receipt: Hashable, Comparable {
     /// The day given to receipts written before partitioning (migration 5).
@@ -225,7 +239,11 @@ public enum BatchWriter {
     /// (`StaleKeysError`) when the database's active tokenization or
     /// recovery key, or the tokenization key a retokenization enforces, is
     /// newer than `keys`: key files rolled back, or not arrived yet.
-    public static func write(_ items: [BatchItem], keys: KeyVersions, on connection: isolated PostgresConnection) throws -> BatchResult {
+    /// `suppressions` remembers whether any value is suppressed, so that
+    /// batches do not send their tags while none is.
+    public static func write(
+        _ items: [BatchItem], keys: KeyVersions, suppressions: SuppressionHint = SuppressionHint(), on connection: isolated PostgresConnection
+    ) throws -> BatchResult {
         let days = Set(items.map(\.sentDay)).sorted()
         // The suppression tags of the values this batch would store.
         var tags: [[UInt8]] = []
@@ -234,10 +252,12 @@ public enum BatchWriter {
         }
         // One round trip: the writer and suppression locks (shared, to commit),
         // the versions the database requires, the partitions, the suppressed tags.
+        let sentTags = suppressions.anySuppressed ? tags : []
         let begun = try connection.query(
             """
-            SELECT enforced, active_tokenization, active_recovery, suppressed FROM ingest_begin_batch($1, $2::date[], $3::bytea[])
-            """, [.int(keys.tokenization), .textArray(days), .byteArrays(tags)], prepared: true)[0]
+            SELECT enforced, active_tokenization, active_recovery, any_suppressed, suppressed
+            FROM ingest_begin_batch($1, $2::date[], $3::bytea[])
+            """, [.int(keys.tokenization), .textArray(days), .byteArrays(sentTags)], prepared: true)[0]
         for (kind, required, local) in [
             (
                 KeyRegistry.Kind.tokenization,
@@ -248,7 +268,14 @@ public enum BatchWriter {
         ] where required > local {
             throw StaleKeysError(kind: kind, registered: required, local: local)
         }
-        let suppressed = Set(try begun.byteArrayValues("suppressed"))
+        var suppressed = Set(try begun.byteArrayValues("suppressed"))
+        suppressions.anySuppressed = try begun.bool("any_suppressed")
+        if suppressions.anySuppressed, sentTags.isEmpty, !tags.isEmpty {
+            // `vault forget` suppressed a value since this writer last looked: ask now.
+            suppressed = Set(
+                try connection.query("SELECT ingest_suppressed($1::bytea[]) AS tags", [.byteArrays(tags)], prepared: true)[0]
+                    .byteArrayValues("tags"))
+        }
         // Optimistic claiming: find the messages already processed (redeliveries,
         // replays), then COPY receipts for the rest. If a concurrent consumer
         // claims one of them between the two, the COPY fails with a unique

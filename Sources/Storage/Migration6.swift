@@ -68,18 +68,6 @@ extension Schema {
             CREATE INDEX audit_log_erasures_idx ON audit_log (subject)
                 WHERE action IN ('forget', 'forget.carry') AND outcome = 'erased';
 
-            -- The state of a token as the vault functions see it: a tombstone, or a
-            -- live entry whose token has an erasure row (a ciphertext written back
-            -- after `vault forget`, from a backup or WAL) is erased.
-            -- For the few tokens of a reveal; statements over many rows join the
-            -- erasure rows instead (a call per row tripled retokenize's time).
-            CREATE FUNCTION vault_token_erased(p_token text, p_erased_at timestamptz) RETURNS boolean
-                LANGUAGE sql STABLE AS $$
-                SELECT p_erased_at IS NOT NULL OR EXISTS (
-                    SELECT FROM public.audit_log a
-                    WHERE a.subject = p_token AND a.action IN ('forget', 'forget.carry') AND a.outcome = 'erased')
-            $$;
-
             -- Key versions move only forward, through these functions.
             -- A run: one audited row that key-job functions are bound to. Single
             -- transaction jobs (keys.*) use it in the transaction that began it;
@@ -305,7 +293,9 @@ extension Schema {
                 PERFORM rotation_require(p_run, ARRAY['retokenize'], false);
                 target := retokenize_target();
                 SELECT * INTO source FROM vault_entries o
-                WHERE o.token = p_old AND NOT vault_token_erased(o.token, o.erased_at) AND o.token_key_version < target;
+                WHERE o.token = p_old AND o.erased_at IS NULL AND o.token_key_version < target
+                  AND NOT EXISTS (SELECT FROM audit_log a WHERE a.subject = o.token AND a.action IN ('forget', 'forget.carry')
+                                  AND a.outcome = 'erased');
                 IF NOT FOUND OR p_ciphertext IS NULL
                    OR NOT EXISTS (SELECT FROM vault_entries t WHERE t.token = p_new AND t.erased_at IS NULL AND t.token_key_version = target
                                   AND t.field = source.field) THEN
@@ -518,13 +508,18 @@ extension Schema {
                 RETURNS TABLE (token text, field text, token_key_version integer, data_key_id text, nonce bytea, ciphertext bytea,
                                recovery_key_version integer, wrapped_key bytea)
                 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+            DECLARE
+                named text[];
             BEGIN
                 IF p_action IS NULL OR p_action NOT IN ('recover', 'lookup', 'forget') THEN
                     RAISE EXCEPTION 'vault_reveal is for recover, lookup and forget only' USING ERRCODE = 'invalid_parameter_value';
                 END IF;
+                -- The tokens an erasure row names, once (a call per token was a tenth of a bulk recovery).
+                named := ARRAY(SELECT DISTINCT a.subject FROM audit_log a
+                               WHERE a.subject = ANY(p_subjects) AND a.action IN ('forget', 'forget.carry') AND a.outcome = 'erased');
                 PERFORM 1
                 FROM unnest(p_subjects, p_outcomes) AS r(subject, outcome)
-                LEFT JOIN (SELECT v.token, vault_token_erased(v.token, v.erased_at) AS erased
+                LEFT JOIN (SELECT v.token, v.erased_at IS NOT NULL OR v.token = ANY(named) AS erased
                            FROM vault_entries v WHERE v.token = ANY(p_subjects)) e ON e.token = r.subject
                 WHERE r.outcome IS DISTINCT FROM 'malformed-token'
                   AND r.outcome IS DISTINCT FROM CASE WHEN e.token IS NULL THEN 'unknown' WHEN e.erased THEN 'erased' ELSE 'revealed' END;
@@ -539,7 +534,7 @@ extension Schema {
                     FROM unnest(p_subjects, p_outcomes) AS r(subject, outcome)
                     JOIN vault_entries v ON v.token = r.subject
                     LEFT JOIN data_keys d ON d.id = v.data_key_id
-                    WHERE r.outcome = 'revealed' AND NOT vault_token_erased(v.token, v.erased_at);
+                    WHERE r.outcome = 'revealed' AND v.erased_at IS NULL AND NOT v.token = ANY(named);
             END $$;
 
             -- Erasure with its audit rows and the values' suppressions, in one
@@ -618,11 +613,13 @@ extension Schema {
 
             -- What an ingest batch needs, in one round trip: the writer lock of its
             -- token version and the suppression lock (both shared, to commit), the
-            -- versions the database requires, its partitions, and which of the
-            -- suppression tags of its new values are suppressed.
+            -- versions the database requires, its partitions, whether any value is
+            -- suppressed, and which of the suppression tags of its new values are
+            -- (a writer that saw none lately sends none, and asks ingest_suppressed
+            -- when there are some after all).
             CREATE FUNCTION ingest_begin_batch(p_version integer, p_days date[], p_suppressions bytea[],
                                                OUT enforced integer, OUT active_tokenization integer, OUT active_recovery integer,
-                                               OUT suppressed bytea[])
+                                               OUT any_suppressed boolean, OUT suppressed bytea[])
                 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
             BEGIN
                 PERFORM pg_advisory_xact_lock_shared(\(KeyRegistry.writerLockBase) | p_version);
@@ -632,8 +629,16 @@ extension Schema {
                        max(k.version) FILTER (WHERE k.kind = 'recovery' AND k.state = 'active')
                 INTO enforced, active_tokenization, active_recovery FROM key_versions k;
                 PERFORM ingest_prepare_partitions(p_days);
-                suppressed := ARRAY(SELECT s.tag FROM vault_suppressions s WHERE s.tag = ANY(p_suppressions));
+                any_suppressed := EXISTS (SELECT FROM vault_suppressions);
+                suppressed := ingest_suppressed(p_suppressions);
             END $$;
+
+            -- Which of these suppression tags `vault forget` recorded (only through
+            -- this: the ingest role cannot read the list).
+            CREATE FUNCTION ingest_suppressed(p_suppressions bytea[]) RETURNS bytea[]
+                LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+                SELECT ARRAY(SELECT s.tag FROM vault_suppressions s WHERE s.tag = ANY(p_suppressions))
+            $$;
 
             -- Rotation no longer updates login rows directly (retokenize_rewrite_rows does).
             CREATE OR REPLACE FUNCTION partition_ensure(p_parent regclass, p_from date, p_to date, p_name text) RETURNS boolean
@@ -670,7 +675,7 @@ extension Schema {
             REVOKE UPDATE (wrapped_key, recovery_key_version) ON data_keys FROM pseudonymizer_rotation;
             DROP FUNCTION register_key(text, integer, text, bytea);
 
-            REVOKE ALL ON FUNCTION vault_token_erased(text, timestamptz), rotation_begin(text, integer, text, text, text, text, bytea, bytea),
+            REVOKE ALL ON FUNCTION rotation_begin(text, integer, text, text, text, text, bytea, bytea),
                 rotation_end(bigint, text, integer, text, text, text, bytea, bytea), rotation_require(bigint, text[], boolean),
                 key_register(bigint, text, integer, text, bytea), key_retire(bigint, text, integer), key_enforce(bigint, integer),
                 retokenize_target(), retokenize_move(bigint, text[], text[], uuid[], bytea[], bytea[]),
@@ -680,7 +685,7 @@ extension Schema {
                 retokenize_rewrite_rows(bigint, regclass, bigint, bigint), retokenize_drop(bigint, integer),
                 rewrap_data_keys(bigint, uuid[], integer[], bytea[]), data_keys_check_recovery_version(), vault_entries_check_versions(),
                 vault_forget(text, integer, text[], text[], text[], bytea[], bytea[], bytea[], text[]),
-                ingest_begin_batch(integer, date[], bytea[]) FROM PUBLIC;
+                ingest_begin_batch(integer, date[], bytea[]), ingest_suppressed(bytea[]) FROM PUBLIC;
             GRANT EXECUTE ON FUNCTION rotation_begin(text, integer, text, text, text, text, bytea, bytea),
                 rotation_end(bigint, text, integer, text, text, text, bytea, bytea),
                 key_register(bigint, text, integer, text, bytea), key_retire(bigint, text, integer), key_enforce(bigint, integer),
@@ -692,7 +697,7 @@ extension Schema {
                 rewrap_data_keys(bigint, uuid[], integer[], bytea[]) TO pseudonymizer_rotation;
             GRANT EXECUTE ON FUNCTION vault_forget(text, integer, text[], text[], text[], bytea[], bytea[], bytea[], text[])
                 TO pseudonymizer_vault;
-            GRANT EXECUTE ON FUNCTION ingest_begin_batch(integer, date[], bytea[]) TO pseudonymizer_ingest;
+            GRANT EXECUTE ON FUNCTION ingest_begin_batch(integer, date[], bytea[]), ingest_suppressed(bytea[]) TO pseudonymizer_ingest;
             GRANT SELECT ON rotation_runs, vault_suppressions, partition_policy TO pseudonymizer_vault, pseudonymizer_rotation;
             GRANT SELECT ON partition_policy TO pseudonymizer_ingest;
             GRANT SELECT (body_sha256) ON quarantine TO pseudonymizer_vault;

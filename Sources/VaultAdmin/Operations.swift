@@ -23,7 +23,7 @@ enum AuditedReveal {
         action: String, _ tokens: [String], reason: String, reader: VaultReader, actor: AuditActor, connection: PostgresConnection
     ) async throws -> Released {
         // The keys first: a wrong passphrase must fail before any row says "revealed".
-        try await reader.unlockKeys(for: tokens.filter { Token.parse($0) != nil }, on: connection)
+        try await reader.unlockKeys(on: connection)
         return try await AuditLog.retryingChanges(on: connection) { connection in
             let head = try AuditLog.head(on: connection)
             let wellFormed = Array(Set(tokens.filter { Token.parse($0) != nil }))
@@ -86,9 +86,11 @@ enum AuditedReveal {
         _ tokens: [String], action: String, released: Released, reader: VaultReader, reason: String, actor: AuditActor,
         connection: PostgresConnection
     ) async throws -> [(result: Result<RecoveredValue, RecoveryError>, auditSequence: Int64)] {
+        // Only what the vault calls erased needs its proof (an entry an erasure row
+        // names counts as erased there, whatever it holds).
+        let tombstones = released.entries.values.filter { $0.erasedAt != nil }.map(\.token)
         let erasures = try await ErasureProofs(keys: actor.keys, minter: reader.minter).proofs(
-            for: Array(Set(tokens.filter { Token.parse($0) != nil })),
-            tombstones: Set(released.entries.values.filter { $0.erasedAt != nil }.map(\.token)), on: connection)
+            for: tombstones, tombstones: Set(tombstones), on: connection)
         var results = try await reader.open(tokens, entries: released.entries, erasures: erasures)
         var failed: [(index: Int, record: AuditRecord)] = []
         for (index, (token, result)) in zip(tokens, results).enumerated() {
@@ -125,7 +127,8 @@ enum AuditedReveal {
             guard case .success(let value) = result else { return nil }
             return (index, value)
         }
-        guard !opened.isEmpty else { return [] }
+        guard !opened.isEmpty, try await connection.query("SELECT EXISTS (SELECT FROM vault_suppressions) AS any")[0].bool("any")
+        else { return [] }
         let tags = try await minter.suppressionTags(opened.map { TokenRequest(field: $0.1.field, value: $0.1.value) })
         let found = Set(
             try await connection.query("SELECT tag FROM vault_suppressions WHERE tag = ANY($1::bytea[])", [.byteArrays(tags)])

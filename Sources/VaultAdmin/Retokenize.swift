@@ -129,11 +129,20 @@ public enum Retokenize {
                 // token was already taken: opened and compared now).
                 mover.openExistingTargets = summary.passes > 1
                 mover.anySuppressions = try await connection.query("SELECT EXISTS (SELECT FROM vault_suppressions) AS any")[0].bool("any")
+                // The tokens erasure rows name (few): such an entry is erased, whatever it holds.
+                mover.erasureRows = Set(
+                    try await connection.query(
+                        "SELECT DISTINCT subject FROM audit_log WHERE action IN ('forget', 'forget.carry') AND outcome = 'erased'"
+                    ).map { try $0.string("subject") })
                 for oldVersion in try await pendingEntries(except: target.version, on: connection).keys.sorted() {
                     let batch = options.entryBatch
+                    // Entries an earlier run linked are skipped; a first run has none to look for.
+                    let resuming = try await connection.query(
+                        "SELECT EXISTS (SELECT FROM token_lineage WHERE old_version = $1 AND new_version = $2) AS resuming",
+                        [.int(oldVersion), .int(target.version)])[0].bool("resuming")
                     // A page of old entries in token order, and those of them not linked
                     // yet: the lineage is looked up for the page's entries only.
-                    let fetch = { @Sendable (after: String) async throws -> (end: String?, entries: [SealedEntry]) in
+                    let fetch = { @Sendable [resuming] (after: String) async throws -> (end: String?, entries: [SealedEntry]) in
                         // Each data key's wrapped key once per batch (on its first entry):
                         // decoding it for every entry was a tenth of the job's time.
                         let rows = try await connection.query(
@@ -144,20 +153,17 @@ public enum Retokenize {
                             -- OFFSET 0: a probe per entry of the page (as an anti-join the
                             -- planner hashed the whole, growing lineage every batch).
                             todo AS (SELECT p.* FROM page p
-                                     WHERE NOT EXISTS (SELECT FROM token_lineage l WHERE l.old_token = p.token OFFSET 0))
+                                     WHERE NOT $4 OR NOT EXISTS (SELECT FROM token_lineage l WHERE l.old_token = p.token OFFSET 0))
                             SELECT e.token, e.field, e.token_key_version, e.data_key_id::text AS data_key_id, e.nonce, e.ciphertext,
-                                   -- An entry an erasure row names is erased, whatever it holds.
-                                   coalesce(to_char(e.erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-                                            CASE WHEN EXISTS (SELECT FROM audit_log a WHERE a.subject = e.token
-                                                              AND a.action IN ('forget', 'forget.carry') AND a.outcome = 'erased')
-                                                 THEN 'after its erasure' END) AS erased_at, e.erased_by, d.recovery_key_version,
+                                   to_char(e.erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS erased_at, e.erased_by,
+                                   d.recovery_key_version,
                                    CASE WHEN row_number() OVER (PARTITION BY e.data_key_id) = 1 THEN d.wrapped_key END AS wrapped_key,
                                    pe.page_end
                             FROM (SELECT max(token) AS page_end FROM page) pe
                             LEFT JOIN todo e ON true
                             LEFT JOIN data_keys d ON d.id = e.data_key_id
                             ORDER BY e.token
-                            """, [.int(oldVersion), .text(after), .int(batch)], prepared: true)
+                            """, [.int(oldVersion), .text(after), .int(batch), .bool(resuming)], prepared: true)
                         return (rows.first?["page_end"], try rows.filter { $0["token"] != nil }.map(SealedEntry.init))
                     }
                     // Four stages at once: batches N and N + 1 commit (one on each
@@ -253,6 +259,8 @@ public enum Retokenize {
         var openExistingTargets = false
         /// Whether `vault forget` has suppressed any value (then each opened value is checked).
         var anySuppressions = false
+        /// The tokens erasure rows name.
+        var erasureRows = Set<String>()
 
         /// Opens and checks each entry (a tombstone only with its proof of
         /// erasure); seals each value under its new token; opens and compares
@@ -260,6 +268,8 @@ public enum Retokenize {
         /// open or verify stops the job, named: never guess.
         func prepare(_ rows: [SealedEntry], dataKeys: DataKeyManager, on connection: PostgresConnection) async throws -> Moves {
             let minter = reader.minter
+            // An entry an erasure row names counts as erased (its ciphertext was written back).
+            let rows = rows.map { erasureRows.contains($0.token) && $0.erasedAt == nil ? $0.erased(at: "after its erasure") : $0 }
             let tokens = rows.map(\.token)
             let entries = Dictionary(rows.map { ($0.token, $0) }, uniquingKeysWith: { first, _ in first })
             // Only tombstones (or entries an erasure row names) need a proof.

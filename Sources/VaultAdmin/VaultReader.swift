@@ -87,6 +87,29 @@ public struct SealedEntry: Sendable {
         d.recovery_key_version, d.wrapped_key
         """
 
+    /// This entry, taken as erased (`erasedAt`), whatever it holds.
+    func erased(at erasedAt: String) -> SealedEntry {
+        SealedEntry(
+            token: token, field: field, tokenKeyVersion: tokenKeyVersion, dataKeyID: dataKeyID, nonce: nonce, ciphertext: ciphertext,
+            erasedAt: erasedAt, erasedBy: erasedBy, recoveryKeyVersion: recoveryKeyVersion, wrappedKey: wrappedKey)
+    }
+
+    private init(
+        token: String, field: String, tokenKeyVersion: Int, dataKeyID: String, nonce: [UInt8]?, ciphertext: [UInt8]?, erasedAt: String?,
+        erasedBy: String?, recoveryKeyVersion: Int?, wrappedKey: [UInt8]?
+    ) {
+        self.token = token
+        self.field = field
+        self.tokenKeyVersion = tokenKeyVersion
+        self.dataKeyID = dataKeyID
+        self.nonce = nonce
+        self.ciphertext = ciphertext
+        self.erasedAt = erasedAt
+        self.erasedBy = erasedBy
+        self.recoveryKeyVersion = recoveryKeyVersion
+        self.wrappedKey = wrappedKey
+    }
+
     public init(_ row: PostgresRow) throws {
         token = try row.string("token")
         field = try row.string("field")
@@ -122,25 +145,21 @@ public final class VaultReader {
         self.privateKey = privateKey
     }
 
-    /// Unlocks, before anything is revealed, the recovery keys the live entries
-    /// of `tokens` need (the active one when they need none): a wrong
-    /// passphrase (or a KMS refusal) fails here, so no audit row says a value
-    /// was revealed that nobody could see. A version not in the key file is
-    /// left for each token to report.
-    func unlockKeys(for tokens: [String], on connection: PostgresConnection) async throws {
-        var versions = try await connection.query(
+    /// Unlocks, before anything is revealed, the recovery keys data keys are
+    /// wrapped to (the active one when there are none yet): a wrong passphrase
+    /// (or a KMS refusal) fails here, so no audit row says a value was revealed
+    /// that nobody could see. Usually one version (more only until `vault
+    /// rewrap` has run); asking which the tokens need cost a scan per chunk. A
+    /// version not in the key file is left for each token to report.
+    func unlockKeys(on connection: PostgresConnection) async throws {
+        for row in try await connection.query(
             """
-            SELECT DISTINCT d.recovery_key_version AS version FROM vault_entries v JOIN data_keys d ON d.id = v.data_key_id
-            WHERE v.token = ANY($1::text[]) AND v.erased_at IS NULL
-            """, [.textArray(tokens)])
-        if versions.isEmpty {
-            versions = try await connection.query(
-                "SELECT version FROM key_versions WHERE kind = 'recovery' AND state = 'active'")
-        }
-        for row in versions {
-            let version = try row.int("version")
+            SELECT DISTINCT recovery_key_version AS version FROM data_keys
+            UNION SELECT version FROM key_versions WHERE kind = 'recovery' AND state = 'active'
+            """)
+        {
             do {
-                _ = try await privateKey(version)
+                _ = try await privateKey(try row.int("version"))
             } catch let error as KeyFileError where error.code == .unknownVersion {
                 continue
             }

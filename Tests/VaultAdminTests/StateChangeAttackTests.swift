@@ -377,6 +377,41 @@ struct StateChangeAttackTests {
         #expect(try await harness.vault(["audit", "verify"]).status == 0)
     }
 
+    @Test("a writer that saw no suppression lately still leaves out a value vault forget has just suppressed")
+    func staleSuppressionHint() async throws {
+        let harness = try await VaultHarness.make(bodies: mixedBodies(count: 1))
+        let minter = try harness.keys.minter()
+        let value = "198.51.100.9"
+        let request = TokenRequest(field: .ip, value: value)
+        let token = try await minter.token(request, version: 1)
+        let tag = try await minter.suppressionTags([request])[0]
+        let owner = try await harness.connect()
+        // As vault forget leaves it (the test writes the row directly: the hint is what is tested).
+        try await owner.execute("INSERT INTO vault_suppressions (tag, field, audit_seq) VALUES ($1, 'ip', 1)", [.bytes(tag)])
+        let sealer = try await Self.dataKey(harness, on: owner)
+        let (nonce, ciphertext) = try sealer.seal(value, token: token, field: .ip)
+        let day = UTCDate.string(fromMilliseconds: SentTime.noon(0))
+        let item = BatchItem(
+            receiptID: Array(repeating: 7, count: 16), sentDay: day,
+            payload: .login(
+                LoginRow(
+                    userID: "u", deviceType: "ios", maskedIP: token, maskedDeviceID: "dev_t1_" + String(repeating: "B", count: 43),
+                    locale: nil, appVersion: AppVersion("1.0")!, createDate: day),
+                [
+                    VaultEntryRecord(
+                        token: token, field: .ip, tokenKeyVersion: 1, dataKeyID: sealer.dataKeyID, nonce: nonce, ciphertext: ciphertext,
+                        suppressionTag: tag)
+                ]))
+        let hint = SuppressionHint()
+        hint.anySuppressed = false
+        let result = try await owner.transaction { connection in
+            try BatchWriter.write([item], keys: .init(tokenization: 1, recovery: 1), suppressions: hint, on: connection)
+        }
+        #expect(result.loginRows == 1 && result.suppressedEntries == 1)
+        #expect(hint.anySuppressed)
+        #expect(try await harness.scalar("SELECT count(*) FROM vault_entries WHERE token = $1", [.text(token)]) == 0)
+    }
+
     @Test("a wrong passphrase reveals nothing and writes no 'revealed' row")
     func wrongPassphrase() async throws {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 2))
