@@ -1,6 +1,6 @@
 public import Postgres
-import Synchronization
 public import Pseudonymization
+import Synchronization
 import VaultCrypto
 
 /// A row of `user_logins`.
@@ -242,7 +242,8 @@ public enum BatchWriter {
     /// `suppressions` remembers whether any value is suppressed, so that
     /// batches do not send their tags while none is.
     public static func write(
-        _ items: [BatchItem], keys: KeyVersions, suppressions: SuppressionHint = SuppressionHint(), on connection: isolated PostgresConnection
+        _ items: [BatchItem], keys: KeyVersions, suppressions: SuppressionHint = SuppressionHint(),
+        on connection: isolated PostgresConnection
     ) throws -> BatchResult {
         let days = Set(items.map(\.sentDay)).sorted()
         // The suppression tags of the values this batch would store.
