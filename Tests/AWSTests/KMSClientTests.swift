@@ -80,9 +80,10 @@ struct KMSClientTests {
 
     @Test("nothing listening is transient (an outage to wait out), within the call's deadline")
     func unreachableIsTransient() async throws {
-        let port = try await freePort()
+        let refusing = try RefusingPort()
+        defer { withExtendedLifetime(refusing) {} }
         let kms = KMSClient(
-            endpointOverride: URL(string: "http://127.0.0.1:\(port)")!, defaultRegion: "us-east-1",
+            endpointOverride: URL(string: "http://127.0.0.1:\(refusing.port)")!, defaultRegion: "us-east-1",
             credentials: StaticCredentials(AWSCredentials(accessKeyID: "test", secretAccessKey: "test")), timeout: .seconds(3),
             logger: TestEnvironment.logger)
         defer { Task { await kms.shutdown() } }

@@ -90,8 +90,9 @@ struct SQSClientTests {
     @Test("after seconds of failed requests the client reconnects with a fresh HTTP client")
     func freshHTTPClientAfterAnOutage() async throws {
         // A port nobody listens on: every request fails at once.
-        let port = try await freePort()
-        let endpoint = try #require(URL(string: "http://127.0.0.1:\(port)"))
+        let refusing = try RefusingPort()
+        defer { withExtendedLifetime(refusing) {} }
+        let endpoint = try #require(URL(string: "http://127.0.0.1:\(refusing.port)"))
         let configuration = SQSConfiguration(
             queueURL: endpoint.appendingPathComponent("000000000000/gone"), endpoint: endpoint, region: "us-east-1",
             credentials: StaticCredentials(AWSCredentials(accessKeyID: "test", secretAccessKey: "test")), wireProtocol: .json)
