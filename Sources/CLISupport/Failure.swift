@@ -64,6 +64,8 @@ func classify(_ error: any Error) -> (String, Int32) {
         return (error.message, error.code == .mismatch ? ExitStatus.integrity : ExitStatus.configuration)
     case let error as ValidationError:
         return (error.message, ExitStatus.usage)
+    case let error as DistributionError:
+        return (error.description, ExitStatus.configuration)
     case let error as CryptoError where error.code == .authenticationFailed:
         return ("integrity check failed: \(error.message)", ExitStatus.integrity)
     case let error as any ReportableError:

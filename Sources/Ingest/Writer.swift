@@ -1,4 +1,5 @@
 import AWS
+import Foundation
 import Logging
 import Postgres
 import Pseudonymization
@@ -36,6 +37,9 @@ final class Writer {
     private let logger: Logger
     private let backoff = Backoff(base: .milliseconds(100), cap: .seconds(10))
     private let suppressions = SuppressionHint()
+    /// Sent days whose partitions this writer has made or found, on the UTC
+    /// day it did (today's quarantine partition comes with them).
+    private var preparedDays: (today: String, days: Set<String>) = ("", [])
 
     init(
         name: String, queue: MessageQueue, processor: MessageProcessor, dataKeys: DataKeyManager, keys: IngestKeys,
@@ -140,8 +144,18 @@ final class Writer {
                 let connection = try await self.liveConnection()
                 let versions = self.processor.keyVersions
                 let suppressions = self.suppressions
-                return try await connection.transaction { connection in
-                    try BatchWriter.write(items, keys: versions, suppressions: suppressions, on: connection)
+                try await self.preparePartitions(for: items, on: connection)
+                do {
+                    return try await connection.transaction { connection in
+                        try BatchWriter.write(items, keys: versions, suppressions: suppressions, on: connection)
+                    }
+                } catch let error as PostgresError where error.isRelayedCopyFailure {
+                    // A Citus shard refused the COPY and its reason was lost on the
+                    // way: the batch again by INSERT statements either goes in (a
+                    // race) or fails with the reason, handled as on one node.
+                    return try await connection.transaction { connection in
+                        try BatchWriter.write(items, keys: versions, suppressions: suppressions, loading: .insertStatements, on: connection)
+                    }
                 }
             }
         } catch let error as PostgresError where error.isDataError {
@@ -162,6 +176,17 @@ final class Writer {
                 vaultEntriesOffered: first.vaultEntriesOffered + second.vaultEntriesOffered,
                 alreadyStoredTokens: first.alreadyStoredTokens + second.alreadyStoredTokens)
         }
+    }
+
+    /// Partitions first, in their own transaction, when the batch has a day
+    /// this writer has not prepared yet (see `BatchWriter.preparePartitions`).
+    private func preparePartitions(for items: [BatchItem], on connection: PostgresConnection) async throws {
+        let today = UTCDate.string(fromMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
+        if preparedDays.today != today { preparedDays = (today, []) }
+        let days = Set(items.map(\.sentDay))
+        guard !days.isSubset(of: preparedDays.days) else { return }
+        try await BatchWriter.preparePartitions(days: days, on: connection)
+        preparedDays.days.formUnion(days)
     }
 
     private func quarantineRefused(

@@ -179,6 +179,37 @@ public actor PostgresConnection {
         return rowCount
     }
 
+    /// Inserts the rows of COPY text-format `data` (as `copy` takes them) with
+    /// multi-row INSERT statements: `insert` names the table and columns
+    /// (`INSERT INTO t (a, b)`), `suffix` may add `ON CONFLICT …`. Slower than
+    /// COPY, but a Citus coordinator relays a shard's refusal of an INSERT
+    /// with its SQLSTATE, and of a COPY without it (`isRelayedCopyFailure`).
+    @discardableResult
+    public func insertRows(_ insert: String, columnCount: Int, copyText data: [UInt8], suffix: String = "") throws -> Int {
+        let rows = CopyTextBuilder.rows(of: data)
+        // PostgreSQL takes at most 65,535 parameters a statement.
+        let rowsPerStatement = max(1, min(1000, 65_535 / max(columnCount, 1)))
+        var inserted = 0
+        var start = 0
+        while start < rows.count {
+            let chunk = rows[start..<min(start + rowsPerStatement, rows.count)]
+            var parameters: [PostgresValue] = []
+            parameters.reserveCapacity(chunk.count * columnCount)
+            var tuples: [String] = []
+            for row in chunk {
+                guard row.count == columnCount else {
+                    throw PostgresError(.unexpectedResult, "a COPY row has \(row.count) fields, not \(columnCount)")
+                }
+                let first = parameters.count + 1
+                tuples.append("(" + (first..<first + columnCount).map { "$\($0)" }.joined(separator: ", ") + ")")
+                parameters += row.map(PostgresValue.optionalText)
+            }
+            inserted += try execute("\(insert) VALUES \(tuples.joined(separator: ", ")) \(suffix)", parameters)
+            start += chunk.count
+        }
+        return inserted
+    }
+
     // MARK: Internals
 
     private func liveConnection() throws -> OpaquePointer {
@@ -258,7 +289,7 @@ public actor PostgresConnection {
         return PostgresError(
             code, PostgresError.redacted(primary), sqlState: field(Int32(UInt8(ascii: "C"))),
             table: field(Int32(UInt8(ascii: "t"))), column: field(Int32(UInt8(ascii: "c"))),
-            constraint: field(Int32(UInt8(ascii: "n"))))
+            constraint: field(Int32(UInt8(ascii: "n"))), sourceFunction: field(Int32(UInt8(ascii: "R"))))
     }
 
     private static func rows(of result: OpaquePointer) -> [PostgresRow] {
@@ -287,7 +318,8 @@ public actor PostgresConnection {
 }
 
 // libpq field codes for PQresultErrorField are the ASCII letters of
-// PG_DIAG_* in postgres_ext.h: M primary message, C SQLSTATE, t table, c column, n constraint.
+// PG_DIAG_* in postgres_ext.h: M primary message, C SQLSTATE, t table, c column, n constraint,
+// R the server function that raised it.
 
 private func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
     let duplicated = strings.map { strdup($0) }

@@ -31,12 +31,14 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
     public let table: String?
     public let column: String?
     public let constraint: String?
+    /// The server function that raised the error (PostgreSQL's or an extension's).
+    public let sourceFunction: String?
     public let file: String
     public let line: Int
 
     public init(
         _ code: Code, _ message: String, sqlState: String? = nil, table: String? = nil, column: String? = nil,
-        constraint: String? = nil, file: String = #fileID, line: Int = #line
+        constraint: String? = nil, sourceFunction: String? = nil, file: String = #fileID, line: Int = #line
     ) {
         self.code = code
         self.message = message
@@ -44,9 +46,17 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
         self.table = table
         self.column = column
         self.constraint = constraint
+        self.sourceFunction = sourceFunction
         self.file = file
         self.line = line
     }
+
+    /// A Citus coordinator relaying a worker's refusal of COPY rows (a
+    /// COPY, or an INSERT … SELECT it runs as one): the shard's SQLSTATE is
+    /// lost (XX000), so whether it was a conflict, bad data or a refused key
+    /// version is unknown. The same rows by INSERT statements tell
+    /// (`PostgresConnection.insertRows`).
+    public var isRelayedCopyFailure: Bool { sqlState == "XX000" && sourceFunction == "ReportCopyError" }
 
     public var description: String {
         var text = "PostgreSQL \(code)"

@@ -222,4 +222,44 @@ public struct CopyTextBuilder: Sendable {
         if fieldsInRow > 0 { bytes.append(UInt8(ascii: "\t")) }
         fieldsInRow += 1
     }
+
+    /// The fields of COPY text-format rows, each in its type's text form
+    /// (nil for `\N`): what `bytes` holds, decoded again.
+    public static func rows(of data: [UInt8]) -> [[String?]] {
+        var rows: [[String?]] = []
+        var fields: [String?] = []
+        var field: [UInt8] = []
+        var isNull = false
+        var index = 0
+        func endField() {
+            fields.append(isNull ? nil : String(decoding: field, as: UTF8.self))
+            field.removeAll(keepingCapacity: true)
+            isNull = false
+        }
+        while index < data.count {
+            let byte = data[index]
+            index += 1
+            switch byte {
+            case UInt8(ascii: "\\") where index < data.count:
+                let escaped = data[index]
+                index += 1
+                switch escaped {
+                case UInt8(ascii: "N"): isNull = true
+                case UInt8(ascii: "t"): field.append(UInt8(ascii: "\t"))
+                case UInt8(ascii: "n"): field.append(UInt8(ascii: "\n"))
+                case UInt8(ascii: "r"): field.append(UInt8(ascii: "\r"))
+                default: field.append(escaped)
+                }
+            case UInt8(ascii: "\t"):
+                endField()
+            case UInt8(ascii: "\n"):
+                endField()
+                rows.append(fields)
+                fields.removeAll(keepingCapacity: true)
+            default:
+                field.append(byte)
+            }
+        }
+        return rows
+    }
 }

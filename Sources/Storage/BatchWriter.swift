@@ -64,7 +64,8 @@ public enum VaultEntries {
     /// result is empty.
     @discardableResult
     public static func insert(
-        _ records: [VaultEntryRecord], probeExisting: Bool = true, on connection: isolated PostgresConnection
+        _ records: [VaultEntryRecord], probeExisting: Bool = true, loading: BatchWriter.Loading = .copy,
+        on connection: isolated PostgresConnection
     ) throws -> [String] {
         guard !records.isEmpty else { return [] }
         var byToken: [String: VaultEntryRecord] = [:]
@@ -91,26 +92,22 @@ public enum VaultEntries {
             copy.append(bytes: entry.ciphertext)
             copy.endRow()
         }
+        let table = BatchWriter.Table.vaultEntries
+        guard loading == .copy else {
+            try table.insert(copy, suffix: "ON CONFLICT (token) DO NOTHING", on: connection)
+            return stored
+        }
         try connection.execute("SAVEPOINT vault_copy")
         do {
-            try connection.copy(
-                "COPY vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext) FROM STDIN", data: copy.bytes)
+            try table.load(copy, .copy, on: connection)
             try connection.execute("RELEASE SAVEPOINT vault_copy")
-        } catch let error as PostgresError where error.sqlState == "23505" {
+        } catch let error as PostgresError where error.sqlState == "23505" || error.isRelayedCopyFailure {
             // Two writers met on the same new token (a returning user in both
-            // batches), or, without the probe, the token was already stored.
+            // batches), or, without the probe, the token was already stored
+            // (or, on Citus, the shard's reason is unknown): the same rows,
+            // skipping stored tokens, by statements whose errors keep their code.
             try connection.execute("ROLLBACK TO SAVEPOINT vault_copy")
-            try connection.execute(
-                """
-                INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext)
-                SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::uuid[], $5::bytea[], $6::bytea[])
-                ON CONFLICT (token) DO NOTHING
-                """,
-                [
-                    .textArray(fresh.map(\.token)), .textArray(fresh.map(\.field.rawValue)),
-                    .textArray(fresh.map { String($0.tokenKeyVersion) }), .textArray(fresh.map(\.dataKeyID)),
-                    .byteArrays(fresh.map(\.nonce)), .byteArrays(fresh.map(\.ciphertext)),
-                ], prepared: true)
+            try table.insert(copy, suffix: "ON CONFLICT (token) DO NOTHING", on: connection)
         }
         return stored
     }
@@ -223,6 +220,47 @@ struct Receipt: Hashable, Comparable {
 /// Everything goes in by COPY; a unique violation means a concurrent writer
 /// got there first, and the batch is simply retried.
 public enum BatchWriter {
+    /// How a batch's rows go in. COPY is the fast way; INSERT statements are
+    /// the way to learn why a Citus cluster refused rows: its coordinator
+    /// relays a shard's refusal of a COPY without the SQLSTATE
+    /// (`PostgresError.isRelayedCopyFailure`), and of an INSERT with it.
+    public enum Loading: Sendable {
+        case copy
+        case insertStatements
+    }
+
+    /// A table a batch loads, and the columns it fills (in COPY order).
+    struct Table {
+        static let receipts = Table(name: "ingest_receipts", columns: ["receipt_id", "sent_day"])
+        static let vaultEntries = Table(
+            name: "vault_entries", columns: ["token", "field", "token_key_version", "data_key_id", "nonce", "ciphertext"])
+        static let logins = Table(
+            name: "user_logins",
+            columns: ["user_id", "device_type", "masked_ip", "masked_device_id", "locale", "app_version", "create_date"])
+        static let quarantine = Table(
+            name: "quarantine",
+            columns: [
+                "receipt_id", "source", "message_id", "reason", "field", "detail", "body_bytes", "data_key_id", "nonce", "sealed_body",
+                "sent_day", "body_sha256",
+            ])
+
+        let name: String
+        let columns: [String]
+
+        func load(_ rows: CopyTextBuilder, _ loading: Loading, on connection: isolated PostgresConnection) throws {
+            switch loading {
+            case .copy: try connection.copy("COPY \(name) (\(columns.joined(separator: ", "))) FROM STDIN", data: rows.bytes)
+            case .insertStatements: try insert(rows, on: connection)
+            }
+        }
+
+        func insert(_ rows: CopyTextBuilder, suffix: String = "", on connection: isolated PostgresConnection) throws {
+            try connection.insertRows(
+                "INSERT INTO \(name) (\(columns.joined(separator: ", ")))", columnCount: columns.count, copyText: rows.bytes,
+                suffix: suffix)
+        }
+    }
+
     /// The key versions a batch was made with: its tokens', and the recovery
     /// key new data keys are wrapped to.
     public struct KeyVersions: Sendable {
@@ -235,6 +273,17 @@ public enum BatchWriter {
         }
     }
 
+    /// Makes the partitions a batch of `days` needs (and today's quarantine
+    /// partition), each in its own transaction, before the batch's: on a
+    /// Citus cluster a partition of a distributed table cannot be made in a
+    /// transaction that has written rows (or as another role than the one
+    /// writing them). `ingest_begin_batch` checks again inside the batch and
+    /// makes what is still missing (one node takes it there too).
+    public static func preparePartitions(days: Set<String>, on connection: PostgresConnection) async throws {
+        try await connection.execute(
+            "SELECT ingest_prepare_partitions($1::date[])", [.textArray(days.sorted())], prepared: true)
+    }
+
     /// Runs inside a transaction the caller opened. The batch is refused
     /// (`StaleKeysError`) when the database's active tokenization or
     /// recovery key, or the tokenization key a retokenization enforces, is
@@ -242,7 +291,7 @@ public enum BatchWriter {
     /// `suppressions` remembers whether any value is suppressed, so that
     /// batches do not send their tags while none is.
     public static func write(
-        _ items: [BatchItem], keys: KeyVersions, suppressions: SuppressionHint = SuppressionHint(),
+        _ items: [BatchItem], keys: KeyVersions, suppressions: SuppressionHint = SuppressionHint(), loading: Loading = .copy,
         on connection: isolated PostgresConnection
     ) throws -> BatchResult {
         let days = Set(items.map(\.sentDay)).sorted()
@@ -307,7 +356,7 @@ public enum BatchWriter {
                 receipts.append(claim.sentDay)
                 receipts.endRow()
             }
-            try connection.copy("COPY ingest_receipts (receipt_id, sent_day) FROM STDIN", data: receipts.bytes)
+            try Table.receipts.load(receipts, loading, on: connection)
         }
 
         var logins = CopyTextBuilder(reservingCapacity: items.count * 160)
@@ -347,20 +396,9 @@ public enum BatchWriter {
                 quarantinedByReason[row.rejection.reason.rawValue, default: 0] += 1
             }
         }
-        let storedTokens = try VaultEntries.insert(Array(vault.values), on: connection)
-        if logins.rowCount > 0 {
-            try connection.copy(
-                """
-                COPY user_logins (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date) FROM STDIN
-                """, data: logins.bytes)
-        }
-        if quarantine.rowCount > 0 {
-            try connection.copy(
-                """
-                COPY quarantine (receipt_id, source, message_id, reason, field, detail, body_bytes, data_key_id, nonce, sealed_body,
-                                 sent_day, body_sha256) FROM STDIN
-                """, data: quarantine.bytes)
-        }
+        let storedTokens = try VaultEntries.insert(Array(vault.values), loading: loading, on: connection)
+        if logins.rowCount > 0 { try Table.logins.load(logins, loading, on: connection) }
+        if quarantine.rowCount > 0 { try Table.quarantine.load(quarantine, loading, on: connection) }
         if !versions.isEmpty {
             let codes = versions.keys.sorted()
             try connection.execute(

@@ -167,6 +167,7 @@ extension Schema {
                 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
             DECLARE
                 existing key_versions;
+                stamp timestamptz := now();
             BEGIN
                 PERFORM rotation_require(p_run, ARRAY['keys.retire'], true);
                 SELECT * INTO existing FROM key_versions k WHERE k.kind = p_kind AND k.version = p_version FOR UPDATE;
@@ -174,13 +175,14 @@ extension Schema {
                     RAISE EXCEPTION '% key v% is not registered, is the active one, or is a suppression key: it cannot be retired', p_kind, p_version
                         USING ERRCODE = 'PSK04';
                 END IF;
-                IF p_kind = 'tokenization' AND EXISTS (SELECT FROM vault_entries v WHERE v.token_key_version = p_version) THEN
+                IF p_kind = 'tokenization' AND EXISTS (SELECT 1 FROM vault_entries v WHERE v.token_key_version = p_version) THEN
                     RAISE EXCEPTION 'tokenization key v% still has vault entries; run vault retokenize first', p_version USING ERRCODE = 'PSK04';
                 END IF;
                 IF p_kind = 'recovery' AND EXISTS (SELECT FROM data_keys d WHERE d.recovery_key_version = p_version) THEN
                     RAISE EXCEPTION 'recovery key v% still wraps data keys; run vault rewrap first', p_version USING ERRCODE = 'PSK04';
                 END IF;
-                UPDATE key_versions SET state = 'retired', retired_at = coalesce(retired_at, now()), enforced = false
+                -- (now() as a value: Citus evaluates no function inside COALESCE on its tables.)
+                UPDATE key_versions SET state = 'retired', retired_at = coalesce(retired_at, stamp), enforced = false
                 WHERE kind = p_kind AND version = p_version;
             END $$;
 
@@ -235,6 +237,8 @@ extension Schema {
             DECLARE
                 target integer;
                 inserted text[];
+                present text[];
+                named text[];
                 taken text[];
             BEGIN
                 PERFORM rotation_require(p_run, ARRAY['retokenize'], false);
@@ -253,7 +257,16 @@ extension Schema {
                 -- the field their name says; entries already there are checked. The old
                 -- token must name the same field and an older version, and no erasure
                 -- row may name it (an erased value is carried, never moved live).
-                -- (IN over a subquery is hashed; a join with the array was a nested loop.)
+                -- What the vault and the audit log hold is looked up apart (on Citus
+                -- one is on the workers, the other on the coordinator); IN over a
+                -- subquery is hashed (a join with the array was a nested loop).
+                present := ARRAY(SELECT t.token FROM vault_entries t
+                                 WHERE t.token = ANY(ARRAY(SELECT u.new FROM unnest(p_new, p_ciphertexts) AS u(new, ciphertext)
+                                                           WHERE u.ciphertext IS NULL))
+                                   AND t.erased_at IS NULL AND t.token_key_version = target
+                                   AND t.field = CASE WHEN left(t.token, 3) = 'ip_' THEN 'ip' ELSE 'device_id' END);
+                named := ARRAY(SELECT a.subject FROM audit_log a WHERE a.subject = ANY(p_old || present)
+                               AND a.action IN ('forget', 'forget.carry') AND a.outcome = 'erased');
                 INSERT INTO token_lineage (old_token, new_token, field, old_version, new_version)
                 SELECT m.old, m.new, m.field, substr(m.old_version, 2)::integer, target
                 -- (OFFSET 0: each row's parts computed once, not once per use.)
@@ -263,13 +276,8 @@ extension Schema {
                 WHERE m.old_tag = CASE m.field WHEN 'ip' THEN 'ip' ELSE 'dev' END
                   AND (CASE WHEN m.old_version ~ '^t[0-9]{1,9}$' THEN substr(m.old_version, 2)::integer END) < target
                   AND (m.new IN (SELECT unnest(inserted))
-                       OR (m.ciphertext IS NULL
-                           AND EXISTS (SELECT FROM vault_entries t WHERE t.token = m.new AND t.erased_at IS NULL
-                                       AND t.field = m.field AND t.token_key_version = target
-                                       AND NOT EXISTS (SELECT FROM audit_log a WHERE a.subject = t.token
-                                                       AND a.action IN ('forget', 'forget.carry') AND a.outcome = 'erased'))))
-                  AND NOT EXISTS (SELECT FROM audit_log a WHERE a.subject = m.old
-                                  AND a.action IN ('forget', 'forget.carry') AND a.outcome = 'erased')
+                       OR (m.ciphertext IS NULL AND m.new IN (SELECT unnest(present)) AND m.new NOT IN (SELECT unnest(named))))
+                  AND m.old NOT IN (SELECT unnest(named))
                 ORDER BY m.old
                 ON CONFLICT (old_token) DO NOTHING;
                 SELECT coalesce(array_agg(m.old), '{}') INTO taken
@@ -288,17 +296,23 @@ extension Schema {
             DECLARE
                 target integer;
                 source vault_entries;
+                source_live boolean;
+                erased boolean;
+                target_live boolean;
                 seq bigint;
             BEGIN
                 PERFORM rotation_require(p_run, ARRAY['retokenize'], false);
                 target := retokenize_target();
                 SELECT * INTO source FROM vault_entries o
-                WHERE o.token = p_old AND o.erased_at IS NULL AND o.token_key_version < target
-                  AND NOT EXISTS (SELECT FROM audit_log a WHERE a.subject = o.token AND a.action IN ('forget', 'forget.carry')
+                WHERE o.token = p_old AND o.erased_at IS NULL AND o.token_key_version < target;
+                source_live := FOUND;
+                -- One table a statement (on Citus the log is on the coordinator,
+                -- the vault on the workers).
+                erased := EXISTS (SELECT 1 FROM audit_log a WHERE a.subject = p_old AND a.action IN ('forget', 'forget.carry')
                                   AND a.outcome = 'erased');
-                IF NOT FOUND OR p_ciphertext IS NULL
-                   OR NOT EXISTS (SELECT FROM vault_entries t WHERE t.token = p_new AND t.erased_at IS NULL AND t.token_key_version = target
-                                  AND t.field = source.field) THEN
+                target_live := EXISTS (SELECT 1 FROM vault_entries t WHERE t.token = p_new AND t.erased_at IS NULL
+                                       AND t.token_key_version = target AND t.field = source.field);
+                IF NOT source_live OR erased OR p_ciphertext IS NULL OR NOT target_live THEN
                     RAISE EXCEPTION 'retokenize_replace: % is not a live old entry, or % is not a live entry of the target version', p_old, p_new
                         USING ERRCODE = 'PSK04';
                 END IF;
@@ -320,17 +334,23 @@ extension Schema {
                 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
             DECLARE
                 target integer;
+                named text[];
+                pairs bigint := coalesce(cardinality(p_old), 0);
+                proven bigint;
+                stamp timestamptz := now();
                 first bigint;
             BEGIN
                 PERFORM rotation_require(p_run, ARRAY['retokenize'], false);
                 target := retokenize_target();
-                PERFORM FROM unnest(p_old, p_new) AS m(old, new)
-                LEFT JOIN vault_entries o ON o.token = m.old
-                WHERE o.token IS NULL OR o.token_key_version >= target
-                   OR left(m.new, length(token_prefix(o.field, target))) <> token_prefix(o.field, target)
-                   OR NOT EXISTS (SELECT FROM audit_log a WHERE a.subject = m.old AND a.action IN ('forget', 'forget.carry')
-                                  AND a.outcome = 'erased');
-                IF FOUND THEN
+                -- Each lookup a statement of its own: on Citus the vault is on the
+                -- workers, the audit log on the coordinator.
+                named := ARRAY(SELECT a.subject FROM audit_log a WHERE a.subject = ANY(p_old) AND a.action IN ('forget', 'forget.carry')
+                               AND a.outcome = 'erased');
+                SELECT count(*) INTO proven FROM vault_entries o JOIN unnest(p_old, p_new) AS m(old, new) ON o.token = m.old
+                WHERE o.token_key_version < target AND m.old = ANY(named)
+                  AND left(m.new, length(token_prefix(o.field, target))) = token_prefix(o.field, target);
+                IF pairs <> coalesce(cardinality(p_new), 0) OR proven <> pairs
+                   OR (SELECT count(DISTINCT u.old) FROM unnest(p_old) AS u(old)) <> pairs THEN
                     RAISE EXCEPTION 'only erased entries with an erasure row are carried, to tokens of the target version'
                         USING ERRCODE = 'PSK04';
                 END IF;
@@ -338,7 +358,7 @@ extension Schema {
                                       p_reasons, p_outcomes, p_hashes, p_macs);
                 INSERT INTO vault_entries (token, field, token_key_version, data_key_id, erased_at, erased_by, erasure_audit_seq)
                 -- (A live row here is a ciphertext written back after its erasure: carried erased.)
-                SELECT m.new, o.field, target, o.data_key_id, coalesce(o.erased_at, now()),
+                SELECT m.new, o.field, target, o.data_key_id, coalesce(o.erased_at, stamp),
                        coalesce(o.erased_by, 'vault retokenize: ciphertext restored after its erasure'), first + m.i - 1
                 FROM unnest(p_old, p_new) WITH ORDINALITY AS m(old, new, i) JOIN vault_entries o ON o.token = m.old
                 ON CONFLICT (token) DO NOTHING;
@@ -357,16 +377,18 @@ extension Schema {
                 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
             DECLARE
                 target integer;
+                held text[];
                 linked bigint;
             BEGIN
                 PERFORM rotation_require(p_run, ARRAY['retokenize'], false);
                 target := retokenize_target();
+                held := ARRAY(SELECT v.token FROM vault_entries v WHERE v.token = ANY(p_old || p_new));
                 INSERT INTO token_lineage (old_token, new_token, field, old_version, new_version)
                 SELECT m.old, m.new, m.field, coalesce(substring(m.old FROM '^[a-z]+_t([0-9]{1,9})_')::integer, 0), target
                 FROM unnest(p_old, p_new, p_fields) AS m(old, new, field)
                 WHERE m.field IN ('ip', 'device_id') AND left(m.new, length(token_prefix(m.field, target))) = token_prefix(m.field, target)
                   AND length(m.new) = length(token_prefix(m.field, target)) + 43
-                  AND NOT EXISTS (SELECT FROM vault_entries v WHERE v.token IN (m.old, m.new))
+                  AND NOT m.old = ANY(held) AND NOT m.new = ANY(held)
                 ORDER BY m.old
                 ON CONFLICT (old_token) DO NOTHING;
                 GET DIAGNOSTICS linked = ROW_COUNT;
@@ -464,12 +486,30 @@ extension Schema {
             ALTER TABLE vault_entries ADD CONSTRAINT vault_entries_token_names_field_and_version CHECK (
                 left(token, length(token_prefix(field, token_key_version))) = token_prefix(field, token_key_version)
                 AND length(token) = length(token_prefix(field, token_key_version)) + 43);
+            -- The invoker's rights (ingest may read key_versions), so the check sees
+            -- who wrote the rows: erasure columns only from who may update them,
+            -- the owner (the SECURITY DEFINER functions of vault forget and
+            -- retokenize). Column grants say so on one node; on Citus, whose COPY
+            -- to a shard names every column, this does (asked as a privilege of
+            -- the shard: Citus hides shards from queries on pg_class).
             CREATE FUNCTION vault_entries_check_versions() RETURNS trigger
-                LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+                LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
             DECLARE
+                versions integer[];
+                erasing boolean;
                 bad integer;
             BEGIN
-                SELECT n.version INTO bad FROM (SELECT DISTINCT i.token_key_version AS version FROM inserted i) n
+                -- The statement's versions apart from the check: under Citus this
+                -- runs on each shard, and Citus cannot plan a transition table
+                -- joined with its tables.
+                SELECT array_agg(DISTINCT i.token_key_version),
+                       bool_or(i.erased_at IS NOT NULL OR i.erased_by IS NOT NULL OR i.erasure_audit_seq IS NOT NULL)
+                INTO versions, erasing FROM inserted i;
+                IF erasing AND NOT has_column_privilege(TG_RELID, 'erased_at', 'UPDATE') THEN
+                    RAISE EXCEPTION 'permission denied: only vault forget (and retokenize carrying its erasures) set erasure columns'
+                        USING ERRCODE = 'insufficient_privilege';
+                END IF;
+                SELECT n.version INTO bad FROM unnest(versions) AS n(version)
                 WHERE NOT EXISTS (SELECT FROM key_versions k WHERE k.kind = 'tokenization' AND k.version = n.version
                                   AND k.fingerprint IS NOT NULL AND k.state <> 'retired')
                    OR n.version < coalesce((SELECT max(k.version) FROM key_versions k WHERE k.kind = 'tokenization' AND k.enforced), 0)
@@ -547,23 +587,33 @@ extension Schema {
                 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
             DECLARE
                 first bigint;
+                erasing text[] := ARRAY(SELECT r.token FROM unnest(p_tokens, p_outcomes) AS r(token, outcome) WHERE r.outcome = 'erased');
+                already text[] := ARRAY(SELECT r.token FROM unnest(p_tokens, p_outcomes) AS r(token, outcome)
+                                        WHERE r.outcome = 'already-erased');
+                unknown text[] := ARRAY(SELECT r.token FROM unnest(p_tokens, p_outcomes) AS r(token, outcome) WHERE r.outcome = 'unknown');
+                who text := p_os_user || ' as ' || session_user;
+                erased bigint;
+                still_erased bigint;
+                held_unknown bigint;
             BEGIN
                 PERFORM pg_advisory_xact_lock(\(suppressionLock));
-                PERFORM 1
-                FROM unnest(p_tokens, p_outcomes) AS r(token, outcome)
-                LEFT JOIN (SELECT v.token, v.erased_at FROM vault_entries v WHERE v.token = ANY(p_tokens) FOR UPDATE) e
-                       ON e.token = r.token
-                WHERE r.outcome IS DISTINCT FROM CASE WHEN e.token IS NULL THEN 'unknown'
-                                                      WHEN e.erased_at IS NOT NULL THEN 'already-erased' ELSE 'erased' END;
-                IF FOUND THEN
-                    RAISE EXCEPTION 'the vault changed while the audit rows were prepared; retry' USING ERRCODE = 'serialization_failure';
-                END IF;
                 first := audit_insert(p_os_user, p_mac_key_version, array_fill('forget'::text, ARRAY[cardinality(p_tokens)]), p_tokens,
                                       p_reasons, p_outcomes, p_hashes, p_macs);
-                UPDATE vault_entries v SET nonce = NULL, ciphertext = NULL, erased_at = now(),
-                                           erased_by = p_os_user || ' as ' || session_user, erasure_audit_seq = first + r.i - 1
-                FROM unnest(p_tokens, p_outcomes) WITH ORDINALITY AS r(token, outcome, i)
-                WHERE v.token = r.token AND r.outcome = 'erased';
+                -- Erase, then check every outcome the audit rows were prepared with:
+                -- the update locks what it erases, and a vault changed meanwhile rolls
+                -- everything back, audit rows included. (No SELECT … FOR UPDATE over
+                -- several tokens: Citus refuses it across shards.)
+                UPDATE vault_entries v SET nonce = NULL, ciphertext = NULL, erased_at = now(), erased_by = who,
+                                           erasure_audit_seq = first + array_position(p_tokens, v.token) - 1
+                WHERE v.token = ANY(erasing) AND v.erased_at IS NULL;
+                GET DIAGNOSTICS erased = ROW_COUNT;
+                SELECT count(*) INTO still_erased FROM vault_entries v WHERE v.token = ANY(already) AND v.erased_at IS NOT NULL;
+                SELECT count(*) INTO held_unknown FROM vault_entries v WHERE v.token = ANY(unknown);
+                IF erased <> cardinality(erasing) OR still_erased <> cardinality(already) OR held_unknown <> 0
+                   OR cardinality(erasing) + cardinality(already) + cardinality(unknown) <> cardinality(p_tokens)
+                   OR (SELECT count(DISTINCT u.token) FROM unnest(p_tokens) AS u(token)) <> cardinality(p_tokens) THEN
+                    RAISE EXCEPTION 'the vault changed while the audit rows were prepared; retry' USING ERRCODE = 'serialization_failure';
+                END IF;
                 INSERT INTO vault_suppressions (tag, field, audit_seq)
                 SELECT s.tag, s.field, first FROM unnest(p_suppressions, p_suppression_fields) AS s(tag, field)
                 ON CONFLICT (tag) DO NOTHING;
@@ -657,7 +707,8 @@ extension Schema {
             END $$;
 
             -- Oversized bodies keep a bounded prefix: their length and digest say the rest.
-            ALTER TABLE quarantine ADD COLUMN body_sha256 bytea CHECK (octet_length(body_sha256) = 32);
+            ALTER TABLE quarantine ADD COLUMN body_sha256 bytea;
+            ALTER TABLE quarantine ADD CONSTRAINT quarantine_body_sha256_check CHECK (octet_length(body_sha256) = 32);
 
             -- The rotation role: bulk reads, and changes only through the functions.
             REVOKE INSERT, DELETE ON vault_entries FROM pseudonymizer_rotation;

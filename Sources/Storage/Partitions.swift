@@ -46,6 +46,7 @@ public enum Partitions {
     ) async throws -> Report {
         var report = Report()
         try await connection.execute("SELECT set_config('lock_timeout', $1, false)", [.text(lockTimeout)])
+        let dropWait = try DropWait(lockTimeout: lockTimeout, onCitus: try await Distribution.isDistributed(on: connection))
         // The days ingest may write receipts for: back to the retention, ahead as far as partitions are made.
         try await connection.execute(
             "UPDATE partition_policy SET receipts_retention_days = $1, days_ahead = greatest($2, 1)",
@@ -80,13 +81,14 @@ public enum Partitions {
                     """, [.int(policy.receiptsRetentionDays)])
                 guard try newest.first?.bool("expired") == true else { continue }
             }
-            try await drop(partition.name, on: connection)
+            try await drop(partition.name, waiting: dropWait, on: connection)
             report.dropped.append(partition.name)
         }
 
         for partition in try await expired(quarantine, cutoff: "today - \(policy.quarantineRetentionDays)", on: connection) {
             let outcome: Int? = try await retryingLockTimeouts {
                 try await connection.transaction { connection -> Int? in
+                    try dropWait.apply(on: connection)
                     let count = try connection.query("SELECT count(*) AS n FROM \(partition.name)")[0].int("n")
                     if count > 0 {
                         guard let auditActor else { return nil }
@@ -113,7 +115,7 @@ public enum Partitions {
         if loginsPartitioned, let months = policy.loginsRetentionMonths {
             let old = try await expired(logins, cutoff: "date_trunc('month', today)::date - interval '\(months) months'", on: connection)
             for partition in old {
-                try await drop(partition.name, on: connection)
+                try await drop(partition.name, waiting: dropWait, on: connection)
                 report.dropped.append(partition.name)
             }
             if !old.isEmpty { report.unreferencedVaultEntries = try await unreferencedVaultEntries(on: connection) }
@@ -136,14 +138,17 @@ public enum Partitions {
         return try await isPartitioned(table, on: connection) ? partitions : [table]
     }
 
-    /// Tokens of live vault entries that no `user_logins` row carries.
+    /// Tokens of live vault entries that no `user_logins` row carries. (The
+    /// tokens in use gathered first: on Citus the two tables are sharded on
+    /// different columns, and a gathered set joins with any shard; a token's
+    /// prefix names its field, so one set serves both.)
     static func unreferencedVaultEntries(on connection: PostgresConnection) async throws -> [String] {
         try await connection.query(
             """
-            SELECT v.token FROM vault_entries v
-            WHERE v.erased_at IS NULL
-              AND CASE v.field WHEN 'ip' THEN NOT EXISTS (SELECT FROM user_logins u WHERE u.masked_ip = v.token)
-                               ELSE NOT EXISTS (SELECT FROM user_logins u WHERE u.masked_device_id = v.token) END
+            WITH referenced AS MATERIALIZED (
+                SELECT masked_ip AS token FROM user_logins UNION SELECT masked_device_id FROM user_logins)
+            SELECT v.token FROM vault_entries v LEFT JOIN referenced r ON r.token = v.token
+            WHERE v.erased_at IS NULL AND r.token IS NULL
             ORDER BY 1
             """
         ).map { try $0.string("token") }
@@ -166,8 +171,34 @@ public enum Partitions {
         ).map { Expired(name: try $0.string("name"), lowerIsUnbounded: try $0.bool("unbounded")) }
     }
 
-    private static func drop(_ partition: String, on connection: PostgresConnection) async throws {
-        _ = try await retryingLockTimeouts { try await connection.execute("DROP TABLE \(partition)") }
+    private static func drop(_ partition: String, waiting: DropWait, on connection: PostgresConnection) async throws {
+        _ = try await retryingLockTimeouts {
+            try await connection.transaction { connection in
+                try waiting.apply(on: connection)
+                try connection.execute("DROP TABLE \(partition)")
+            }
+        }
+    }
+
+    /// How long a drop waits for the writers' locks, in its transaction. On a
+    /// Citus cluster the writers' locks that matter are on the workers' shards,
+    /// so the limit goes to the workers too (Citus passes on SET LOCAL only).
+    private struct DropWait {
+        let lockTimeout: String
+        let onCitus: Bool
+
+        init(lockTimeout: String, onCitus: Bool) throws {
+            guard lockTimeout.wholeMatch(of: /[0-9]+(ms|s|min)?/) != nil else {
+                throw PartitionError("a lock timeout is a number with ms, s or min, not \(lockTimeout)")
+            }
+            self.lockTimeout = lockTimeout
+            self.onCitus = onCitus
+        }
+
+        func apply(on connection: isolated PostgresConnection) throws {
+            if onCitus { try connection.execute("SET LOCAL citus.propagate_set_commands = 'local'") }
+            try connection.execute("SET LOCAL lock_timeout = '\(lockTimeout)'")
+        }
     }
 
     /// Runs `body` again when it gave up waiting for a lock (55P03): a writer's
@@ -187,9 +218,20 @@ public enum Partitions {
     /// Converts a plain `user_logins` into one range-partitioned by month of
     /// `create_date`, with exactly the same columns; the existing table becomes
     /// its first partition as it is (no copy; one scan to check its range).
-    /// Returns false when it already is partitioned.
+    /// Returns false when it already is partitioned. On Citus, before
+    /// `ingest distribute` (Citus cannot attach a sharded table as a partition).
     public static func partitionUserLoginsMonthly(on connection: PostgresConnection) async throws -> Bool {
-        try await connection.transaction { connection in
+        if try await Distribution.hasCitus(on: connection),
+            !(try await connection.query(
+                "SELECT FROM pg_dist_partition WHERE logicalrelid = 'user_logins'::regclass AND partmethod = 'h'"
+            ).isEmpty),
+            !(try await isPartitioned(logins, on: connection))
+        {
+            throw PartitionError(
+                "user_logins is distributed by Citus: partition it before distributing. Bring it back to the coordinator (SELECT undistribute_table('user_logins'), which copies every row), run `ingest migrate --partition-user-logins monthly`, then `ingest distribute`"
+            )
+        }
+        return try await connection.transaction { connection in
             try connection.execute("LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
             guard
                 try connection.query("SELECT relkind = 'p' AS partitioned FROM pg_class WHERE oid = 'user_logins'::regclass")[0]

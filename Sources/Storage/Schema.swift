@@ -550,17 +550,29 @@ public enum Schema {
                     applied_at timestamptz NOT NULL DEFAULT now())
                 """)
             let applied = Set(try await connection.query("SELECT version FROM schema_migrations").map { try $0.int("version") })
+            let distributed = try await Distribution.isDistributed(on: connection)
             var done: [Int] = []
             for migration in migrations.sorted(by: { $0.version < $1.version })
             where !applied.contains(migration.version) && migration.version <= through ?? Int.max {
                 try await connection.transaction { connection in
-                    try connection.executeScript(migration.sql)
+                    if distributed {
+                        // On a Citus cluster: triggers on the sharded tables (see
+                        // Distribution), and DDL over one connection per node, as
+                        // Citus requires once a table refers to a reference table.
+                        try connection.execute("SET LOCAL citus.enable_unsafe_triggers = on")
+                        try connection.execute("SET LOCAL citus.multi_shard_modify_mode = 'sequential'")
+                    }
+                    for statement in SQLScript.statements(migration.sql) { try connection.executeScript(statement) }
                     try connection.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
                         [.int(migration.version), .text(migration.name)])
                 }
                 logger.info("applied migration", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
                 done.append(migration.version)
+            }
+            // Tables a migration added follow the distribution.
+            if distributed && !done.isEmpty {
+                _ = try await Distribution.distribute(shardCount: nil, report: .init(), on: connection)
             }
             try await connection.execute("SELECT pg_advisory_unlock($1)", [.int(advisoryLockKey)])
             return done

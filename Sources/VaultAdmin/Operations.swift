@@ -37,10 +37,14 @@ enum AuditedReveal {
                 """
                 SELECT token, field, token_key_version, data_key_id::text AS data_key_id, NULL::bytea AS nonce, NULL::bytea AS ciphertext,
                        coalesce(to_char(erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-                                CASE WHEN EXISTS (SELECT FROM audit_log a WHERE a.subject = v.token AND a.action IN ('forget', 'forget.carry')
-                                                  AND a.outcome = 'erased') THEN 'after its erasure' END) AS erased_at,
+                                CASE WHEN v.token = ANY(named.tokens) THEN 'after its erasure' END) AS erased_at,
                        erased_by, NULL::integer AS recovery_key_version, NULL::bytea AS wrapped_key
-                FROM vault_entries v WHERE token = ANY($1::text[])
+                -- The erasure rows' tokens apart, not per entry: on Citus the vault
+                -- is on the workers and the audit log on the coordinator.
+                FROM vault_entries v,
+                     (SELECT ARRAY(SELECT a.subject FROM audit_log a WHERE a.subject = ANY($1::text[])
+                                   AND a.action IN ('forget', 'forget.carry') AND a.outcome = 'erased') AS tokens) named
+                WHERE token = ANY($1::text[])
                 """, [.textArray(wellFormed)], prepared: true)
             {
                 let entry = try SealedEntry(row)

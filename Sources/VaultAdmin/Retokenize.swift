@@ -37,6 +37,22 @@ public import VaultCrypto
 public enum Retokenize {
     static let runLock: Int64 = 0x7265_746f_6b65_6e  // "retoken"
 
+    /// One retokenize at a time: a session lock, so a killed run's lock goes
+    /// with its connection. A run killed mid-statement leaves a backend that
+    /// learns of it only when the statement ends (later on a cluster, where a
+    /// statement waits on its workers), so the next run waits a minute for it.
+    static func takeRunLock(on connection: PostgresConnection, logger: Logger) async throws {
+        if try await connection.query("SELECT pg_try_advisory_lock($1) AS locked", [.int(runLock)])[0].bool("locked") { return }
+        logger.notice("another retokenize holds the run lock; waiting up to 60 s for it to end")
+        try await connection.execute("SET lock_timeout = '60s'")
+        do {
+            try await connection.execute("SELECT pg_advisory_lock($1)", [.int(runLock)])
+        } catch let error as PostgresError where error.sqlState == "55P03" {
+            throw RetokenizeError("another `vault retokenize` is running on this database; wait for it (or for its connection to end)")
+        }
+        try await connection.execute("RESET lock_timeout")
+    }
+
     public struct Options: Sendable {
         public var entryBatch = 1000
         /// Heap pages of `user_logins` per rewrite statement (~50 rows per page).
@@ -79,10 +95,7 @@ public enum Retokenize {
         try await KeyAdministration.verifyRegistered(
             tokenization: tokenization, recovery: recoveryPublicKeys, store: store, kms: kms, connection: connection)
 
-        // One retokenize at a time; a session lock, so a killed run's lock goes with its connection.
-        guard try await connection.query("SELECT pg_try_advisory_lock($1) AS locked", [.int(Self.runLock)])[0].bool("locked") else {
-            throw RetokenizeError("another `vault retokenize` is running on this database; wait for it (or for its connection to end)")
-        }
+        try await takeRunLock(on: connection, logger: logger)
         let total = summary.pending.values.reduce(0, +)
         let run = try await RotationRun.beginCommitted(
             action: "retokenize", subject: "tokenization → v\(target.version)", reason: reason, outcome: "started: \(total) entries",
@@ -392,20 +405,29 @@ public enum Retokenize {
     /// later key) to tokens derived from them. Returns how many.
     static func linkOrphans(run: RotationRun, target: Int, minter: TokenMinter, on connection: PostgresConnection) async throws -> Int {
         let (ip, device) = prefixes(target)
-        var orphans: [(token: String, field: PIIField)] = []
+        var unlinked: [(token: String, field: PIIField)] = []
         for row in try await connection.query(
             """
             SELECT DISTINCT o.token, o.field FROM (
                 SELECT masked_ip AS token, 'ip' AS field FROM user_logins WHERE left(masked_ip, $1) <> $2
                 UNION ALL
                 SELECT masked_device_id, 'device_id' FROM user_logins WHERE left(masked_device_id, $3) <> $4) o
-            WHERE o.token IS NOT NULL
-              AND NOT EXISTS (SELECT FROM token_lineage l WHERE l.old_token = o.token)
-              AND NOT EXISTS (SELECT FROM vault_entries v WHERE v.token = o.token)
+            WHERE o.token IS NOT NULL AND NOT EXISTS (SELECT FROM token_lineage l WHERE l.old_token = o.token)
             """, [.int(ip.count), .text(ip), .int(device.count), .text(device)])
         {
-            orphans.append((try row.string("token"), try row.string("field") == "ip" ? .ip : .deviceID))
+            unlinked.append((try row.string("token"), try row.string("field") == "ip" ? .ip : .deviceID))
         }
+        // Those the vault holds are moved, not linked. Asked apart: on Citus the
+        // vault and the rows are sharded on different columns.
+        var held = Set<String>()
+        for chunk in stride(from: 0, to: unlinked.count, by: 10_000) {
+            let tokens = unlinked[chunk..<min(chunk + 10_000, unlinked.count)].map(\.token)
+            held.formUnion(
+                try await connection.query("SELECT token FROM vault_entries WHERE token = ANY($1::text[])", [.textArray(tokens)]).map {
+                    try $0.string("token")
+                })
+        }
+        let orphans = unlinked.filter { !held.contains($0.token) }
         guard !orphans.isEmpty else { return 0 }
         let derived = try await minter.erasedTokens(orphans, version: target)
         return try await connection.query(
@@ -433,9 +455,7 @@ public enum Retokenize {
     private static func rewriteRows(of table: String, run: RotationRun, pages: Int, on connections: [PostgresConnection]) async throws
         -> Int
     {
-        let total = try await connections[0].query(
-            "SELECT (pg_relation_size($1::regclass) / current_setting('block_size')::bigint) AS pages", [.text(table)]
-        )[0].int("pages")
+        let total = try await Distribution.heapPages(of: table, on: connections[0])
         // Connection i takes ranges i, i + n, i + 2n, …: disjoint rows, so the
         // statements neither wait for nor deadlock with each other.
         return try await withThrowingTaskGroup(of: Int.self) { group in

@@ -13,7 +13,7 @@ struct IngestCommand: AsyncParsableCommand {
         abstract: "Reads login events from SQS, pseudonymizes ip and device_id, and loads them into PostgreSQL.",
         discussion: ExitStatus.helpText,
         version: BuildInfo.description,
-        subcommands: [Migrate.self, Run.self, Maintain.self, Health.self]
+        subcommands: [Migrate.self, Distribute.self, Run.self, Maintain.self, Health.self]
     )
 
     static func main() async {
@@ -58,6 +58,40 @@ struct Migrate: ToolCommand {
             text += converted ? "; user_logins is now partitioned by month" : "; user_logins was already partitioned"
         }
         printSummary(json: output.json, summary, text: text)
+    }
+}
+
+struct Distribute: ToolCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Spread the schema over a Citus cluster (after migrate; idempotent; as the database owner, on the coordinator).",
+        discussion: """
+            Needs the citus extension in this database and its workers added (SELECT citus_add_node(host, port)). \
+            Shards the vault by token, user_logins by user_id, receipts and quarantine by receipt id (co-located); \
+            copies key_versions, data_keys, app_versions and token_lineage to every node; the audit log stays on the \
+            coordinator. Tables already distributed are checked, not changed; `ingest migrate` on a distributed \
+            database distributes the tables a migration adds.
+            """)
+
+    @OptionGroup var output: JSONOption
+    @OptionGroup var database: DatabaseOptions
+
+    @Option(
+        help: ArgumentHelp(
+            "Shards per distributed table, for the tables this run distributes (fewer shards, fewer round trips per batch; at least the number of workers you expect to have).",
+            valueName: "n"))
+    var shardCount: Int = Distribution.defaultShardCount
+
+    func execute() async throws {
+        let logger = makeLogger()
+        let connection = try await PostgresConnection.connect(database.conninfo, applicationName: "ingest-distribute", logger: logger)
+        defer { Task { await connection.close() } }
+        let report = try await Distribution.apply(shardCount: shardCount, on: connection)
+        printSummary(
+            json: output.json,
+            [
+                "distributed": report.distributed, "already_distributed": report.alreadyDistributed, "workers": report.workers,
+                "shard_count": report.shardCount,
+            ], text: Distribution.describe(report))
     }
 }
 

@@ -19,9 +19,9 @@ public final class PrivatePostgres: Sendable {
 
     /// initdb + start on a free port, with database `pseudonymizer`; it listens
     /// on loopback and on `extraAddresses` (trusting any client there), with
-    /// TLS when `tls` makes files for it.
+    /// TLS when `tls` makes files for it; `settings` go to postgresql.conf.
     public static func start(
-        extraAddresses: [String] = [], tls: (@Sendable (String) async throws -> TLSFiles)? = nil
+        extraAddresses: [String] = [], tls: (@Sendable (String) async throws -> TLSFiles)? = nil, settings: [String] = []
     ) async throws -> PrivatePostgres {
         let bin = try TestEnvironment.variable("PSEUDO_PG_BIN")
         let root = "/tmp/test-pg-\(UUID().uuidString.prefix(8))"
@@ -33,7 +33,7 @@ public final class PrivatePostgres: Sendable {
         if geteuid() == 0 { _ = try await runProgram("/bin/chown", ["-R", "postgres", root]) }
         try await cluster.asServerUser(
             "\(bin)/initdb", ["-D", "\(root)/data", "-U", "postgres", "--auth=trust", "--no-locale", "-E", "UTF8"])
-        var settings = ""
+        var settings = settings.map { $0 + "\n" }.joined()
         if !extraAddresses.isEmpty {
             try "host all all 0.0.0.0/0 trust\n".append(toFile: "\(root)/data/pg_hba.conf")
         }
@@ -157,4 +157,33 @@ public func httpGet(_ url: String) async throws -> (status: Int, body: String) {
     let result = try await runProgram("/usr/bin/env", ["curl", "-s", "-m", "5", "-w", "\n%{http_code}", url])
     let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)
     return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+}
+
+/// A loopback port held bound but never listening, so nothing else can take
+/// it while a test counts on "nothing listening" there: connecting is refused.
+public final class RefusingPort: Sendable {
+    public let port: Int
+    private let descriptor: Int32
+
+    public init() throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw TestEnvironmentError("socket() failed: errno \(errno)") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                bind(descriptor, address, length) == 0 && getsockname(descriptor, address, &length) == 0
+            }
+        }
+        guard bound else {
+            close(descriptor)
+            throw TestEnvironmentError("could not bind a loopback port: errno \(errno)")
+        }
+        self.descriptor = descriptor
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    deinit { close(descriptor) }
 }

@@ -49,38 +49,82 @@ public enum SentTime {
 
 /// A fresh database per test, so tests run in parallel without seeing each other.
 public enum TestDatabase {
-    /// The URL of a new, empty database.
+    /// The worker ports of the Citus cluster the tests run against
+    /// (`CITUS=1 scripts/test`), or none: a single PostgreSQL.
+    public static let citusWorkerPorts: [Int] =
+        (ProcessInfo.processInfo.environment["PSEUDO_CITUS_WORKERS"] ?? "").split(separator: " ").compactMap { Int($0) }
+
+    public static var onCitus: Bool { !citusWorkerPorts.isEmpty }
+
+    /// The URL of a new, empty database. On a Citus cluster, the database is
+    /// on every node, with the extension, and the workers in its metadata
+    /// (as scripts/services makes its own): ready for `ingest distribute`.
+    /// Waits for the cluster-wide roles first: a test that migrates it must
+    /// not race the first migration to create them.
     public static func createEmpty(_ prefix: String = "t") async throws -> String {
-        let admin = try await PostgresConnection.connect(
-            try TestEnvironment.variable("DATABASE_URL"), applicationName: "tests",
-            logger: TestEnvironment.logger)
-        let name = "\(prefix)_\(UUID().uuidString.prefix(8).lowercased())"
-        try await admin.execute("CREATE DATABASE \(name)")
-        await admin.close()
-        return
-            "postgresql://\(try TestEnvironment.variable("PGUSER"))@\(try TestEnvironment.variable("PGHOST")):\(try TestEnvironment.variable("PGPORT"))/\(name)"
+        try await clusterRoles.value
+        return try await citusSetup.serialized { try await makeEmpty(prefix) }
     }
 
-    /// The URL of a new database with the schema migrated and, when given,
-    /// `keys` registered (as `vault keys init` does).
+    private static func makeEmpty(_ prefix: String) async throws -> String {
+        let name = "\(prefix)_\(UUID().uuidString.prefix(8).lowercased())"
+        let host = try TestEnvironment.variable("PGHOST")
+        let user = try TestEnvironment.variable("PGUSER")
+        let coordinator = Int(try TestEnvironment.variable("PGPORT")) ?? 5432
+        for port in [coordinator] + citusWorkerPorts {
+            let admin = try await connect("postgresql://\(user)@\(host):\(port)/postgres")
+            try await admin.execute("CREATE DATABASE \(name)")
+            await admin.close()
+            guard onCitus else { break }
+            let node = try await connect("postgresql://\(user)@\(host):\(port)/\(name)")
+            try await node.execute("CREATE EXTENSION citus")
+            await node.close()
+        }
+        let url = "postgresql://\(user)@\(host):\(coordinator)/\(name)"
+        if onCitus {
+            let connection = try await connect(url)
+            try await connection.execute("SELECT citus_set_coordinator_host($1, $2)", [.text(host), .int(coordinator)])
+            for port in citusWorkerPorts {
+                try await connection.execute("SELECT citus_add_node($1, $2)", [.text(host), .int(port)])
+            }
+            await connection.close()
+        }
+        return url
+    }
+
+    /// The URL of a new database with the schema migrated (and distributed, on
+    /// a Citus cluster) and, when given, `keys` registered (as `vault keys init` does).
     public static func create(_ prefix: String = "t", keys: TestKeys? = nil) async throws -> String {
         try await clusterRoles.value
-        let url = try await createEmpty(prefix)
-        let connection = try await connect(url)
-        try await Schema.migrate(connection, logger: TestEnvironment.logger)
-        await connection.close()
+        let url = try await citusSetup.serialized {
+            let url = try await makeEmpty(prefix)
+            let connection = try await connect(url)
+            try await Schema.migrate(connection, logger: TestEnvironment.logger)
+            if onCitus { _ = try await Distribution.apply(on: connection) }
+            await connection.close()
+            return url
+        }
         if let keys { try await keys.register(in: url) }
         return url
     }
+
+    /// On a Citus cluster, making a database (extension, nodes, migrations,
+    /// distribution) changes cluster-wide catalogs on every node: roles and
+    /// their grants, which Citus propagates. Tests make databases in parallel;
+    /// a real deployment has one. One at a time, or the nodes' catalog updates
+    /// collide ("tuple concurrently updated"). On one PostgreSQL nothing waits.
+    static let citusSetup = SerialSection(enabled: onCitus)
 
     /// The roles the migrations make are cluster-wide: one migration runs
     /// first, alone, so the parallel tests' migrations find them made (a
     /// loaded CI run saw a migration fail on a missing role while many first
     /// migrations raced to create them).
     private static let clusterRoles = Task {
-        let connection = try await connect(try await createEmpty("roles"))
-        try await Schema.migrate(connection, logger: TestEnvironment.logger)
-        await connection.close()
+        try await citusSetup.serialized {
+            let connection = try await connect(try await makeEmpty("roles"))
+            try await Schema.migrate(connection, logger: TestEnvironment.logger)
+            await connection.close()
+        }
     }
 
     public static func connect(_ url: String) async throws -> PostgresConnection {
@@ -91,9 +135,11 @@ public enum TestDatabase {
     /// Roles are cluster-wide, so the name is unique.
     public static func createLoginRole(in group: String, via url: String) async throws -> String {
         let name = "\(group.replacingOccurrences(of: "pseudonymizer_", with: ""))_\(UUID().uuidString.prefix(8).lowercased())"
-        let connection = try await connect(url)
-        try await connection.execute("CREATE ROLE \(name) LOGIN IN ROLE \(group)")
-        await connection.close()
+        try await citusSetup.serialized {
+            let connection = try await connect(url)
+            try await connection.execute("CREATE ROLE \(name) LOGIN IN ROLE \(group)")
+            await connection.close()
+        }
         return name
     }
 
@@ -101,6 +147,29 @@ public enum TestDatabase {
     public static func url(_ url: String, as user: String?) throws -> String {
         guard let user else { return url }
         return url.replacingOccurrences(of: "//\(try TestEnvironment.variable("PGUSER"))@", with: "//\(user)@")
+    }
+}
+
+/// Runs bodies one at a time when enabled (an async mutex, FIFO); otherwise
+/// runs them as they come.
+final class SerialSection: Sendable {
+    private let enabled: Bool
+    private let tail = Mutex<Task<Void, Never>?>(nil)
+
+    init(enabled: Bool) { self.enabled = enabled }
+
+    func serialized<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        guard enabled else { return try await body() }
+        let task = tail.withLock { tail -> Task<Result<T, any Error>, Never> in
+            let previous = tail
+            let task = Task { () -> Result<T, any Error> in
+                await previous?.value
+                do { return .success(try await body()) } catch { return .failure(error) }
+            }
+            tail = Task { _ = await task.value }
+            return task
+        }
+        return try await task.value.get()
     }
 }
 

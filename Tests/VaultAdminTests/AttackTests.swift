@@ -439,10 +439,13 @@ struct ReplacedFunctionTests {
                                                     p_reasons text[], p_outcomes text[], p_hashes bytea[], p_macs bytea[])
                 RETURNS TABLE (token text, field text, token_key_version integer, data_key_id text, nonce bytea, ciphertext bytea,
                                recovery_key_version integer, wrapped_key bytea)
-                LANGUAGE sql SECURITY DEFINER AS $$
-                SELECT v.token, v.field, v.token_key_version, v.data_key_id::text, v.nonce, v.ciphertext, d.recovery_key_version, d.wrapped_key
-                FROM vault_entries v LEFT JOIN data_keys d ON d.id = v.data_key_id WHERE v.token = ANY(p_subjects)
-            $$;
+                LANGUAGE plpgsql SECURITY DEFINER AS $$
+            BEGIN
+                RETURN QUERY
+                    SELECT v.token, v.field, v.token_key_version, v.data_key_id::text, v.nonce, v.ciphertext, d.recovery_key_version,
+                           d.wrapped_key
+                    FROM vault_entries v LEFT JOIN data_keys d ON d.id = v.data_key_id WHERE v.token = ANY(p_subjects);
+            END $$;
             """)
         let token = harness.originals.keys.sorted()[0]
         let result = try await harness.vault(["recover", "--token", token, "--reason", "UNAUDITED"])

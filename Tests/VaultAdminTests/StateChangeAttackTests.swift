@@ -49,7 +49,11 @@ struct StateChangeAttackTests {
                     INSERT INTO vault_entries (token, field, token_key_version, data_key_id, erased_at, erased_by)
                     VALUES ($1, 'ip', 1, $2::uuid, now(), 'root as compliance_alice')
                     """, [.text(planted), .text(sealer.dataKeyID)])
-            } throws: { Self.isRefused($0, "42501") }
+            } throws: {
+                // On Citus the rights are checked by the vault's trigger, after the
+                // shard's unique index has refused a stored token.
+                Self.isRefused($0, "42501") || (TestDatabase.onCitus && planted == token && Self.isRefused($0, "23505"))
+            }
         }
         // Nor an entry under a version the database has not registered.
         let unregistered = "ip_t9_" + String(repeating: "A", count: 43)
@@ -332,8 +336,9 @@ struct StateChangeAttackTests {
         let retokenize = try await harness.vault(["retokenize", "--reason", "ROT", "--json"])
         #expect(retokenize.status == 0, "\(retokenize.errors)")
         #expect(try await harness.scalar("SELECT count(*) FROM audit_log WHERE action = 'forget.carry' AND outcome = 'erased'") == 1)
-        let carried = try await harness.connect().query(
-            "SELECT new_token FROM token_lineage WHERE old_token = $1", [.text(token)])[0].string("new_token")
+        let carried = try #require(
+            try await harness.connect().query("SELECT new_token FROM token_lineage WHERE old_token = $1", [.text(token)]).first
+        ).string("new_token")
         let recoverCarried = try await harness.vault(["recover", "--token", carried, "--reason", "CHECK"])
         #expect(recoverCarried.status == 1)
         #expect(recoverCarried.errors.contains("carried by vault retokenize"))

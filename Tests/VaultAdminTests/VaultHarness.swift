@@ -16,10 +16,19 @@ struct VaultHarness {
     /// Original value by token, for checking recoveries (never printed).
     let originals: [String: String]
 
-    /// Ingests `bodies`, sent `sentDaysAgo` days ago, and returns the harness.
-    static func make(bodies: [String], keys: TestKeys? = nil, sentDaysAgo: Int = 1) async throws -> VaultHarness {
+    /// Ingests `bodies`, sent `sentDaysAgo` days ago, and returns the harness;
+    /// into a new database, or `database` (migrated, keys not registered yet).
+    static func make(bodies: [String], keys: TestKeys? = nil, sentDaysAgo: Int = 1, database: String? = nil) async throws
+        -> VaultHarness
+    {
         let keys = try keys ?? TestKeys.create()
-        let databaseURL = try await TestDatabase.create("vault", keys: keys)
+        let databaseURL: String
+        if let database {
+            try await keys.register(in: database)
+            databaseURL = database
+        } else {
+            databaseURL = try await TestDatabase.create("vault", keys: keys)
+        }
         if sentDaysAgo > 15 {
             // As an installation that kept receipts longer (`ingest maintain --receipts-retention`).
             let owner = try await TestDatabase.connect(databaseURL)

@@ -62,9 +62,9 @@ struct VaultTests {
         tokens.insert("ip_t1_" + String(repeating: "A", count: 43), at: 5000)
         let result = try await harness.vault(
             ["recover", "--tokens-file", "-", "--reason", "BULK-1"], input: tokens.joined(separator: "\n"))
-        #expect(result.status == 1)  // one token was unknown
+        #expect(result.status == 1, "\(result.errors)")  // one token was unknown
         let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
-        #expect(lines.count == tokens.count)
+        try #require(lines.count == tokens.count)
         #expect(lines[5000].contains("error: token") && lines[5000].contains("not in the vault"))
         var mismatches = 0
         for (token, line) in zip(tokens, lines) where token != tokens[5000] {
@@ -82,11 +82,16 @@ struct VaultTests {
         try await connection.execute(
             "UPDATE vault_entries SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1) WHERE token = $1",
             [.text(tokens[0])])
-        try await connection.execute(
-            """
-            UPDATE vault_entries v SET nonce = o.nonce, ciphertext = o.ciphertext
-            FROM vault_entries o WHERE (v.token, o.token) IN (($1, $2), ($2, $1))
-            """, [.text(tokens[1]), .text(tokens[2])])
+        // Rows swapped one by one (a self-join update is not distributable on Citus).
+        let sealed = try await connection.query(
+            "SELECT token, nonce, ciphertext FROM vault_entries WHERE token IN ($1, $2) ORDER BY token",
+            [.text(tokens[1]), .text(tokens[2])])
+        try #require(sealed.count == 2)
+        for (row, other) in [(sealed[0], sealed[1]), (sealed[1], sealed[0])] {
+            try await connection.execute(
+                "UPDATE vault_entries SET nonce = $2, ciphertext = $3 WHERE token = $1",
+                [.text(try row.string("token")), .bytes(try other.bytes("nonce")), .bytes(try other.bytes("ciphertext"))])
+        }
         for token in tokens[0...2] {
             let result = try await harness.vault(["recover", "--token", token, "--reason", "TAMPER"])
             #expect(result.status == 65)
@@ -230,7 +235,7 @@ struct RoleTests {
         // (It may insert, erase and drop vault entries and rewrite token columns: rotation jobs need that.)
         for statement in [
             "UPDATE audit_log SET reason = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log",
-            "DELETE FROM user_logins", "UPDATE user_logins SET user_id = 'x'", "INSERT INTO user_logins (user_id) VALUES ('x')",
+            "DELETE FROM user_logins", "UPDATE user_logins SET locale = 'x'", "INSERT INTO user_logins (user_id) VALUES ('x')",
         ] {
             await #expect {
                 try await connection.execute(statement)

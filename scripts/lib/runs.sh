@@ -8,7 +8,9 @@
 # 2^${SCRYPT_LOG_N:-14}), $work/keys (ingest's part of it: no private key), the services'
 # environment (PGHOST…, AWS_ENDPOINT_URL…). Services already up in
 # $PSEUDO_RUN_DIR are used as they are; otherwise they are started and stopped.
-# Scripts add their own clean-up with `on_exit COMMAND`.
+# Scripts add their own clean-up with `on_exit COMMAND`. CITUS=1 runs them on a
+# Citus cluster (coordinator + ${CITUS_WORKERS:-2} workers; its own run
+# directory): fresh_db makes each database on every node and distributes it.
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
@@ -23,10 +25,15 @@ trap _run_exit_hooks EXIT
 runs_init() { # EMULATOR PRODUCT…
     local emulator=$1 product
     shift
+    local citus_options=()
     if [ "$emulator" = localstack ]; then
         export PSEUDO_RUN_DIR=${PSEUDO_RUN_DIR_LOCALSTACK:-$repo/.run-localstack}
     else
         export PSEUDO_RUN_DIR=${PSEUDO_RUN_DIR:-$repo/.run}
+    fi
+    if [ "${CITUS:-0}" = 1 ]; then
+        export PSEUDO_RUN_DIR=$PSEUDO_RUN_DIR-citus
+        citus_options=(--citus "${CITUS_WORKERS:-2}")
     fi
     work=$(mktemp -d "${TMPDIR:-/tmp}/$(basename "$0").XXXXXX")
     on_exit 'rm -rf "$work"'
@@ -37,7 +44,7 @@ runs_init() { # EMULATOR PRODUCT…
     fi
     if [ ! -f "$PSEUDO_RUN_DIR/env.sh" ]; then
         scripts/bootstrap
-        scripts/services up --sqs "$emulator" >/dev/null
+        scripts/services up --sqs "$emulator" "${citus_options[@]}" >/dev/null
         on_exit 'scripts/services down >/dev/null 2>&1'
     fi
     # shellcheck disable=SC1091
@@ -56,9 +63,18 @@ runs_init() { # EMULATOR PRODUCT…
 }
 
 fresh_db() { # NAME [VAULT_KEYS_DIR] → URL of a new, migrated database with those keys (default: the run's) registered
-    PGOPTIONS="-c client_min_messages=warning" psql -qAt -d postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
-    local url="postgresql://$PGUSER@$PGHOST:$PGPORT/$1"
+    local url="postgresql://$PGUSER@$PGHOST:$PGPORT/$1" port
+    for port in "$PGPORT" ${PSEUDO_CITUS_WORKERS:-}; do
+        PGOPTIONS="-c client_min_messages=warning" psql -qAt -p "$port" -d postgres \
+            -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1" >/dev/null
+        if [ -n "${PSEUDO_CITUS_WORKERS:-}" ]; then psql -qAt -p "$port" -d "$1" -c "CREATE EXTENSION citus" >/dev/null; fi
+    done
     "$bin/ingest" migrate --database-url "$url" >/dev/null 2>&1
+    if [ -n "${PSEUDO_CITUS_WORKERS:-}" ]; then
+        psql -qAt -d "$1" -c "SELECT citus_set_coordinator_host('$PGHOST', $PGPORT)" >/dev/null
+        for port in $PSEUDO_CITUS_WORKERS; do psql -qAt -d "$1" -c "SELECT citus_add_node('$PGHOST', $port)" >/dev/null; done
+        "$bin/ingest" distribute --database-url "$url" >/dev/null
+    fi
     "$bin/vault" keys register --keys-dir "${2:-$work/vault-keys}" --database-url "$url" --reason "benchmark set-up" >/dev/null
     echo "$url"
 }
