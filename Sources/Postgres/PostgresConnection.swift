@@ -181,11 +181,11 @@ public actor PostgresConnection {
 
     /// Inserts the rows of COPY text-format `data` (as `copy` takes them) with
     /// multi-row INSERT statements: `insert` names the table and columns
-    /// (`INSERT INTO t (a, b)`), `suffix` may add `ON CONFLICT …`. Slower than
+    /// (`INSERT INTO t (a, b)`). Slower than
     /// COPY, but a Citus coordinator relays a shard's refusal of an INSERT
     /// with its SQLSTATE, and of a COPY without it (`isRelayedCopyFailure`).
     @discardableResult
-    public func insertRows(_ insert: String, columnCount: Int, copyText data: [UInt8], suffix: String = "") throws -> Int {
+    public func insertRows(_ insert: String, columnCount: Int, copyText data: [UInt8]) throws -> Int {
         let rows = CopyTextBuilder.rows(of: data)
         // PostgreSQL takes at most 65,535 parameters a statement.
         let rowsPerStatement = max(1, min(1000, 65_535 / max(columnCount, 1)))
@@ -204,7 +204,7 @@ public actor PostgresConnection {
                 tuples.append("(" + (first..<first + columnCount).map { "$\($0)" }.joined(separator: ", ") + ")")
                 parameters += row.map(PostgresValue.optionalText)
             }
-            inserted += try execute("\(insert) VALUES \(tuples.joined(separator: ", ")) \(suffix)", parameters)
+            inserted += try execute("\(insert) VALUES \(tuples.joined(separator: ", "))", parameters)
             start += chunk.count
         }
         return inserted

@@ -60,8 +60,8 @@ public enum VaultEntries {
     /// Inserts the entries whose tokens are not stored yet. Returns the tokens
     /// that were already stored, found by a probe first; with
     /// `probeExisting: false` (for callers whose tokens are nearly always new)
-    /// there is no probe, an existing token is skipped by the fallback, and the
-    /// result is empty.
+    /// there is no probe first, an existing token is skipped by the fallback,
+    /// and the result holds only the stored tokens a conflict revealed.
     @discardableResult
     public static func insert(
         _ records: [VaultEntryRecord], probeExisting: Bool = true, loading: BatchWriter.Loading = .copy,
@@ -79,37 +79,67 @@ public enum VaultEntries {
                 [.textArray(candidates)], prepared: true
             ).map { try $0.string("token") }
             : []
+        var alreadyStored = stored
         let storedSet = Set(stored)
-        let fresh = candidates.filter { !storedSet.contains($0) }.map { byToken[$0]! }
+        var fresh = candidates.filter { !storedSet.contains($0) }.map { byToken[$0]! }
         guard !fresh.isEmpty else { return stored }
-        var copy = CopyTextBuilder(reservingCapacity: fresh.count * 200)
-        for entry in fresh {
-            copy.append(entry.token)
-            copy.append(entry.field.rawValue)
-            copy.append(entry.tokenKeyVersion)
-            copy.append(entry.dataKeyID)
-            copy.append(bytes: entry.nonce)
-            copy.append(bytes: entry.ciphertext)
-            copy.endRow()
-        }
-        let table = BatchWriter.Table.vaultEntries
         guard loading == .copy else {
-            try table.insert(copy, suffix: "ON CONFLICT (token) DO NOTHING", on: connection)
+            try insertSkippingStored(fresh, on: connection)
             return stored
         }
-        try connection.execute("SAVEPOINT vault_copy")
-        do {
-            try table.load(copy, .copy, on: connection)
-            try connection.execute("RELEASE SAVEPOINT vault_copy")
-        } catch let error as PostgresError where error.sqlState == "23505" || error.isRelayedCopyFailure {
-            // Two writers met on the same new token (a returning user in both
-            // batches), or, without the probe, the token was already stored
-            // (or, on Citus, the shard's reason is unknown): the same rows,
-            // skipping stored tokens, by statements whose errors keep their code.
-            try connection.execute("ROLLBACK TO SAVEPOINT vault_copy")
-            try table.insert(copy, suffix: "ON CONFLICT (token) DO NOTHING", on: connection)
+        // Two writers meet on the same new token (a returning user in both
+        // batches) and the second COPY fails once the first commits; or,
+        // without the probe, a token was stored already; or, on Citus, a
+        // shard's reason was lost on the way. Ask again which tokens are
+        // stored now and COPY the rest (a statement per row-set is several
+        // times dearer on Citus); when asking finds nothing new, one INSERT
+        // skips what is stored, and its errors keep their code.
+        for attempt in 1...3 {
+            var copy = CopyTextBuilder(reservingCapacity: fresh.count * 200)
+            for entry in fresh {
+                copy.append(entry.token)
+                copy.append(entry.field.rawValue)
+                copy.append(entry.tokenKeyVersion)
+                copy.append(entry.dataKeyID)
+                copy.append(bytes: entry.nonce)
+                copy.append(bytes: entry.ciphertext)
+                copy.endRow()
+            }
+            try connection.execute("SAVEPOINT vault_copy")
+            do {
+                try BatchWriter.Table.vaultEntries.load(copy, .copy, on: connection)
+                try connection.execute("RELEASE SAVEPOINT vault_copy")
+                return alreadyStored
+            } catch let error as PostgresError where error.sqlState == "23505" || error.isRelayedCopyFailure {
+                try connection.execute("ROLLBACK TO SAVEPOINT vault_copy")
+                let nowStored = Set(
+                    try connection.query(
+                        "SELECT token FROM vault_entries WHERE token = ANY($1::text[])", [.textArray(fresh.map(\.token))], prepared: true
+                    ).map { try $0.string("token") })
+                guard !nowStored.isEmpty, attempt < 3 else { break }
+                alreadyStored += nowStored
+                fresh.removeAll { nowStored.contains($0.token) }
+                if fresh.isEmpty { return alreadyStored }
+            }
         }
-        return stored
+        try insertSkippingStored(fresh, on: connection)
+        return alreadyStored
+    }
+
+    /// One statement for all the rows (on Citus, one per shard, not one per
+    /// row-VALUES chunk: a multi-row INSERT is routed row by row there).
+    private static func insertSkippingStored(_ entries: [VaultEntryRecord], on connection: isolated PostgresConnection) throws {
+        try connection.execute(
+            """
+            INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::uuid[], $5::bytea[], $6::bytea[])
+            ON CONFLICT (token) DO NOTHING
+            """,
+            [
+                .textArray(entries.map(\.token)), .textArray(entries.map(\.field.rawValue)),
+                .textArray(entries.map { String($0.tokenKeyVersion) }), .textArray(entries.map(\.dataKeyID)),
+                .byteArrays(entries.map(\.nonce)), .byteArrays(entries.map(\.ciphertext)),
+            ], prepared: true)
     }
 }
 
@@ -254,10 +284,9 @@ public enum BatchWriter {
             }
         }
 
-        func insert(_ rows: CopyTextBuilder, suffix: String = "", on connection: isolated PostgresConnection) throws {
+        func insert(_ rows: CopyTextBuilder, on connection: isolated PostgresConnection) throws {
             try connection.insertRows(
-                "INSERT INTO \(name) (\(columns.joined(separator: ", ")))", columnCount: columns.count, copyText: rows.bytes,
-                suffix: suffix)
+                "INSERT INTO \(name) (\(columns.joined(separator: ", ")))", columnCount: columns.count, copyText: rows.bytes)
         }
     }
 
