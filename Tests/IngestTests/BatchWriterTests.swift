@@ -79,4 +79,55 @@ struct BatchWriterTests {
         }
         #expect(again.loginRows == 0 && again.written.isEmpty)
     }
+
+    @Test("a batch loaded by INSERT statements (how a Citus refusal learns its reason) stores exactly what COPY stores")
+    func insertStatementsMatchCopy() async throws {
+        let dataKey = UUID().uuidString.lowercased()
+        let day = UTCDate.string(fromMilliseconds: SentTime.noon(-1))
+        // More rows than one INSERT statement takes, nulls, and text COPY escapes.
+        var items: [BatchItem] = (0..<1_100).map { index in
+            let token = "ip_t1_" + String(format: "%043d", index)
+            return BatchItem(
+                receiptID: Array(withUnsafeBytes(of: UInt64(index).bigEndian) { Array($0) } + Array(repeating: 7, count: 8)),
+                sentDay: day,
+                payload: .login(login("user\t\(index)\\", ip: token), [entry(token, dataKey: dataKey)]))
+        }
+        for (index, digest) in [nil, Array(repeating: UInt8(9), count: 32)].enumerated() {
+            items.append(
+                BatchItem(
+                    receiptID: Array(repeating: UInt8(200 + index), count: 16), sentDay: day,
+                    payload: .quarantine(
+                        QuarantineRow(
+                            source: "file", messageID: "line \(index)", rejection: Rejection(.invalidJSON, "not JSON:\tat\nbyte \\1"),
+                            bodyByteCount: 10, dataKeyID: dataKey, nonce: [1, 2], sealedBody: [0, 92, 10, 9], bodySHA256: digest))))
+        }
+        let batch = items
+        var dumps: [[String]] = []
+        for loading in [BatchWriter.Loading.copy, .insertStatements] {
+            let connection = try await TestDatabase.connect(try await TestDatabase.create("loading", keys: try TestKeys.create()))
+            defer { Task { await connection.close() } }
+            try await BatchWriter.insertDataKey(id: dataKey, recoveryKeyVersion: 1, wrappedKey: [0], createdBy: "test", on: connection)
+            try await BatchWriter.preparePartitions(days: [day], on: connection)
+            let result = try await connection.transaction { connection in
+                try BatchWriter.write(batch, keys: .init(tokenization: 1, recovery: 1), loading: loading, on: connection)
+            }
+            #expect(result.loginRows == 1_100 && result.quarantined.values.reduce(0, +) == 2)
+            var dump: [String] = []
+            for query in [
+                "SELECT user_logins::text AS row FROM user_logins ORDER BY 1",
+                "SELECT (token, field, token_key_version, data_key_id, nonce, ciphertext)::text AS row FROM vault_entries ORDER BY 1",
+                "SELECT (receipt_id, sent_day)::text AS row FROM ingest_receipts ORDER BY 1",
+                """
+                SELECT (receipt_id, source, message_id, reason, field, detail, body_bytes, data_key_id, nonce, sealed_body, sent_day,
+                        body_sha256)::text AS row FROM quarantine ORDER BY 1
+                """,
+            ] {
+                dump += try await connection.query(query).map { try $0.string("row") }
+            }
+            dumps.append(dump)
+        }
+        let expectedRows = 1_100 + 1_100 + 1_102 + 2
+        #expect(dumps[0].count == expectedRows)
+        #expect(dumps[0] == dumps[1])
+    }
 }
