@@ -178,19 +178,21 @@ public enum Distribution {
         return tables.filter { name, _ in plan.contains { $0.table == name } }
     }
 
+    /// Whether Citus hash-distributes `table` (spreads its rows over shards).
+    public static func isSharded(_ table: String, on connection: PostgresConnection) async throws -> Bool {
+        guard try await hasCitus(on: connection) else { return false }
+        return
+            !(try await connection.query(
+                "SELECT FROM pg_dist_partition WHERE logicalrelid = $1::regclass AND partmethod = 'h'", [.text(table)]
+            ).isEmpty)
+    }
+
     /// Heap pages of `table`, or, when Citus distributes it, of its largest
     /// shard: a range of pages in a statement on a distributed table applies
     /// to each shard's own pages.
     public static func heapPages(of table: String, on connection: PostgresConnection) async throws -> Int {
-        var sharded = false
-        if try await hasCitus(on: connection) {
-            sharded =
-                !(try await connection.query(
-                    "SELECT FROM pg_dist_partition WHERE logicalrelid = $1::regclass AND partmethod = 'h'", [.text(table)]
-                ).isEmpty)
-        }
-        return try await connection.query(
-            sharded
+        try await connection.query(
+            try await isSharded(table, on: connection)
                 ? "SELECT coalesce(max(shard_size), 0) / current_setting('block_size')::bigint AS pages FROM citus_shards WHERE table_name = $1::regclass"
                 : "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint AS pages",
             [.text(table)])[0].int("pages")

@@ -221,12 +221,7 @@ public enum Partitions {
     /// Returns false when it already is partitioned. On Citus, before
     /// `ingest distribute` (Citus cannot attach a sharded table as a partition).
     public static func partitionUserLoginsMonthly(on connection: PostgresConnection) async throws -> Bool {
-        if try await Distribution.hasCitus(on: connection),
-            !(try await connection.query(
-                "SELECT FROM pg_dist_partition WHERE logicalrelid = 'user_logins'::regclass AND partmethod = 'h'"
-            ).isEmpty),
-            !(try await isPartitioned(logins, on: connection))
-        {
+        if try await Distribution.isSharded(logins, on: connection), !(try await isPartitioned(logins, on: connection)) {
             throw PartitionError(
                 "user_logins is distributed by Citus: partition it before distributing. Bring it back to the coordinator (SELECT undistribute_table('user_logins'), which copies every row), run `ingest migrate --partition-user-logins monthly`, then `ingest distribute`"
             )
