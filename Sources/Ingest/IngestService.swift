@@ -25,7 +25,7 @@ public struct IngestConfiguration: Sendable {
     public var keysDirectory: String
     public var pollers = 4
     public var writers = 2
-    public var batchSize = 1000
+    public var batchSize = 2000
     /// Bytes of message bodies in flight at most (received or reserved for a
     /// receive, queued, or held by writers): what bounds memory with large bodies.
     public var maximumInflightBytes = 16 << 20
@@ -128,6 +128,7 @@ public final class IngestService: Service {
             recoveryKey: recoveryKeys.active, policy: configuration.dataKeyPolicy, createdBy: ProcessInfo.processInfo.hostName,
             logger: logger, onCreate: { _ in statistics.dataKeyCreated() }, connect: connect)
         let knownTokens = KnownTokenCache()
+        let inFlight = InFlightTokens()
         let budget = MessageBudget(configuration.maximumMessages)
 
         let acknowledger: any Acknowledger
@@ -178,11 +179,12 @@ public final class IngestService: Service {
         var writers: [Writer] = []
         for index in 0..<configuration.writers {
             let processor = try MessageProcessor(
-                keys: keys, tokenCache: tokenCache, knownTokens: knownTokens,
+                keys: keys, tokenCache: tokenCache, knownTokens: knownTokens, inFlight: inFlight,
                 maximumReceiveCount: configuration.maximumReceiveCount, statistics: statistics)
             writers.append(
                 Writer(
                     name: "writer-\(index)", queue: queue, processor: processor, dataKeys: dataKeys, keys: keys, knownTokens: knownTokens,
+                    inFlight: inFlight,
                     acknowledger: acknowledger,
                     // Half the budget for the writers' batches, half for what is being received.
                     options: .init(

@@ -72,3 +72,49 @@ public final class KnownTokenCache: Sendable {
         }
     }
 }
+
+/// The new tokens of open batches, across this process's writers. A token
+/// another open batch is storing is contended: the later batch leaves it out
+/// and, before it commits, waits for the earlier batch's outcome; only if
+/// that batch did not commit does it insert the token itself. So two writers
+/// never insert the same token, and neither fails its COPY on the other's.
+final class InFlightTokens: Sendable {
+    /// One batch's claim; the batches contending for its tokens wait on its outcome.
+    final class Batch: Sendable {
+        private let outcome = Mutex<Bool?>(nil)
+
+        func finish(committed: Bool) { outcome.withLock { $0 = $0 ?? committed } }
+
+        /// Whether the batch committed; nil if it is still open after `timeout`.
+        func committed(within timeout: Duration) async -> Bool? {
+            let deadline = ContinuousClock.now + timeout
+            while true {
+                if let done = outcome.withLock({ $0 }) { return done }
+                if ContinuousClock.now >= deadline { return nil }
+                try? await Task.sleep(for: .milliseconds(1))
+            }
+        }
+    }
+
+    private let owners = Mutex<[KnownTokenCache.Fingerprint: Batch]>([:])
+
+    /// Registers a batch's new tokens; returns the owners of those another
+    /// open batch registered first (by index into `fingerprints`).
+    func claim(_ fingerprints: [KnownTokenCache.Fingerprint], for batch: Batch) -> [Int: Batch] {
+        owners.withLock { owners in
+            var contended: [Int: Batch] = [:]
+            for (index, fingerprint) in fingerprints.enumerated() {
+                if let owner = owners[fingerprint] { contended[index] = owner } else { owners[fingerprint] = batch }
+            }
+            return contended
+        }
+    }
+
+    /// Ends a batch's claims: committed, or given up.
+    func release(_ fingerprints: [KnownTokenCache.Fingerprint], of batch: Batch, committed: Bool) {
+        owners.withLock { owners in
+            for fingerprint in fingerprints where owners[fingerprint] === batch { owners[fingerprint] = nil }
+        }
+        batch.finish(committed: committed)
+    }
+}

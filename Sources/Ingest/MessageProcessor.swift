@@ -14,18 +14,21 @@ final class MessageProcessor {
     /// The key files `minter` was made from.
     private var minterKeys: IngestKeys.Snapshot
     private let knownTokens: KnownTokenCache
+    private let inFlight: InFlightTokens
     private let maximumReceiveCount: Int
     private let statistics: IngestStatistics
     private var sealer: VaultSealer?
 
     init(
-        keys: IngestKeys, tokenCache: TokenCache?, knownTokens: KnownTokenCache, maximumReceiveCount: Int, statistics: IngestStatistics
+        keys: IngestKeys, tokenCache: TokenCache?, knownTokens: KnownTokenCache, inFlight: InFlightTokens, maximumReceiveCount: Int,
+        statistics: IngestStatistics
     ) throws {
         self.keys = keys
         self.tokenCache = tokenCache
         minterKeys = keys.current
         minter = try TokenMinter(keyring: minterKeys.keyring, kms: try keys.kmsClient(for: minterKeys.keyring), cache: tokenCache)
         self.knownTokens = knownTokens
+        self.inFlight = inFlight
         self.maximumReceiveCount = maximumReceiveCount
         self.statistics = statistics
     }
@@ -39,8 +42,17 @@ final class MessageProcessor {
 
     struct Output {
         var items: [BatchItem]
-        /// Tokens this batch stores; remembered once it commits.
+        /// Tokens this batch stores, claimed in `InFlightTokens` until the
+        /// writer releases them; remembered once it commits.
         var newTokens: [KnownTokenCache.Fingerprint]
+        var claim = InFlightTokens.Batch()
+        /// The batches that claimed this batch's contended tokens first.
+        var contendedOwners: [String: InFlightTokens.Batch] = [:]
+    }
+
+    private enum Step {
+        case login(ValidatedLogin)
+        case rejected(Rejection)
     }
 
     /// Processes with the active tokenization key of the current key files:
@@ -54,10 +66,6 @@ final class MessageProcessor {
             minterKeys = current
         }
         let version = current.keyring.active.version
-        enum Step {
-            case login(ValidatedLogin)
-            case rejected(Rejection)
-        }
         var steps: [Step] = []
         steps.reserveCapacity(messages.count)
         var requests: [TokenRequest] = []
@@ -98,43 +106,94 @@ final class MessageProcessor {
         keyVersions = BatchWriter.KeyVersions(tokenization: version, recovery: current.recovery.active.version)
 
         // The tokens this batch must seal: not known to be stored, first occurrence only.
-        var pending = Set<String>()
-        var sealsNeeded = 0
-        var newValues: [(token: String, request: TokenRequest)] = []
-        for (token, request) in zip(tokens, requests)
-        where !knownTokens.contains(.init(token: token)) && pending.insert(token).inserted {
-            sealsNeeded += 1
-            newValues.append((token, request))
+        var new = NewValues(count: tokens.count)
+        var pending: [KnownTokenCache.Fingerprint: Int] = [:]
+        pending.reserveCapacity(tokens.count)
+        for (position, token) in tokens.enumerated() {
+            let fingerprint = KnownTokenCache.Fingerprint(token: token)
+            guard !knownTokens.contains(fingerprint) else { continue }
+            if let index = pending[fingerprint] {
+                new.indexAt[position] = index
+            } else {
+                pending[fingerprint] = new.positions.count
+                new.add(position: position, fingerprint: fingerprint)
+            }
         }
+        var sealsNeeded = new.fingerprints.count
         for step in steps { if case .rejected = step { sealsNeeded += 1 } }
         // Each new value's suppression tag: the batch writer leaves out those `vault forget` erased.
-        var suppressionTags: [String: [UInt8]] = [:]
-        if minter.hasSuppressionKey, !newValues.isEmpty {
-            let tags = try await minter.suppressionTags(newValues.map(\.request))
-            for (new, tag) in zip(newValues, tags) { suppressionTags[new.token] = tag }
+        if minter.hasSuppressionKey, !new.positions.isEmpty {
+            new.suppressionTags = try await minter.suppressionTags(new.positions.map { requests[$0] })
         }
 
         let sealer = try await sealer(for: dataKeys.lease(encryptions: max(sealsNeeded, 1)))
-        var output = Output(items: [], newTokens: [])
+        let claim = InFlightTokens.Batch()
+        var contendedOwners: [String: InFlightTokens.Batch] = [:]
+        for (index, owner) in inFlight.claim(new.fingerprints, for: claim) {
+            new.contended[index] = true
+            contendedOwners[tokens[new.positions[index]]] = owner
+        }
+        do {
+            var output = try build(messages, steps, tokens: tokens, new: new, version: version, sealer: sealer)
+            output.claim = claim
+            output.contendedOwners = contendedOwners
+            return output
+        } catch {
+            inFlight.release(new.fingerprints, of: claim, committed: false)
+            throw error
+        }
+    }
+
+    /// The values of a batch that are new (not known to be stored): what the
+    /// batch seals, each once.
+    private struct NewValues {
+        /// For each token position, the index of its new value, if it is one.
+        var indexAt: [Int?]
+        /// Where each new value first occurs.
+        var positions: [Int] = []
+        var fingerprints: [KnownTokenCache.Fingerprint] = []
+        var suppressionTags: [[UInt8]]?
+        /// Whether another open batch claimed the value first (`InFlightTokens`).
+        var contended: [Bool] = []
+
+        init(count: Int) { indexAt = Array(repeating: nil, count: count) }
+
+        mutating func add(position: Int, fingerprint: KnownTokenCache.Fingerprint) {
+            indexAt[position] = positions.count
+            positions.append(position)
+            fingerprints.append(fingerprint)
+            contended.append(false)
+        }
+    }
+
+    /// The batch items, once the tokens are known and the new ones claimed.
+    private func build(
+        _ messages: [InboundMessage], _ steps: [Step], tokens: [String], new: NewValues, version: Int, sealer: VaultSealer
+    ) throws -> Output {
+        var output = Output(items: [], newTokens: new.fingerprints)
         output.items.reserveCapacity(messages.count)
-        var sealed = Set<String>()
-        var nextToken = 0
+        // Every row that carries a new token carries its entry (sealed once): if
+        // the database refuses one of them, the others still store it.
+        var records = [VaultEntryRecord?](repeating: nil, count: new.positions.count)
+        var position = 0
         for (message, step) in zip(messages, steps) {
             switch step {
             case .login(let login):
-                let ipToken = tokens[nextToken]
-                let deviceToken = tokens[nextToken + 1]
-                nextToken += 2
+                let ipToken = tokens[position]
+                let deviceToken = tokens[position + 1]
                 var entries: [VaultEntryRecord] = []
-                for (token, field, value) in [(ipToken, PIIField.ip, login.ip), (deviceToken, .deviceID, login.deviceID)]
-                where pending.contains(token) && sealed.insert(token).inserted {
-                    let (nonce, ciphertext) = try sealer.seal(value, token: token, field: field)
-                    entries.append(
-                        VaultEntryRecord(
+                for (offset, field, value) in [(0, PIIField.ip, login.ip), (1, .deviceID, login.deviceID)] {
+                    guard let index = new.indexAt[position + offset] else { continue }
+                    if records[index] == nil {
+                        let token = tokens[position + offset]
+                        let (nonce, ciphertext) = try sealer.seal(value, token: token, field: field)
+                        records[index] = VaultEntryRecord(
                             token: token, field: field, tokenKeyVersion: version, dataKeyID: sealer.dataKeyID, nonce: nonce,
-                            ciphertext: ciphertext, suppressionTag: suppressionTags[token]))
-                    output.newTokens.append(.init(token: token))
+                            ciphertext: ciphertext, suppressionTag: new.suppressionTags?[index], contended: new.contended[index])
+                    }
+                    entries.append(records[index]!)
                 }
+                position += 2
                 let sentDay = UTCDate.string(fromMilliseconds: message.sentTimestamp)
                 let row = LoginRow(
                     userID: login.userID, deviceType: login.deviceType, maskedIP: ipToken, maskedDeviceID: deviceToken,

@@ -28,6 +28,7 @@ final class Writer {
     private let dataKeys: DataKeyManager
     private let keys: IngestKeys
     private let knownTokens: KnownTokenCache
+    private let inFlight: InFlightTokens
     private let acknowledger: any Acknowledger
     private let connect: @Sendable () async throws -> PostgresConnection
     private var connection: PostgresConnection?
@@ -36,14 +37,14 @@ final class Writer {
     private let health: HealthState
     private let logger: Logger
     private let backoff = Backoff(base: .milliseconds(100), cap: .seconds(10))
-    private let suppressions = SuppressionHint()
+    private let hints = WriterHints()
     /// Sent days whose partitions this writer has made or found, on the UTC
     /// day it did (today's quarantine partition comes with them).
     private var preparedDays: (today: String, days: Set<String>) = ("", [])
 
     init(
         name: String, queue: MessageQueue, processor: MessageProcessor, dataKeys: DataKeyManager, keys: IngestKeys,
-        knownTokens: KnownTokenCache,
+        knownTokens: KnownTokenCache, inFlight: InFlightTokens,
         acknowledger: any Acknowledger, options: Options, statistics: IngestStatistics, health: HealthState, logger: Logger,
         connect: @escaping @Sendable () async throws -> PostgresConnection
     ) {
@@ -54,6 +55,7 @@ final class Writer {
         self.dataKeys = dataKeys
         self.keys = keys
         self.knownTokens = knownTokens
+        self.inFlight = inFlight
         self.acknowledger = acknowledger
         self.options = options
         self.statistics = statistics
@@ -90,14 +92,18 @@ final class Writer {
         let started = ContinuousClock.now
         var staleAttempt = 0
         var lastExtension = started
-        var output: MessageProcessor.Output
+        var output = MessageProcessor.Output(items: [], newTokens: [])
         var result: BatchResult
+        var settled = false
+        defer { if !settled { inFlight.release(output.newTokens, of: output.claim, committed: false) } }
         while true {
             do {
+                inFlight.release(output.newTokens, of: output.claim, committed: false)
+                output = MessageProcessor.Output(items: [], newTokens: [])
                 output = try await retryingOutages(batch, since: started) {
                     try await self.processor.process(batch, dataKeys: self.dataKeys)
                 }
-                result = try await commit(output.items, messages: batch, since: started)
+                result = try await commit(output.items, messages: batch, processed: output, since: started)
                 break
             } catch let stale as StaleKeysError {
                 // Rotated elsewhere (or the files were rolled back): never write with
@@ -122,6 +128,10 @@ final class Writer {
         if staleAttempt > 0 { health.waitingFor(nil) }
         knownTokens.insert(output.newTokens)
         knownTokens.insert(result.alreadyStoredTokens.map { .init(token: $0) })
+        hints.committed(result)
+        // Known now: batches that wait on these tokens may go on.
+        inFlight.release(output.newTokens, of: output.claim, committed: true)
+        settled = true
         statistics.committed(
             rows: result.loginRows, duplicates: batch.count - result.written.count, quarantined: result.quarantined,
             duration: ContinuousClock.now - started, oldestSentAt: batch.map(\.sentTimestamp).min())
@@ -136,31 +146,29 @@ final class Writer {
     }
 
     /// Commits `items`; splits the batch to isolate a message the database refuses.
-    private func commit(_ items: [BatchItem], messages: [InboundMessage], since started: ContinuousClock.Instant) async throws
-        -> BatchResult
-    {
+    private func commit(
+        _ items: [BatchItem], messages: [InboundMessage], processed: MessageProcessor.Output, since started: ContinuousClock.Instant
+    ) async throws -> BatchResult {
         do {
             return try await retryingOutages(messages, since: started) {
                 let connection = try await self.liveConnection()
-                let versions = self.processor.keyVersions
-                let suppressions = self.suppressions
                 try await self.preparePartitions(for: items, on: connection)
+                try await BatchWriter.storeAppVersions(of: items, hints: self.hints, on: connection)
                 do {
-                    return try await connection.transaction { connection in
-                        try BatchWriter.write(items, keys: versions, suppressions: suppressions, on: connection)
-                    }
+                    return try await self.write(items, processed: processed, loading: .copy, on: connection)
                 } catch let error as PostgresError where error.isRelayedCopyFailure {
                     // A Citus shard refused the COPY and its reason was lost on the
                     // way: the batch again by INSERT statements either goes in (a
                     // race) or fails with the reason, handled as on one node.
-                    return try await connection.transaction { connection in
-                        try BatchWriter.write(items, keys: versions, suppressions: suppressions, loading: .insertStatements, on: connection)
-                    }
+                    return try await self.write(items, processed: processed, loading: .insertStatements, on: connection)
                 }
             }
         } catch let error as PostgresError where error.isDataError {
+            // Some of the batch's new tokens may end up unstored (their message
+            // quarantined): batches contending for them store them themselves.
+            processed.claim.finish(committed: false)
             guard items.count > 1 else {
-                return try await quarantineRefused(items[0], messages: messages, error: error, since: started)
+                return try await quarantineRefused(items[0], messages: messages, processed: processed, error: error, since: started)
             }
             let middle = items.count / 2
             logger.warning(
@@ -168,13 +176,47 @@ final class Writer {
                 metadata: [
                     "sqlstate": "\(error.sqlState ?? "?")", "batch": "\(items.count)", "error": "\(error)",
                 ])
-            let first = try await commit(Array(items[..<middle]), messages: messages, since: started)
-            let second = try await commit(Array(items[middle...]), messages: messages, since: started)
+            let first = try await commit(Array(items[..<middle]), messages: messages, processed: processed, since: started)
+            let second = try await commit(Array(items[middle...]), messages: messages, processed: processed, since: started)
             return BatchResult(
                 written: first.written.union(second.written), loginRows: first.loginRows + second.loginRows,
                 quarantined: first.quarantined.merging(second.quarantined, uniquingKeysWith: +),
                 vaultEntriesOffered: first.vaultEntriesOffered + second.vaultEntriesOffered,
                 alreadyStoredTokens: first.alreadyStoredTokens + second.alreadyStoredTokens)
+        }
+    }
+
+    /// The batch in one transaction; before COMMIT, the entries it left to
+    /// another open batch of this process (`InFlightTokens`) are inserted
+    /// if that batch did not commit.
+    private func write(
+        _ items: [BatchItem], processed: MessageProcessor.Output, loading: BatchWriter.Loading, on connection: PostgresConnection
+    ) async throws -> BatchResult {
+        let versions = processor.keyVersions
+        let hints = self.hints
+        try await connection.execute("BEGIN")
+        do {
+            var result = try await connection.perform { connection in
+                try BatchWriter.write(items, keys: versions, hints: hints, loading: loading, on: connection)
+            }
+            var unstored: [VaultEntryRecord] = []
+            for entry in result.contendedEntries {
+                // Still open after a while, the other batch may be waiting on this
+                // one (a message redelivered into both): the insert then waits
+                // where PostgreSQL sees the cycle and breaks it.
+                if await processed.contendedOwners[entry.token]?.committed(within: .seconds(2)) != true { unstored.append(entry) }
+            }
+            if !unstored.isEmpty {
+                let entries = unstored
+                result.alreadyStoredTokens += try await connection.perform { connection in
+                    try VaultEntries.insertContended(entries, on: connection)
+                }
+            }
+            try await connection.execute("COMMIT")
+            return result
+        } catch {
+            if await connection.isHealthy { _ = try? await connection.execute("ROLLBACK") }
+            throw error
         }
     }
 
@@ -190,7 +232,8 @@ final class Writer {
     }
 
     private func quarantineRefused(
-        _ item: BatchItem, messages: [InboundMessage], error: PostgresError, since started: ContinuousClock.Instant
+        _ item: BatchItem, messages: [InboundMessage], processed: MessageProcessor.Output, error: PostgresError,
+        since started: ContinuousClock.Instant
     ) async throws -> BatchResult {
         guard case .login = item.payload, let message = messages.first(where: { $0.receiptID == item.receiptID }) else {
             // Not even the quarantine row can be written: a schema or code defect, not a message problem.
@@ -198,7 +241,7 @@ final class Writer {
         }
         let rejection = Rejection(.databaseRejected, "PostgreSQL refused the row (SQLSTATE \(error.sqlState ?? "unknown"))")
         let replacement = try await processor.quarantine(message, rejection, dataKeys: dataKeys)
-        return try await commit([replacement], messages: messages, since: started)
+        return try await commit([replacement], messages: messages, processed: processed, since: started)
     }
 
     /// Runs `body` until it succeeds or fails with something other than an outage.
@@ -242,9 +285,11 @@ final class Writer {
                 }
                 try await Task.sleep(for: backoff.delay(attempt: attempt))
                 attempt += 1
-            } catch let error as PostgresError where error.sqlState == "23505" {
+            } catch let error as PostgresError where ["23505", "40P01"].contains(error.sqlState) {
                 // A concurrent writer stored a receipt or token between this
-                // batch's check and its COPY; the retry sees it. Not an outage.
+                // batch's check and its COPY, or two batches waited on each
+                // other's tokens (a deadlock PostgreSQL broke); the retry sees
+                // what the other committed. Not an outage.
                 conflicts += 1
                 guard conflicts <= 50 else { throw error }
                 logger.debug("write conflict with a concurrent writer; retrying", metadata: ["writer": "\(name)"])

@@ -137,6 +137,9 @@ public actor PostgresConnection {
         }
     }
 
+    /// Runs several statements on the connection's thread, without a hop between them.
+    public func perform<T: Sendable>(_ body: @Sendable (isolated PostgresConnection) throws -> T) throws -> T { try body(self) }
+
     /// Streams COPY text-format `data` into `COPY … FROM STDIN`; returns the row count.
     @discardableResult
     public func copy(_ sql: String, data: [UInt8]) throws -> Int {

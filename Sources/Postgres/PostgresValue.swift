@@ -179,6 +179,11 @@ public struct CopyTextBuilder: Sendable {
             return
         }
         value.withUTF8 { utf8 in
+            // Nearly every value (tokens, ids, dates) has nothing to escape: copied whole.
+            guard utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 < 0x20 }) else {
+                bytes.append(contentsOf: utf8)
+                return
+            }
             for byte in utf8 {
                 switch byte {
                 case UInt8(ascii: "\\"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
@@ -199,10 +204,17 @@ public struct CopyTextBuilder: Sendable {
     /// A `bytea` field in COPY text form (`\\x` + hex).
     public mutating func append(bytes value: [UInt8]) {
         separate()
-        bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\"), UInt8(ascii: "x")])
-        for byte in value {
-            bytes.append(hexDigits[Int(byte >> 4)])
-            bytes.append(hexDigits[Int(byte & 0xf)])
+        // Reserved at once and filled in place: no capacity check per digit.
+        let start = bytes.count
+        bytes.append(contentsOf: repeatElement(UInt8(ascii: "\\"), count: 3 + 2 * value.count))
+        bytes.withUnsafeMutableBufferPointer { buffer in
+            buffer[start + 2] = UInt8(ascii: "x")
+            var digit = start + 3
+            for byte in value {
+                buffer[digit] = hexDigits[Int(byte >> 4)]
+                buffer[digit + 1] = hexDigits[Int(byte & 0xf)]
+                digit += 2
+            }
         }
     }
 

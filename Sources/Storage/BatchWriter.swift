@@ -38,10 +38,13 @@ public struct VaultEntryRecord: Sendable {
     /// The value's suppression tag (not stored): an entry whose tag `vault
     /// forget` recorded is not written. Nil without a suppression key.
     public let suppressionTag: [UInt8]?
+    /// Another open batch of this process is storing the same token: inserted
+    /// last, waiting for that batch's commit (`VaultEntries.insertContended`).
+    public let contended: Bool
 
     public init(
         token: String, field: PIIField, tokenKeyVersion: Int, dataKeyID: String, nonce: [UInt8], ciphertext: [UInt8],
-        suppressionTag: [UInt8]? = nil
+        suppressionTag: [UInt8]? = nil, contended: Bool = false
     ) {
         self.token = token
         self.field = field
@@ -50,6 +53,7 @@ public struct VaultEntryRecord: Sendable {
         self.nonce = nonce
         self.ciphertext = ciphertext
         self.suppressionTag = suppressionTag
+        self.contended = contended
     }
 }
 
@@ -57,40 +61,42 @@ public struct VaultEntryRecord: Sendable {
 /// collision with a concurrent writer falls back, under a savepoint, to an
 /// idempotent insert for those entries only.
 public enum VaultEntries {
-    /// Inserts the entries whose tokens are not stored yet. Returns the tokens
-    /// that were already stored, found by a probe first; with
-    /// `probeExisting: false` (for callers whose tokens are nearly always new)
-    /// there is no probe first, an existing token is skipped by the fallback,
-    /// and the result holds only the stored tokens a conflict revealed.
+    /// One entry per token, sorted by token: the order concurrent writers
+    /// take index locks in.
+    public static func sortedByToken(_ records: [VaultEntryRecord]) -> [VaultEntryRecord] {
+        // The indices are sorted, not the records: moving a record retains and releases its fields.
+        let order = records.indices.sorted { records[$0].token < records[$1].token }
+        var unique: [VaultEntryRecord] = []
+        unique.reserveCapacity(records.count)
+        for index in order where unique.last?.token != records[index].token { unique.append(records[index]) }
+        return unique
+    }
+
+    /// Inserts the entries (`sortedByToken`) whose tokens are not stored yet.
+    /// Returns the tokens that were already stored.
     @discardableResult
     public static func insert(
-        _ records: [VaultEntryRecord], probeExisting: Bool = true, loading: BatchWriter.Loading = .copy,
-        on connection: isolated PostgresConnection
+        _ entries: [VaultEntryRecord], loading: BatchWriter.Loading = .copy, on connection: isolated PostgresConnection
     ) throws -> [String] {
-        guard !records.isEmpty else { return [] }
-        var byToken: [String: VaultEntryRecord] = [:]
-        for record in records { byToken[record.token] = record }
-        // Sorted: concurrent writers take index locks in the same order.
-        let candidates = byToken.keys.sorted()
-        let stored =
-            probeExisting
-            ? try connection.query(
-                "SELECT token FROM vault_entries WHERE token = ANY($1::text[])",
-                [.textArray(candidates)], prepared: true
-            ).map { try $0.string("token") }
-            : []
+        guard !entries.isEmpty else { return [] }
+        let stored = try connection.query(
+            "SELECT token FROM vault_entries WHERE token = ANY($1::text[])", [.textArray(entries.map(\.token))], prepared: true
+        ).map { try $0.string("token") }
         var alreadyStored = stored
-        let storedSet = Set(stored)
-        var fresh = candidates.filter { !storedSet.contains($0) }.map { byToken[$0]! }
+        var fresh = entries
+        if !stored.isEmpty {
+            let storedSet = Set(stored)
+            fresh.removeAll { storedSet.contains($0.token) }
+        }
         guard !fresh.isEmpty else { return stored }
         guard loading == .copy else {
             try insertSkippingStored(fresh, on: connection)
             return stored
         }
         // Two writers meet on the same new token (a returning user in both
-        // batches) and the second COPY fails once the first commits; or,
-        // without the probe, a token was stored already; or, on Citus, a
-        // shard's reason was lost on the way. Ask again which tokens are
+        // batches; another process, or the same one when `InFlightTokens`
+        // did not see it) and the second COPY fails once the first commits;
+        // or, on Citus, a shard's reason was lost on the way. Ask again which tokens are
         // stored now and COPY the rest (a statement per row-set is several
         // times dearer on Citus); when asking finds nothing new, one INSERT
         // skips what is stored, and its errors keep their code.
@@ -126,20 +132,37 @@ public enum VaultEntries {
         return alreadyStored
     }
 
+    /// Inserts entries another open batch may be storing: one statement
+    /// that skips what is stored and waits for an uncommitted insert of the
+    /// same token to end (then skips it, or inserts it if that batch rolled
+    /// back). Returns the tokens that were already stored.
+    public static func insertContended(_ records: [VaultEntryRecord], on connection: isolated PostgresConnection) throws -> [String] {
+        guard !records.isEmpty else { return [] }
+        let entries = sortedByToken(records)
+        let inserted = Set(try insertSkippingStored(entries, returning: true, on: connection))
+        return entries.map(\.token).filter { !inserted.contains($0) }
+    }
+
     /// One statement for all the rows (on Citus, one per shard, not one per
     /// row-VALUES chunk: a multi-row INSERT is routed row by row there).
-    private static func insertSkippingStored(_ entries: [VaultEntryRecord], on connection: isolated PostgresConnection) throws {
-        try connection.execute(
+    /// Returns the tokens inserted when asked to.
+    @discardableResult
+    private static func insertSkippingStored(
+        _ entries: [VaultEntryRecord], returning: Bool = false, on connection: isolated PostgresConnection
+    ) throws -> [String] {
+        try connection.query(
             """
             INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext)
             SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::uuid[], $5::bytea[], $6::bytea[])
             ON CONFLICT (token) DO NOTHING
+            \(returning ? "RETURNING token" : "")
             """,
             [
                 .textArray(entries.map(\.token)), .textArray(entries.map(\.field.rawValue)),
                 .textArray(entries.map { String($0.tokenKeyVersion) }), .textArray(entries.map(\.dataKeyID)),
                 .byteArrays(entries.map(\.nonce)), .byteArrays(entries.map(\.ciphertext)),
-            ], prepared: true)
+            ], prepared: true
+        ).map { try $0.string("token") }
     }
 }
 
@@ -173,7 +196,9 @@ public struct QuarantineRow: Sendable {
 /// What one message becomes.
 public struct BatchItem: Sendable {
     public enum Payload: Sendable {
-        /// A login row and the vault entries it needs (none for tokens already stored).
+        /// A login row and the vault entries it needs (none for tokens known to
+        /// be stored; an entry may come with several rows of a batch, and is
+        /// written once).
         case login(LoginRow, [VaultEntryRecord])
         case quarantine(QuarantineRow)
     }
@@ -201,13 +226,19 @@ public struct BatchResult: Sendable {
     public let quarantined: [String: Int]
     public let vaultEntriesOffered: Int
     /// Tokens the batch found already in the vault (worth remembering).
-    public let alreadyStoredTokens: [String]
+    public var alreadyStoredTokens: [String]
     /// New values not stored because `vault forget` erased them (their rows are written).
     public let suppressedEntries: Int
+    /// The app version codes of the rows written (each stored in `app_versions`).
+    public let appVersions: Set<Int32>
+    /// Entries left out because another open batch is storing their tokens
+    /// (`VaultEntryRecord.contended`): the caller inserts, before it commits,
+    /// those whose other batch did not commit (`VaultEntries.insertContended`).
+    public var contendedEntries: [VaultEntryRecord]
 
     public init(
         written: Set<[UInt8]>, loginRows: Int, quarantined: [String: Int], vaultEntriesOffered: Int, alreadyStoredTokens: [String] = [],
-        suppressedEntries: Int = 0
+        suppressedEntries: Int = 0, appVersions: Set<Int32> = [], contendedEntries: [VaultEntryRecord] = []
     ) {
         self.written = written
         self.loginRows = loginRows
@@ -215,19 +246,53 @@ public struct BatchResult: Sendable {
         self.vaultEntriesOffered = vaultEntriesOffered
         self.alreadyStoredTokens = alreadyStoredTokens
         self.suppressedEntries = suppressedEntries
+        self.appVersions = appVersions
+        self.contendedEntries = contendedEntries
     }
 }
 
-/// Whether `vault forget` has suppressed any value, as a writer last saw it
-/// (the database says so on every batch). Starts out assuming so.
-public final class SuppressionHint: Sendable {
-    private let state = Atomic<Bool>(true)
+/// What a writer learned from its earlier batches, so that the next one
+/// skips work the database would only confirm. Each guess is safe when wrong:
+/// it costs a round trip or a retried statement, never a lost or doubled row.
+public final class WriterHints: Sendable {
+    private struct State {
+        var anySuppressed = true
+        var receiptsMeetDuplicates = false
+        var legacyReceipts: Bool?
+        var storedAppVersions: Set<Int32> = []
+    }
+
+    private let state = Mutex(State())
 
     public init() {}
 
+    /// Whether `vault forget` has suppressed any value, as the database said
+    /// on the last batch (it says so on every batch). Starts out assuming so.
     public var anySuppressed: Bool {
-        get { state.load(ordering: .relaxed) }
-        set { state.store(newValue, ordering: .relaxed) }
+        get { state.withLock { $0.anySuppressed } }
+        set { state.withLock { $0.anySuppressed = newValue } }
+    }
+
+    /// Whether the last batch met messages already written (redeliveries, a
+    /// file run again): then receipts are probed before they are copied.
+    public internal(set) var receiptsMeetDuplicates: Bool {
+        get { state.withLock { $0.receiptsMeetDuplicates } }
+        set { state.withLock { $0.receiptsMeetDuplicates = newValue } }
+    }
+
+    /// Whether receipts from before partitioning are kept (nil: not asked yet).
+    var legacyReceipts: Bool? {
+        get { state.withLock { $0.legacyReceipts } }
+        set { state.withLock { $0.legacyReceipts = newValue } }
+    }
+
+    func isStored(appVersion code: Int32) -> Bool { state.withLock { $0.storedAppVersions.contains(code) } }
+
+    /// After a commit: the app versions it stored are there for good.
+    public func committed(_ result: BatchResult) { stored(appVersions: result.appVersions) }
+
+    func stored(appVersions codes: some Sequence<Int32>) {
+        state.withLock { $0.storedAppVersions.formUnion(codes) }
     }
 }
 
@@ -313,17 +378,45 @@ public enum BatchWriter {
             "SELECT ingest_prepare_partitions($1::date[])", [.textArray(days.sorted())], prepared: true)
     }
 
+    /// Stores the app versions of `items` not stored yet, in their own
+    /// transaction before the batch's: two writers meeting on a new version
+    /// then wait for each other only this long, not for a whole batch.
+    public static func storeAppVersions(of items: [BatchItem], hints: WriterHints, on connection: PostgresConnection) async throws {
+        var versions: [Int32: String] = [:]
+        for item in items {
+            if case .login(let row, _) = item.payload, !hints.isStored(appVersion: row.appVersion.code) {
+                versions[row.appVersion.code] = row.appVersion.canonical
+            }
+        }
+        guard !versions.isEmpty else { return }
+        try await connection.perform { [versions] connection in try insertAppVersions(versions, on: connection) }
+        hints.stored(appVersions: versions.keys)
+    }
+
+    private static func insertAppVersions(_ versions: [Int32: String], on connection: isolated PostgresConnection) throws {
+        let codes = versions.keys.sorted()
+        try connection.execute(
+            """
+            INSERT INTO app_versions (code, version)
+            SELECT * FROM unnest($1::integer[], $2::text[]) ORDER BY 1
+            ON CONFLICT (code) DO NOTHING
+            """, [.textArray(codes.map { String($0) }), .textArray(codes.map { versions[$0] })], prepared: true)
+    }
+
     /// Runs inside a transaction the caller opened. The batch is refused
     /// (`StaleKeysError`) when the database's active tokenization or
     /// recovery key, or the tokenization key a retokenization enforces, is
     /// newer than `keys`: key files rolled back, or not arrived yet.
-    /// `suppressions` remembers whether any value is suppressed, so that
-    /// batches do not send their tags while none is.
+    /// `hints` carries what the writer's earlier batches learned (whether any
+    /// value is suppressed, whether messages come again, the app versions
+    /// stored), so that a batch skips round trips the database would only
+    /// confirm.
     public static func write(
-        _ items: [BatchItem], keys: KeyVersions, suppressions: SuppressionHint = SuppressionHint(), loading: Loading = .copy,
+        _ items: [BatchItem], keys: KeyVersions, hints: WriterHints = WriterHints(), loading: Loading = .copy,
         on connection: isolated PostgresConnection
     ) throws -> BatchResult {
-        let days = Set(items.map(\.sentDay)).sorted()
+        let claims = Claims(items)
+        let days = claims.days
         // The suppression tags of the values this batch would store.
         var tags: [[UInt8]] = []
         for item in items {
@@ -331,7 +424,7 @@ public enum BatchWriter {
         }
         // One round trip: the writer and suppression locks (shared, to commit),
         // the versions the database requires, the partitions, the suppressed tags.
-        let sentTags = suppressions.anySuppressed ? tags : []
+        let sentTags = hints.anySuppressed ? tags : []
         let begun = try connection.query(
             """
             SELECT enforced, active_tokenization, active_recovery, any_suppressed, suppressed
@@ -348,56 +441,25 @@ public enum BatchWriter {
             throw StaleKeysError(kind: kind, registered: required, local: local)
         }
         var suppressed = Set(try begun.byteArrayValues("suppressed"))
-        suppressions.anySuppressed = try begun.bool("any_suppressed")
-        if suppressions.anySuppressed, sentTags.isEmpty, !tags.isEmpty {
+        hints.anySuppressed = try begun.bool("any_suppressed")
+        if hints.anySuppressed, sentTags.isEmpty, !tags.isEmpty {
             // `vault forget` suppressed a value since this writer last looked: ask now.
             suppressed = Set(
                 try connection.query("SELECT ingest_suppressed($1::bytea[]) AS tags", [.byteArrays(tags)], prepared: true)[0]
                     .byteArrayValues("tags"))
         }
-        // Optimistic claiming: find the messages already processed (redeliveries,
-        // replays), then COPY receipts for the rest. If a concurrent consumer
-        // claims one of them between the two, the COPY fails with a unique
-        // violation and the caller retries the batch, which then sees it.
-        // One probe per send day (nearly always one): `sent_day IN ($2,
-        // <placeholder>)` prunes to that day's partition and the receipts kept
-        // from before partitioning, even in a generic plan (`= ANY($2)` probed
-        // every day kept: a cost that grew with retention).
-        // Sorted, so concurrent writers take index locks in the same order.
-        let claims = Set(items.map { Receipt(id: $0.receiptID, sentDay: $0.sentDay) }).sorted()
-        var seen = Set<Receipt>()
-        for day in days {
-            for row in try connection.query(
-                """
-                SELECT receipt_id FROM ingest_receipts
-                WHERE receipt_id = ANY($1::bytea[]) AND sent_day IN ($2::date, DATE '\(Receipt.legacyDay)')
-                """, [.byteArrays(claims.filter { $0.sentDay == day }.map(\.id)), .text(day)], prepared: true)
-            {
-                seen.insert(Receipt(id: try row.bytes("receipt_id"), sentDay: day))
-            }
-        }
-        var fresh = Set(claims.filter { !seen.contains($0) })
-        let written = Set(fresh.map(\.id))
-        if !fresh.isEmpty {
-            var receipts = CopyTextBuilder(reservingCapacity: fresh.count * 52)
-            for claim in claims where fresh.contains(claim) {
-                receipts.append(bytes: claim.id)
-                receipts.append(claim.sentDay)
-                receipts.endRow()
-            }
-            try Table.receipts.load(receipts, loading, on: connection)
-        }
+        let writes = try claimReceipts(claims, hints: hints, loading: loading, on: connection)
+        let written = Set(items.indices.lazy.filter { writes[$0] }.map { items[$0].receiptID })
 
         var logins = CopyTextBuilder(reservingCapacity: items.count * 160)
-        var vault: [String: VaultEntryRecord] = [:]
+        var vault: [VaultEntryRecord] = []
+        vault.reserveCapacity(items.count * 2)
         var quarantine = CopyTextBuilder()
         var quarantinedByReason: [String: Int] = [:]
         var versions: [Int32: String] = [:]
-        var suppressedEntries = 0
-        for item in items where fresh.remove(Receipt(id: item.receiptID, sentDay: item.sentDay)) != nil {
+        for (item, write) in zip(items, writes) where write {
             switch item.payload {
             case .login(let row, let entries):
-                for entry in entries where entry.suppressionTag.map(suppressed.contains) == true { suppressedEntries += 1 }
                 logins.append(row.userID)
                 logins.append(row.deviceType)
                 logins.append(row.maskedIP)
@@ -407,7 +469,7 @@ public enum BatchWriter {
                 logins.append(row.createDate)
                 logins.endRow()
                 versions[row.appVersion.code] = row.appVersion.canonical
-                for entry in entries where entry.suppressionTag.map(suppressed.contains) != true { vault[entry.token] = entry }
+                vault += entries
             case .quarantine(let row):
                 quarantine.append(bytes: item.receiptID)
                 quarantine.append(row.source)
@@ -425,21 +487,107 @@ public enum BatchWriter {
                 quarantinedByReason[row.rejection.reason.rawValue, default: 0] += 1
             }
         }
-        let storedTokens = try VaultEntries.insert(Array(vault.values), loading: loading, on: connection)
+        var entries = VaultEntries.sortedByToken(vault)
+        let offered = entries.count
+        entries.removeAll { $0.suppressionTag.map(suppressed.contains) == true }
+        let storedTokens = try VaultEntries.insert(entries.filter { !$0.contended }, loading: loading, on: connection)
         if logins.rowCount > 0 { try Table.logins.load(logins, loading, on: connection) }
         if quarantine.rowCount > 0 { try Table.quarantine.load(quarantine, loading, on: connection) }
-        if !versions.isEmpty {
-            let codes = versions.keys.sorted()
-            try connection.execute(
-                """
-                INSERT INTO app_versions (code, version)
-                SELECT * FROM unnest($1::integer[], $2::text[]) ORDER BY 1
-                ON CONFLICT (code) DO NOTHING
-                """, [.textArray(codes.map { String($0) }), .textArray(codes.map { versions[$0] })], prepared: true)
-        }
+        let unstored = versions.filter { !hints.isStored(appVersion: $0.key) }
+        if !unstored.isEmpty { try insertAppVersions(unstored, on: connection) }
         return BatchResult(
             written: written, loginRows: logins.rowCount, quarantined: quarantinedByReason,
-            vaultEntriesOffered: vault.count, alreadyStoredTokens: storedTokens, suppressedEntries: suppressedEntries)
+            vaultEntriesOffered: entries.count, alreadyStoredTokens: storedTokens, suppressedEntries: offered - entries.count,
+            appVersions: Set(versions.keys), contendedEntries: entries.filter(\.contended))
+    }
+
+    /// Claims each message once, even against a concurrent consumer; returns,
+    /// for each item, whether it is written now (the first of its message in
+    /// the batch, and not processed before: a redelivery or a replay). While
+    /// the last batch met no duplicates, receipts are copied at once and the
+    /// unique index finds a duplicate (the COPY fails, under a savepoint, and
+    /// the batch probes instead). Otherwise, and while receipts from before
+    /// partitioning are kept (their placeholder day is not in the unique key a
+    /// message's receipt would collide on), the messages already processed
+    /// are probed for first and the rest copied; a concurrent consumer
+    /// claiming one between the two fails the COPY with a unique violation,
+    /// and the caller retries the batch, which then sees it.
+    private static func claimReceipts(
+        _ claims: Claims, hints: WriterHints, loading: Loading, on connection: isolated PostgresConnection
+    ) throws -> [Bool] {
+        func copy(_ indices: [Int]) throws {
+            var rows = CopyTextBuilder(reservingCapacity: indices.count * 52)
+            for index in indices {
+                rows.append(bytes: claims.receipts[index].id)
+                rows.append(claims.receipts[index].sentDay)
+                rows.endRow()
+            }
+            if rows.rowCount > 0 { try Table.receipts.load(rows, loading, on: connection) }
+        }
+        var writes = [Bool](repeating: false, count: claims.receipts.count)
+        if hints.legacyReceipts == nil {
+            hints.legacyReceipts = try connection.query(
+                "SELECT EXISTS (SELECT FROM ingest_receipts WHERE sent_day = DATE '\(Receipt.legacyDay)') AS kept"
+            )[0].bool("kept")
+        }
+        if !hints.receiptsMeetDuplicates, hints.legacyReceipts == false, loading == .copy {
+            try connection.execute("SAVEPOINT receipts_copy")
+            do {
+                try copy(claims.firsts)
+                try connection.execute("RELEASE SAVEPOINT receipts_copy")
+                for index in claims.firsts { writes[index] = true }
+                return writes
+            } catch let error as PostgresError where error.sqlState == "23505" {
+                try connection.execute("ROLLBACK TO SAVEPOINT receipts_copy")
+                hints.receiptsMeetDuplicates = true
+            }
+        }
+        // One probe per send day (nearly always one): `sent_day IN ($2,
+        // <placeholder>)` prunes to that day's partition and the receipts kept
+        // from before partitioning, even in a generic plan (`= ANY($2)` probed
+        // every day kept: a cost that grew with retention).
+        var seen = Set<Receipt>()
+        for day in claims.days {
+            let ids = claims.firsts.lazy.map { claims.receipts[$0] }.filter { $0.sentDay == day }.map(\.id)
+            for row in try connection.query(
+                """
+                SELECT receipt_id FROM ingest_receipts
+                WHERE receipt_id = ANY($1::bytea[]) AND sent_day IN ($2::date, DATE '\(Receipt.legacyDay)')
+                """, [.byteArrays(Array(ids)), .text(day)], prepared: true)
+            {
+                seen.insert(Receipt(id: try row.bytes("receipt_id"), sentDay: day))
+            }
+        }
+        hints.receiptsMeetDuplicates = !seen.isEmpty
+        let fresh = claims.firsts.filter { !seen.contains(claims.receipts[$0]) }
+        try copy(fresh)
+        for index in fresh { writes[index] = true }
+        return writes
+    }
+
+    /// A batch's receipts, in the order concurrent writers lock them.
+    struct Claims {
+        /// One per item.
+        let receipts: [Receipt]
+        /// The first item of each message, by receipt order (send day, then id).
+        let firsts: [Int]
+        /// The send days, in order.
+        let days: [String]
+
+        init(_ items: [BatchItem]) {
+            let receipts = items.map { Receipt(id: $0.receiptID, sentDay: $0.sentDay) }
+            let order = receipts.indices.sorted { receipts[$0] < receipts[$1] || (receipts[$0] == receipts[$1] && $0 < $1) }
+            var firsts: [Int] = []
+            firsts.reserveCapacity(order.count)
+            var days: [String] = []
+            for index in order where firsts.last.map({ receipts[$0] != receipts[index] }) ?? true {
+                firsts.append(index)
+                if days.last != receipts[index].sentDay { days.append(receipts[index].sentDay) }
+            }
+            self.receipts = receipts
+            self.firsts = firsts
+            self.days = days
+        }
     }
 
     /// Records a new data key; committed before any entry uses it.

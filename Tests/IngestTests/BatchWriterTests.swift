@@ -62,6 +62,94 @@ struct BatchWriterTests {
         #expect(try counts.int("rows") == 2)
     }
 
+    @Test("receipts go in without a probe while no message comes twice; a duplicate meets the unique index, and later batches probe")
+    func receiptsWithoutProbe() async throws {
+        let url = try await TestDatabase.create("writer", keys: try TestKeys.create())
+        let connection = try await TestDatabase.connect(url)
+        let day = UTCDate.string(fromMilliseconds: SentTime.noon(0))
+        let item = { (receipt: UInt8) in
+            BatchItem(
+                receiptID: Array(repeating: receipt, count: 16), sentDay: day,
+                payload: .login(self.login("u\(receipt)", ip: "ip_t1_" + String(repeating: "R", count: 43)), []))
+        }
+        let hints = WriterHints()
+        let write = { (items: [BatchItem]) in
+            try await connection.transaction { connection in
+                try BatchWriter.write(items, keys: .init(tokenization: 1, recovery: 1), hints: hints, on: connection)
+            }
+        }
+        let first = try await write([item(1), item(2)])
+        #expect(first.written.count == 2 && !hints.receiptsMeetDuplicates)
+        // Message 2 again, with a new one: the COPY fails on the index, the probe finds it.
+        let second = try await write([item(3), item(2)])
+        #expect(second.written == [Array(repeating: 3, count: 16)] && second.loginRows == 1)
+        #expect(hints.receiptsMeetDuplicates)
+        // Probed first now; a batch without duplicates goes back to copying at once.
+        let third = try await write([item(4)])
+        #expect(third.loginRows == 1 && !hints.receiptsMeetDuplicates)
+        let fourth = try await write([item(4), item(5)])
+        #expect(fourth.written == [Array(repeating: 5, count: 16)])
+        let counts = try await connection.query(
+            "SELECT (SELECT count(*) FROM ingest_receipts) AS receipts, (SELECT count(*) FROM user_logins) AS rows")[0]
+        #expect(try counts.int("receipts") == 5 && counts.int("rows") == 5)
+    }
+
+    @Test("an entry another open batch is storing is left out and handed back; insertContended stores it only if nobody did")
+    func contendedEntries() async throws {
+        let url = try await TestDatabase.create("writer", keys: try TestKeys.create())
+        let owner = try await TestDatabase.connect(url)
+        let contender = try await TestDatabase.connect(url)
+        let dataKey = UUID().uuidString.lowercased()
+        try await BatchWriter.insertDataKey(id: dataKey, recoveryKeyVersion: 1, wrappedKey: [0], createdBy: "test", on: owner)
+        let token = "ip_t1_" + String(repeating: "C", count: 43)
+        let plain = entry(token, dataKey: dataKey)
+        let contended = VaultEntryRecord(
+            token: token, field: .ip, tokenKeyVersion: 1, dataKeyID: dataKey, nonce: plain.nonce, ciphertext: plain.ciphertext,
+            contended: true)
+        let item = BatchItem(
+            receiptID: Array(repeating: 9, count: 16), sentDay: UTCDate.string(fromMilliseconds: SentTime.noon(0)),
+            payload: .login(login("u", ip: token), [contended]))
+        let result = try await contender.transaction { connection in
+            try BatchWriter.write([item], keys: .init(tokenization: 1, recovery: 1), on: connection)
+        }
+        #expect(result.loginRows == 1 && result.contendedEntries.map(\.token) == [token])
+        #expect(try await contender.query("SELECT count(*) AS n FROM vault_entries")[0].int("n") == 0)
+
+        // The owner holds the token uncommitted: the contender's insert waits for
+        // its outcome; after a rollback it stores the token itself.
+        try await owner.execute("BEGIN")
+        try await owner.perform { connection in _ = try VaultEntries.insert([plain], on: connection) }
+        async let storedAfterRollback = contender.transaction { connection in
+            try VaultEntries.insertContended([contended], on: connection)
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        try await owner.execute("ROLLBACK")
+        #expect(try await storedAfterRollback == [])
+        #expect(try await owner.query("SELECT count(*) AS n FROM vault_entries")[0].int("n") == 1)
+        // Stored already: skipped, and reported as stored.
+        let again = try await contender.transaction { connection in try VaultEntries.insertContended([contended], on: connection) }
+        #expect(again == [token])
+    }
+
+    @Test("an entry carried by several rows of a batch is written once")
+    func entryOnSeveralRows() async throws {
+        let url = try await TestDatabase.create("writer", keys: try TestKeys.create())
+        let connection = try await TestDatabase.connect(url)
+        let dataKey = UUID().uuidString.lowercased()
+        try await BatchWriter.insertDataKey(id: dataKey, recoveryKeyVersion: 1, wrappedKey: [0], createdBy: "test", on: connection)
+        let token = "ip_t1_" + String(repeating: "M", count: 43)
+        let items = (1...3).map { receipt in
+            BatchItem(
+                receiptID: Array(repeating: UInt8(receipt), count: 16), sentDay: UTCDate.string(fromMilliseconds: SentTime.noon(0)),
+                payload: .login(login("u\(receipt)", ip: token), [entry(token, dataKey: dataKey)]))
+        }
+        let result = try await connection.transaction { connection in
+            try BatchWriter.write(items, keys: .init(tokenization: 1, recovery: 1), on: connection)
+        }
+        #expect(result.loginRows == 3 && result.vaultEntriesOffered == 1)
+        #expect(try await connection.query("SELECT count(*) AS n FROM vault_entries")[0].int("n") == 1)
+    }
+
     @Test("a message twice in one batch, or already processed, is written once")
     func duplicates() async throws {
         let url = try await TestDatabase.create("writer", keys: try TestKeys.create())

@@ -133,6 +133,35 @@ struct IngestIntegrationTests {
         #expect(depth.visible == 0 && depth.inFlight == 0)
     }
 
+    @Test("two writers on the same few values, some rows refused: one vault entry per value, and every written token has its entry")
+    func contendedValuesWithRefusedRows() async throws {
+        let harness = try await IngestHarness.make()
+        let admin = try await harness.connect()
+        try await admin.execute("ALTER TABLE user_logins ADD CONSTRAINT test_refused CHECK (user_id NOT LIKE 'refused-%')")
+        await admin.close()
+        // Ten IPs and ten device ids in 600 messages: nearly every batch meets the
+        // other writer's open batch on a value; every seventh row is refused.
+        let bodies = (0..<600).map { index in
+            #"{"user_id": "\#(index % 7 == 0 ? "refused" : "user")-\#(index)", "app_version": "1.0", "device_type": "ios", "ip": "10.9.0.\#(index % 10 + 1)", "locale": null, "device_id": "dev-\#(index / 10 % 10)"}"#
+        }
+        let file = NSTemporaryDirectory() + "contended-\(UUID().uuidString).jsonl"
+        try (bodies.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        var configuration = try harness.configuration(.file(path: file, sentTimestamp: SentTime.noon(0)))
+        configuration.batchSize = 8
+        configuration.writers = 2
+        let run = try await harness.run(configuration)
+        #expect(run.written == 514 && run.quarantined == ["database_rejected": 86])
+        #expect(try await harness.scalar("SELECT count(*) FROM vault_entries") == 20)
+        #expect(
+            try await harness.scalar(
+                """
+                SELECT count(*) FROM user_logins u
+                WHERE NOT EXISTS (SELECT FROM vault_entries v WHERE v.token = u.masked_ip)
+                   OR NOT EXISTS (SELECT FROM vault_entries v WHERE v.token = u.masked_device_id)
+                """) == 0)
+    }
+
     @Test("a database that refuses every write (grant revoked) quarantines and deletes nothing, and resumes when fixed")
     func databaseRefusesEveryWrite() async throws {
         let harness = try await IngestHarness.make()

@@ -177,6 +177,38 @@ struct KnownTokenCacheTests {
     }
 }
 
+@Suite("In-flight tokens")
+struct InFlightTokensTests {
+    let fingerprints = (0..<4).map { KnownTokenCache.Fingerprint(token: "ip_t1_" + String(repeating: Character("\($0)"), count: 43)) }
+
+    @Test("a token another open batch claimed first names that batch; its outcome is awaited, and released claims are free again")
+    func claims() async {
+        let tokens = InFlightTokens()
+        let first = InFlightTokens.Batch()
+        let second = InFlightTokens.Batch()
+        #expect(tokens.claim(Array(fingerprints[0...1]), for: first).isEmpty)
+        let contended = tokens.claim(Array(fingerprints[1...2]), for: second)
+        #expect(contended.count == 1 && contended[0] === first)
+        #expect(await first.committed(within: .milliseconds(20)) == nil, "still open")
+        tokens.release(Array(fingerprints[0...1]), of: first, committed: true)
+        #expect(await first.committed(within: .zero) == true)
+        // The first batch's claims are gone; the second's stay until it ends.
+        let third = InFlightTokens.Batch()
+        let later = tokens.claim(Array(fingerprints[1...3]), for: third)
+        #expect(later.count == 1 && later[1] === second)
+        tokens.release(Array(fingerprints[1...2]), of: second, committed: false)
+        #expect(await second.committed(within: .zero) == false)
+    }
+
+    @Test("a batch marked not committed (split to isolate a refused row) stays so when it later commits")
+    func firstOutcomeWins() async {
+        let batch = InFlightTokens.Batch()
+        batch.finish(committed: false)
+        InFlightTokens().release([], of: batch, committed: true)
+        #expect(await batch.committed(within: .zero) == false)
+    }
+}
+
 @Suite("File lines")
 struct LineReaderTests {
     func lines(_ text: [UInt8], limit: Int = 1 << 20) throws -> [(bytes: [UInt8], length: Int)] {

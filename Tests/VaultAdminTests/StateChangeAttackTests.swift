@@ -407,10 +407,10 @@ struct StateChangeAttackTests {
                         token: token, field: .ip, tokenKeyVersion: 1, dataKeyID: sealer.dataKeyID, nonce: nonce, ciphertext: ciphertext,
                         suppressionTag: tag)
                 ]))
-        let hint = SuppressionHint()
+        let hint = WriterHints()
         hint.anySuppressed = false
         let result = try await owner.transaction { connection in
-            try BatchWriter.write([item], keys: .init(tokenization: 1, recovery: 1), suppressions: hint, on: connection)
+            try BatchWriter.write([item], keys: .init(tokenization: 1, recovery: 1), hints: hint, on: connection)
         }
         #expect(result.loginRows == 1 && result.suppressedEntries == 1)
         #expect(hint.anySuppressed)
