@@ -85,9 +85,8 @@ final class InFlightTokens: Sendable {
 
         func finish(committed: Bool) { outcome.withLock { $0 = $0 ?? committed } }
 
-        /// Whether the batch committed; nil if it is still open after `timeout`.
-        func committed(within timeout: Duration) async -> Bool? {
-            let deadline = ContinuousClock.now + timeout
+        /// Whether the batch committed; nil if it is still open at `deadline`.
+        func committed(by deadline: ContinuousClock.Instant) async -> Bool? {
             while true {
                 if let done = outcome.withLock({ $0 }) { return done }
                 if ContinuousClock.now >= deadline { return nil }

@@ -182,7 +182,9 @@ final class Writer {
                 written: first.written.union(second.written), loginRows: first.loginRows + second.loginRows,
                 quarantined: first.quarantined.merging(second.quarantined, uniquingKeysWith: +),
                 vaultEntriesOffered: first.vaultEntriesOffered + second.vaultEntriesOffered,
-                alreadyStoredTokens: first.alreadyStoredTokens + second.alreadyStoredTokens)
+                alreadyStoredTokens: first.alreadyStoredTokens + second.alreadyStoredTokens,
+                suppressedEntries: first.suppressedEntries + second.suppressedEntries,
+                appVersions: first.appVersions.union(second.appVersions))
         }
     }
 
@@ -199,12 +201,22 @@ final class Writer {
             var result = try await connection.perform { connection in
                 try BatchWriter.write(items, keys: versions, hints: hints, loading: loading, on: connection)
             }
+            // Each other batch waited for once, all of them for 2 s at most:
+            // still open then, it may be waiting on this one (a message
+            // redelivered into both), and the insert below then waits where
+            // PostgreSQL sees the cycle and breaks it.
+            let deadline = ContinuousClock.now + .seconds(2)
+            var outcomes: [ObjectIdentifier: Bool] = [:]
             var unstored: [VaultEntryRecord] = []
             for entry in result.contendedEntries {
-                // Still open after a while, the other batch may be waiting on this
-                // one (a message redelivered into both): the insert then waits
-                // where PostgreSQL sees the cycle and breaks it.
-                if await processed.contendedOwners[entry.token]?.committed(within: .seconds(2)) != true { unstored.append(entry) }
+                guard let owner = processed.contendedOwners[entry.token] else {
+                    unstored.append(entry)
+                    continue
+                }
+                if outcomes[ObjectIdentifier(owner)] == nil {
+                    outcomes[ObjectIdentifier(owner)] = await owner.committed(by: deadline) == true
+                }
+                if outcomes[ObjectIdentifier(owner)] != true { unstored.append(entry) }
             }
             if !unstored.isEmpty {
                 let entries = unstored

@@ -38,8 +38,9 @@ public struct VaultEntryRecord: Sendable {
     /// The value's suppression tag (not stored): an entry whose tag `vault
     /// forget` recorded is not written. Nil without a suppression key.
     public let suppressionTag: [UInt8]?
-    /// Another open batch of this process is storing the same token: inserted
-    /// last, waiting for that batch's commit (`VaultEntries.insertContended`).
+    /// Another open batch of this process is storing the same token: left out
+    /// of the batch's insert and handed back (`BatchResult.contendedEntries`),
+    /// to be stored only if that batch does not commit.
     public let contended: Bool
 
     public init(
