@@ -25,7 +25,7 @@ public struct IngestConfiguration: Sendable {
     public var keysDirectory: String
     public var pollers = 4
     public var writers = 2
-    public var batchSize = 2000
+    public var batchSize = 1500
     /// Bytes of message bodies in flight at most (received or reserved for a
     /// receive, queued, or held by writers): what bounds memory with large bodies.
     public var maximumInflightBytes = 16 << 20

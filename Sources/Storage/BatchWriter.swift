@@ -538,7 +538,8 @@ public enum BatchWriter {
                 try connection.execute("RELEASE SAVEPOINT receipts_copy")
                 for index in claims.firsts { writes[index] = true }
                 return writes
-            } catch let error as PostgresError where error.sqlState == "23505" {
+            } catch let error as PostgresError where error.sqlState == "23505" || error.isRelayedCopyFailure {
+                // On Citus a shard's unique violation may arrive without its code.
                 try connection.execute("ROLLBACK TO SAVEPOINT receipts_copy")
                 hints.receiptsMeetDuplicates = true
             }

@@ -52,7 +52,7 @@ struct Run: ToolCommand {
     @Option(help: ArgumentHelp("Concurrent writers, each with its own database connection ($INGEST_WRITERS, else 2).", valueName: "count"))
     var writers: Int?
 
-    @Option(help: ArgumentHelp("Messages per transaction ($INGEST_BATCH_SIZE, else 2000).", valueName: "messages"))
+    @Option(help: ArgumentHelp("Messages per transaction ($INGEST_BATCH_SIZE, else 1500).", valueName: "messages"))
     var batchSize: Int?
 
     @Option(
@@ -169,7 +169,7 @@ struct Run: ToolCommand {
         configuration.tokenCacheEntries = try EnvironmentFallback.value(tokenCacheEntries, "INGEST_TOKEN_CACHE_ENTRIES", default: 100_000)
         configuration.pollers = try EnvironmentFallback.value(pollers, "INGEST_POLLERS", default: 4)
         configuration.writers = try EnvironmentFallback.value(writers, "INGEST_WRITERS", default: 2)
-        configuration.batchSize = try EnvironmentFallback.value(batchSize, "INGEST_BATCH_SIZE", default: 2000)
+        configuration.batchSize = try EnvironmentFallback.value(batchSize, "INGEST_BATCH_SIZE", default: 1500)
         configuration.maximumInflightBytes = try EnvironmentFallback.value(maxInflightBytes, "INGEST_MAX_INFLIGHT_BYTES", default: 16 << 20)
         configuration.visibilityTimeout = try EnvironmentFallback.value(visibilityTimeout, "INGEST_VISIBILITY_TIMEOUT", default: 60)
         configuration.waitSeconds = try EnvironmentFallback.value(waitSeconds, "INGEST_WAIT_SECONDS", default: 20)

@@ -189,15 +189,15 @@ struct InFlightTokensTests {
         #expect(tokens.claim(Array(fingerprints[0...1]), for: first).isEmpty)
         let contended = tokens.claim(Array(fingerprints[1...2]), for: second)
         #expect(contended.count == 1 && contended[0] === first)
-        #expect(await first.committed(within: .milliseconds(20)) == nil, "still open")
+        #expect(await first.committed(by: .now + .milliseconds(20)) == nil, "still open")
         tokens.release(Array(fingerprints[0...1]), of: first, committed: true)
-        #expect(await first.committed(within: .zero) == true)
+        #expect(await first.committed(by: .now) == true)
         // The first batch's claims are gone; the second's stay until it ends.
         let third = InFlightTokens.Batch()
         let later = tokens.claim(Array(fingerprints[1...3]), for: third)
         #expect(later.count == 1 && later[1] === second)
         tokens.release(Array(fingerprints[1...2]), of: second, committed: false)
-        #expect(await second.committed(within: .zero) == false)
+        #expect(await second.committed(by: .now) == false)
     }
 
     @Test("a batch marked not committed (split to isolate a refused row) stays so when it later commits")
@@ -205,7 +205,7 @@ struct InFlightTokensTests {
         let batch = InFlightTokens.Batch()
         batch.finish(committed: false)
         InFlightTokens().release([], of: batch, committed: true)
-        #expect(await batch.committed(within: .zero) == false)
+        #expect(await batch.committed(by: .now) == false)
     }
 }
 
