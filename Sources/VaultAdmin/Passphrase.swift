@@ -30,7 +30,9 @@ public struct PassphraseSource: Sendable {
             }
             return try validated(passphrase, origin: "passphrase file \(file)")
         }
-        guard isatty(STDIN_FILENO) == 1 else {
+        // The prompt is on the terminal, whatever standard input is: in
+        // `psql … | vault recover --tokens-file -` it carries the tokens.
+        guard Terminal.isAvailable else {
             throw KeyFileError(
                 .missing,
                 "no passphrase given: pass --passphrase-file FILE, set VAULT_PASSPHRASE_FILE, or run on a terminal to be prompted")
@@ -54,6 +56,14 @@ public struct PassphraseSource: Sendable {
 public enum Terminal {
     /// The longest line the prompt accepts.
     static let maximumLength = 1024
+
+    /// Whether the process has a controlling terminal to prompt on.
+    public static var isAvailable: Bool {
+        let descriptor = open("/dev/tty", O_RDWR | O_CLOEXEC)
+        guard descriptor >= 0 else { return false }
+        close(descriptor)
+        return true
+    }
 
     /// One line typed at a no-echo prompt (a value to look up: it stays off the screen).
     public static func readLine(prompt: String) throws -> String {

@@ -112,6 +112,64 @@ struct CLITests {
         #expect(try await harness.scalar("SELECT count(*) FROM vault_entries WHERE erased_at IS NOT NULL") == 1)
     }
 
+    @Test(
+        "tokens piped into recover on a terminal: the passphrase is asked on /dev/tty and the values come out; with no terminal, the documented error"
+    )
+    func passphrasePromptWithPipedInput() async throws {
+        let harness = try await VaultHarness.make(bodies: mixedBodies(count: 3))
+        let token = harness.originals.keys.sorted()[0]
+        let passphrase = try String(contentsOfFile: harness.keys.passphraseFile, encoding: .utf8)
+            .trimmingCharacters(in: .newlines)
+        let pipeline = "printf '%s\\n' \(token) | \(try TestEnvironment.executable("vault")) recover --tokens-file - --reason SAR-9"
+        let environment = [
+            "KEYS_DIR": harness.keys.store.directory, "DATABASE_URL": harness.databaseURL, "VAULT_PASSPHRASE_FILE": "",
+        ]
+        // A pseudo-terminal, as an officer's shell has: the prompt is answered
+        // once it appears (typing earlier would be flushed with the echo).
+        let typed = try await runProgram(
+            "/usr/bin/python3",
+            [
+                "-c",
+                """
+                import os, pty, select, sys, time
+                pid, fd = pty.fork()
+                if pid == 0:
+                    os.execv("/bin/sh", ["/bin/sh", "-c", sys.argv[1]])
+                seen, answered, deadline = b"", False, time.time() + 120
+                while time.time() < deadline:
+                    if not select.select([fd], [], [], 0.2)[0]:
+                        continue
+                    try:
+                        chunk = os.read(fd, 4096)
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    seen += chunk
+                    if not answered and b"Passphrase for the recovery private key: " in seen:
+                        os.write(fd, sys.argv[2].encode() + b"\\n")
+                        answered = True
+                sys.stdout.buffer.write(seen)
+                sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+                """,
+                pipeline, passphrase,
+            ], environment: environment)
+        // Booleans, so that a failure never prints the terminal's output (the value).
+        let prompted = typed.output.contains("Passphrase for the recovery private key: ")
+        let revealed = typed.output.contains(harness.originals[token]!)
+        let echoed = typed.output.contains(passphrase)
+        #expect(typed.status == 0, "exit \(typed.status)")
+        #expect(prompted && revealed && !echoed)
+        #expect(try await harness.scalar("SELECT count(*) FROM audit_log WHERE action = 'recover' AND reason = 'SAR-9'") == 1)
+
+        // No controlling terminal at all (a job): the error says what to pass.
+        let job = try await runProgram("/usr/bin/setsid", ["--wait", "/bin/sh", "-c", pipeline], environment: environment)
+        let explained = job.errors.contains(
+            "no passphrase given: pass --passphrase-file FILE, set VAULT_PASSPHRASE_FILE, or run on a terminal")
+        let leaked = job.output.contains(harness.originals[token]!)
+        #expect(job.status == 78 && explained && !leaked)
+    }
+
     @Test("forget --ip erases the value's entry under every key version, in one audited transaction")
     func forgetByValue() async throws {
         let bodies = mixedBodies(count: 5)
