@@ -50,12 +50,7 @@ public final class CredentialServer: @unchecked Sendable {
 
     public static func start(ttl: Int) async throws -> CredentialServer {
         let port = try await freePort()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, String(port), String(ttl)]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try PythonHelper.start(code: script, arguments: [String(port), String(ttl)])
         let server = CredentialServer(port: port, process: process)
         try await waitUntil(.seconds(20)) { (try? await httpGet("http://127.0.0.1:\(port)/_counts").status) == 200 }
         return server

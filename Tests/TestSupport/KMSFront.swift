@@ -50,14 +50,8 @@ public struct KMSFront: Sendable {
             case .throttleFirst(let count): ("throttle-first", count)
             }
         let port = try await freePort()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [
-            "python3", "-c", script, try TestEnvironment.variable("AWS_ENDPOINT_URL"), mode, String(count), String(port),
-        ]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try PythonHelper.start(
+            code: script, arguments: [try TestEnvironment.variable("AWS_ENDPOINT_URL"), mode, String(count), String(port)])
         let front = KMSFront(process: process, port: port)
         try await waitUntil(.seconds(60)) { (try? await httpGet(front.url).status) ?? 0 != 0 }
         return front

@@ -17,12 +17,8 @@ public final class TCPProxy: @unchecked Sendable {
         let port = try await freePort()
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("scripts/tcp-proxy").path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, String(port), target.host ?? "127.0.0.1", String(target.port ?? 80)]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try PythonHelper.start(
+            script: script, arguments: [String(port), target.host ?? "127.0.0.1", String(target.port ?? 80)])
         let proxy = TCPProxy(port: port, process: process)
         try await waitUntil(.seconds(60)) { (try? await httpGet("http://127.0.0.1:\(port)/").status) ?? 0 != 0 }
         return proxy
