@@ -18,6 +18,11 @@ public struct IngestConfiguration: Sendable {
         case sqs(SQSConfiguration)
         /// A file of bodies; `sentTimestamp` stands in for SQS's (Unix ms).
         case file(path: String, sentTimestamp: Int64)
+
+        var isQueue: Bool {
+            if case .sqs = self { return true }
+            return false
+        }
     }
 
     public var source: Source
@@ -106,7 +111,7 @@ public final class IngestService: Service {
             try await cancelWhenGracefulShutdown {
                 try await Self.waitUntilUsable(
                     keys: keys, connect: connect, health: health, timeout: configuration.startupTimeout,
-                    logger: logger)
+                    waitsForMigration: configuration.source.isQueue, logger: logger)
             }
         } catch is CancellationError {
             return
@@ -251,8 +256,12 @@ public final class IngestService: Service {
     /// are the registered ones (KMS answering for a KMS-held version); until
     /// then readiness says what is missing. A swapped key file, a database
     /// refusing TLS, or a KMS key refused or disabled ends the service at once.
+    /// A schema behind this build is waited for only by a service
+    /// (`waitsForMigration`: a deployment's migration may be running); a run
+    /// from a file, started by a person, ends at once and says to migrate.
     static func waitUntilUsable(
-        keys: IngestKeys, connect: @Sendable () async throws -> PostgresConnection, health: HealthState, timeout: Duration?, logger: Logger
+        keys: IngestKeys, connect: @Sendable () async throws -> PostgresConnection, health: HealthState, timeout: Duration?,
+        waitsForMigration: Bool, logger: Logger
     ) async throws {
         let started = ContinuousClock.now
         let backoff = Backoff(base: .milliseconds(500), cap: .seconds(15))
@@ -265,7 +274,10 @@ public final class IngestService: Service {
                 health.databaseReachable(true)
                 let version = try await Schema.currentVersion(connection)
                 if version < Schema.latestVersion {
-                    problem = "the database schema is at version \(version), this build needs \(Schema.latestVersion): run `ingest migrate`"
+                    let behind =
+                        "the database schema is at version \(version), this build needs \(Schema.latestVersion): run `ingest migrate`"
+                    guard waitsForMigration else { throw IngestError("\(behind); nothing was read", exitCode: 78) }
+                    problem = behind
                 } else {
                     try await keys.verifyRegistered()
                     health.kmsReachable(true)
