@@ -513,6 +513,49 @@ public enum AuditLog {
         ).map(entry)
     }
 
+    /// What `search` selects; every given part must hold.
+    public struct Filter: Sendable {
+        /// These actions only (e.g. recover, forget, lookup).
+        public var actions: [String] = []
+        /// Rows whose subject names this token (or contains this text).
+        public var subject: String?
+        /// Rows whose reason contains this text, ignoring case (a ticket id).
+        public var reason: String?
+        /// Rows by this operating-system user or database role.
+        public var actor: String?
+        public var outcome: String?
+        public var since: Date?
+        public var until: Date?
+
+        public init() {}
+    }
+
+    /// The rows matching `filter`, newest first unless `oldestFirst`, at most
+    /// `limit` of them, and how many matched in all.
+    public static func search(_ filter: Filter, limit: Int, oldestFirst: Bool = false, on connection: PostgresConnection)
+        async throws -> (entries: [AuditEntry], matching: Int)
+    {
+        let rows = try await connection.query(
+            """
+            SELECT \(entryColumns), count(*) OVER () AS matching
+            FROM audit_log
+            WHERE (cardinality($1::text[]) = 0 OR action = ANY($1::text[]))
+              AND ($2::text IS NULL OR strpos(subject, $2) > 0)
+              AND ($3::text IS NULL OR strpos(lower(reason), lower($3)) > 0)
+              AND ($4::text IS NULL OR os_user = $4 OR db_role = $4)
+              AND ($5::text IS NULL OR outcome = $5)
+              AND ($6::timestamptz IS NULL OR at >= $6::timestamptz)
+              AND ($7::timestamptz IS NULL OR at < $7::timestamptz)
+            ORDER BY seq \(oldestFirst ? "ASC" : "DESC") LIMIT $8
+            """,
+            [
+                .textArray(filter.actions), .optionalText(filter.subject), .optionalText(filter.reason), .optionalText(filter.actor),
+                .optionalText(filter.outcome), .optionalText(filter.since.map(timestamp)), .optionalText(filter.until.map(timestamp)),
+                .int(limit),
+            ])
+        return (try rows.map(entry), try rows.first?.int("matching") ?? 0)
+    }
+
     static let entryColumns = """
         seq, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at, os_user, db_role, action,
         subject, reason, outcome, prev_hash, hash, mac_key_version, mac

@@ -12,13 +12,43 @@ struct Audit: AsyncParsableCommand {
 
     struct Log: ToolCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print audit rows in order (control and invisible characters escaped as \\u{…}).")
+            abstract: "Search the audit log: newest rows first (control and invisible characters escaped as \\u{…}).",
+            discussion: """
+                Examples:
+                  vault audit log --reason SAR-1                     everything done under ticket SAR-1
+                  vault audit log --token ip_t1_… --action recover   who revealed this token, and when
+                  vault audit log --actor alice --since 7d --json    one JSON object per line
+                When more rows match than --limit, standard error says how many were left out.
+                """)
+
+        @Option(
+            name: .customLong("action"),
+            help: ArgumentHelp("Only this action (recover, lookup, forget, keys.rotate, …); repeat for several.", valueName: "action"))
+        var actions: [String] = []
+
+        @Option(help: ArgumentHelp("Only rows about this token (their subject names it).", valueName: "token"))
+        var token: String?
+
+        @Option(help: ArgumentHelp("Only rows whose reason contains this text, ignoring case (a ticket id).", valueName: "text"))
+        var reason: String?
+
+        @Option(help: ArgumentHelp("Only rows by this operating-system user or database role.", valueName: "name"))
+        var actor: String?
+
+        @Option(help: ArgumentHelp("Only rows with this outcome (revealed, erased, refused, …).", valueName: "outcome"))
+        var outcome: String?
 
         @Option(help: ArgumentHelp("Only rows at or after this time: \(PointInTime.help).", valueName: "time"))
         var since: String?
 
+        @Option(help: ArgumentHelp("Only rows before this time: \(PointInTime.help).", valueName: "time"))
+        var until: String?
+
         @Option(help: ArgumentHelp("At most this many rows.", valueName: "rows"))
         var limit: Int = 1000
+
+        @Flag(help: "Oldest rows first.")
+        var oldestFirst = false
 
         @Flag(help: "Print JSON lines.")
         var json = false
@@ -26,15 +56,24 @@ struct Audit: AsyncParsableCommand {
         @OptionGroup var database: DatabaseOptions
 
         func validate() throws {
-            if let since, PointInTime.parse(since) == nil {
-                throw ValidationError("--since \(since) is not \(PointInTime.help)")
+            for (name, value) in [("--since", since), ("--until", until)] {
+                if let value, PointInTime.parse(value) == nil { throw ValidationError("\(name) \(value) is not \(PointInTime.help)") }
             }
             guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
         }
 
         func execute() async throws {
             let connection = try await connectDatabase(database)
-            for entry in try await AuditLog.entries(since: since.flatMap { PointInTime.parse($0) }, limit: limit, on: connection) {
+            var filter = AuditLog.Filter()
+            filter.actions = actions
+            filter.subject = token
+            filter.reason = reason
+            filter.actor = actor
+            filter.outcome = outcome
+            filter.since = since.flatMap { PointInTime.parse($0) }
+            filter.until = until.flatMap { PointInTime.parse($0) }
+            let (entries, matching) = try await AuditLog.search(filter, limit: limit, oldestFirst: oldestFirst, on: connection)
+            for entry in entries {
                 if json {
                     print(
                         jsonLine([
@@ -49,6 +88,12 @@ struct Audit: AsyncParsableCommand {
                             entry.subject, entry.reason,
                         ].map(SafeText.escaped).joined(separator: "\t"))
                 }
+            }
+            if matching > entries.count {
+                FileHandle.standardError.write(
+                    Data(
+                        "vault: \(matching - entries.count) more matching rows not shown (--limit \(limit)); narrow the filters or raise --limit\n"
+                            .utf8))
             }
         }
     }

@@ -87,6 +87,40 @@ struct CLITests {
         #expect(try await harness.vault(["audit", "log", "--since", "2099-01-01"]).output.isEmpty)
     }
 
+    @Test("audit log searches by action, token, reason (any case), actor, outcome and time; newest first; a limit says what it left out")
+    func auditSearch() async throws {
+        let harness = try await VaultHarness.make(bodies: mixedBodies(count: 3))
+        let tokens = harness.originals.keys.sorted()
+        for (token, reason) in [(tokens[0], "SAR-1 access request"), (tokens[1], "SAR-2"), (tokens[0], "sar-1 follow-up")] {
+            #expect(try await harness.vault(["recover", "--token", token, "--reason", reason]).status == 0)
+        }
+        func rows(_ arguments: [String]) async throws -> [[String: Any]] {
+            let result = try await harness.vault(["audit", "log", "--json"] + arguments)
+            #expect(result.status == 0, "\(arguments): \(result.errors)")
+            return result.output.split(separator: "\n").compactMap { json(String($0)) }
+        }
+        let ticket = try await rows(["--reason", "SAR-1"])
+        #expect(ticket.compactMap { $0["reason"] as? String } == ["sar-1 follow-up", "SAR-1 access request"], "newest first")
+        let sequences = ticket.compactMap { $0["seq"] as? Int }
+        #expect(sequences.count == 2 && sequences[0] > sequences[1])
+        #expect(try await rows(["--reason", "SAR-1", "--oldest-first"]).compactMap { $0["seq"] as? Int } == sequences.reversed())
+        let token = try await rows(["--token", tokens[0], "--action", "recover"])
+        #expect(token.count == 2 && token.allSatisfy { ($0["subject"] as? String)?.contains(tokens[0]) == true })
+        #expect(try await rows(["--action", "recover", "--outcome", "revealed"]).count == 3)
+        #expect(try await rows(["--action", "keys.register", "--action", "recover"]).count == 4)
+        #expect(try await rows(["--actor", "nobody-at-all"]).isEmpty)
+        let actor = try #require(ticket.first?["db_role"] as? String)
+        #expect(try await rows(["--actor", actor, "--action", "recover"]).count == 3)
+        #expect(try await rows(["--until", "2000-01-01"]).isEmpty)
+        #expect(try await rows(["--since", "1h", "--action", "recover"]).count == 3)
+
+        let limited = try await harness.vault(["audit", "log", "--json", "--action", "recover", "--limit", "1"])
+        #expect(limited.output.split(separator: "\n").count == 1)
+        #expect(limited.errors.contains("2 more matching rows not shown (--limit 1)"))
+        let all = try await harness.vault(["audit", "log", "--action", "recover"])
+        #expect(!all.errors.contains("not shown"))
+    }
+
     @Test("forget and retire ask on a terminal: refused without an answer, done with --yes")
     func confirmation() async throws {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 2))
