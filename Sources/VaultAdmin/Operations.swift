@@ -265,6 +265,45 @@ public enum Forget {
         public let suppressed: Bool?
     }
 
+    /// What erasing `tokens` touches: for each, the `user_logins` rows that
+    /// carry it and how many users those are; and over all of them, the rows
+    /// and the users (counts only: never whose).
+    public struct BlastRadius: Sendable {
+        public let byToken: [String: (rows: Int, users: Int)]
+        public let rows: Int
+        public let users: Int
+
+        public func describe(_ token: String) -> String {
+            let (rows, users) = byToken[token] ?? (0, 0)
+            return "on \(rows) row\(rows == 1 ? "" : "s") of \(users) user\(users == 1 ? "" : "s")"
+        }
+
+        public var summary: String {
+            "\(rows) row\(rows == 1 ? "" : "s") of \(users) user\(users == 1 ? "" : "s") carry \(byToken.count == 1 ? "this token" : "these \(byToken.count) tokens")"
+        }
+    }
+
+    public static func blastRadius(of tokens: [String], on connection: PostgresConnection) async throws -> BlastRadius {
+        let unique = Array(Set(tokens)).sorted()
+        var byToken: [String: (rows: Int, users: Int)] = [:]
+        for row in try await connection.query(
+            """
+            SELECT t AS token, count(u.user_id) AS rows, count(DISTINCT u.user_id) AS users
+            FROM unnest($1::text[]) AS t
+            LEFT JOIN user_logins u ON u.masked_ip = t OR u.masked_device_id = t
+            GROUP BY t
+            """, [.textArray(unique)])
+        {
+            byToken[try row.string("token")] = (try row.int("rows"), try row.int("users"))
+        }
+        let total = try await connection.query(
+            """
+            SELECT count(*) AS rows, count(DISTINCT user_id) AS users FROM user_logins
+            WHERE masked_ip = ANY($1::text[]) OR masked_device_id = ANY($1::text[])
+            """, [.textArray(unique)])[0]
+        return BlastRadius(byToken: byToken, rows: try total.int("rows"), users: try total.int("users"))
+    }
+
     /// Erases every token in `tokens` (each once), or with `dryRun` says what
     /// it would do. Throws for input that is not a token before anything happens.
     public static func forget(

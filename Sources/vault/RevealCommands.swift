@@ -197,33 +197,32 @@ struct Forget: ToolCommand {
             tokens = try await ValueTokens.tokens(of: try value.value(), field: value.field, minter: try session.minter()).map(\.token)
         }
         if let malformed = tokens.first(where: { Token.parse($0) == nil }) { throw RecoveryError.malformed(malformed) }
-        if !dryRun { try confirmation.confirm("This erases the originals behind \(tokens.count) token\(tokens.count == 1 ? "" : "s")") }
+        let given = try await VaultAdmin.Forget.blastRadius(of: tokens, on: session.connection)
+        if !dryRun {
+            try confirmation.confirm(
+                "This erases the originals behind \(tokens.count) token\(tokens.count == 1 ? "" : "s") (\(given.summary))")
+        }
         let minter = try session.minter()
         let reader = VaultReader(minter: minter, privateKey: passphrase.recoveryKeyring(keys, kms: session.kms).privateKey(version:))
         let erasures = try await VaultAdmin.Forget.forget(
             tokens, reason: reason.text, dryRun: dryRun, reader: reader, actor: session.actor,
             connection: session.connection)
         let erased = erasures.filter { $0.outcome == .erased }.count
+        let radius = try await VaultAdmin.Forget.blastRadius(of: erasures.map(\.token), on: session.connection)
         let unsuppressed = dryRun ? [] : erasures.filter { $0.outcome == .erased && $0.sameValueAs == nil && $0.suppressed != true }
         printSummary(
             json: output.json,
             [
-                "dry_run": dryRun, "erased": erased,
+                "dry_run": dryRun, "erased": erased, "rows": radius.rows, "users": radius.users,
                 "tokens": erasures.map {
                     [
                         "token": $0.token, "outcome": $0.outcome.rawValue, "audit_seq": $0.auditSequence ?? NSNull(),
                         "same_value_as": $0.sameValueAs ?? NSNull(), "suppressed": $0.suppressed ?? NSNull(),
+                        "rows": radius.byToken[$0.token]?.rows ?? 0, "users": radius.byToken[$0.token]?.users ?? 0,
                     ] as [String: Any]
                 },
             ],
-            text: erasures.map { erasure in
-                let verb =
-                    dryRun
-                    ? ["erased": "would erase", "already-erased": "already erased", "unknown": "not in the vault"]
-                    : ["erased": "erased", "already-erased": "already erased", "unknown": "not in the vault, nothing erased"]
-                let same = erasure.sameValueAs.map { " (the same value as \($0), under another key version)" } ?? ""
-                return "\(erasure.token)\t\(verb[erasure.outcome.rawValue]!)\(same)\(erasure.auditSequence.map { " (audit #\($0))" } ?? "")"
-            }.joined(separator: "\n"))
+            text: text(erasures, radius: radius))
         if !unsuppressed.isEmpty {
             FileHandle.standardError.write(
                 Data(
@@ -237,5 +236,19 @@ struct Forget: ToolCommand {
         if !dryRun, erasures.allSatisfy({ $0.outcome == .unknown }) {
             throw OperatorError("none of the tokens is in the vault; nothing was erased", exitCode: ExitStatus.failure)
         }
+    }
+
+    /// One line per token (what happened, how many rows and users carry it), then the totals.
+    private func text(_ erasures: [VaultAdmin.Forget.Erasure], radius: VaultAdmin.Forget.BlastRadius) -> String {
+        let verbs =
+            dryRun
+            ? ["erased": "would erase", "already-erased": "already erased", "unknown": "not in the vault"]
+            : ["erased": "erased", "already-erased": "already erased", "unknown": "not in the vault, nothing erased"]
+        let lines = erasures.map { erasure in
+            let same = erasure.sameValueAs.map { " (the same value as \($0), under another key version)" } ?? ""
+            let audit = erasure.auditSequence.map { " (audit #\($0))" } ?? ""
+            return "\(erasure.token)\t\(verbs[erasure.outcome.rawValue]!)\(same), \(radius.describe(erasure.token))\(audit)"
+        }
+        return (lines + ["in all: \(radius.summary)"]).joined(separator: "\n")
     }
 }

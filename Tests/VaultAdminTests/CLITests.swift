@@ -121,6 +121,36 @@ struct CLITests {
         #expect(!all.errors.contains("not shown"))
     }
 
+    @Test(
+        "forget states its blast radius: the rows and users a token is on (counts, never whose), in the dry run, the prompt and the result")
+    func forgetBlastRadius() async throws {
+        let body = { (user: String, ip: String, device: String) in
+            #"{"user_id": "\#(user)", "app_version": "1.0", "device_type": "ios", "ip": "\#(ip)", "locale": null, "device_id": "\#(device)"}"#
+        }
+        let harness = try await VaultHarness.make(bodies: [
+            body("alice", "10.8.0.1", "dev-a"), body("alice", "10.8.0.1", "dev-a"), body("bob", "10.8.0.1", "dev-b"),
+            body("carol", "10.8.0.2", "dev-c"),
+        ])
+        let shared = try #require(harness.originals.first { $0.value == "10.8.0.1" }?.key)
+        let dryRun = try await harness.vault(["forget", "--token", shared, "--dry-run", "--reason", "GDPR-3", "--json"])
+        #expect(dryRun.status == 0, "\(dryRun.errors)")
+        let summary = json(dryRun.output)
+        #expect(summary?["rows"] as? Int == 3 && summary?["users"] as? Int == 2)
+        let text = try await harness.vault(["forget", "--token", shared, "--dry-run", "--reason", "GDPR-3"])
+        #expect(text.output.contains("would erase, on 3 rows of 2 users"))
+        #expect(text.output.contains("in all: 3 rows of 2 users carry this token"))
+        #expect(!text.output.contains("alice") && !text.output.contains("bob"))
+        // The confirmation names it before anything happens (no terminal here: refused).
+        let prompt = try await runProgram(
+            "/usr/bin/setsid", ["--wait", try TestEnvironment.executable("vault"), "forget", "--token", shared, "--reason", "GDPR-3"],
+            environment: ["KEYS_DIR": harness.keys.store.directory, "DATABASE_URL": harness.databaseURL])
+        #expect(prompt.errors.contains("This erases the originals behind 1 token (3 rows of 2 users carry this token)"))
+        let device = try #require(harness.originals.first { $0.value == "dev-c" }?.key)
+        let done = try await harness.vault(["forget", "--token", device, "--yes", "--reason", "GDPR-4", "--json"])
+        #expect(json(done.output)?["rows"] as? Int == 1 && json(done.output)?["users"] as? Int == 1)
+        #expect(try await harness.scalar("SELECT count(*) FROM vault_entries WHERE erased_at IS NOT NULL") == 1)
+    }
+
     @Test("forget and retire ask on a terminal: refused without an answer, done with --yes")
     func confirmation() async throws {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 2))
