@@ -528,7 +528,7 @@ public enum BatchWriter {
         var writes = [Bool](repeating: false, count: claims.receipts.count)
         if hints.legacyReceipts == nil {
             hints.legacyReceipts = try connection.query(
-                "SELECT EXISTS (SELECT FROM ingest_receipts WHERE sent_day = DATE '\(Receipt.legacyDay)') AS kept"
+                "SELECT EXISTS (SELECT 1 FROM ingest_receipts WHERE sent_day = DATE '\(Receipt.legacyDay)') AS kept"
             )[0].bool("kept")
         }
         if !hints.receiptsMeetDuplicates, hints.legacyReceipts == false, loading == .copy {

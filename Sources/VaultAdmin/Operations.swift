@@ -288,10 +288,11 @@ public enum Forget {
         var byToken: [String: (rows: Int, users: Int)] = [:]
         for row in try await connection.query(
             """
-            SELECT t AS token, count(u.user_id) AS rows, count(DISTINCT u.user_id) AS users
-            FROM unnest($1::text[]) AS t
-            LEFT JOIN user_logins u ON u.masked_ip = t OR u.masked_device_id = t
-            GROUP BY t
+            SELECT token, count(*) AS rows, count(DISTINCT user_id) AS users
+            FROM (SELECT masked_ip AS token, user_id FROM user_logins WHERE masked_ip = ANY($1::text[])
+                  UNION ALL
+                  SELECT masked_device_id, user_id FROM user_logins WHERE masked_device_id = ANY($1::text[])) carried
+            GROUP BY token
             """, [.textArray(unique)])
         {
             byToken[try row.string("token")] = (try row.int("rows"), try row.int("users"))
@@ -301,6 +302,7 @@ public enum Forget {
             SELECT count(*) AS rows, count(DISTINCT user_id) AS users FROM user_logins
             WHERE masked_ip = ANY($1::text[]) OR masked_device_id = ANY($1::text[])
             """, [.textArray(unique)])[0]
+        for token in unique where byToken[token] == nil { byToken[token] = (0, 0) }
         return BlastRadius(byToken: byToken, rows: try total.int("rows"), users: try total.int("users"))
     }
 
