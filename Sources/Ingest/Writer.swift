@@ -128,7 +128,6 @@ final class Writer {
         if staleAttempt > 0 { health.waitingFor(nil) }
         knownTokens.insert(output.newTokens)
         knownTokens.insert(result.alreadyStoredTokens.map { .init(token: $0) })
-        hints.committed(result)
         // Known now: batches that wait on these tokens may go on.
         inFlight.release(output.newTokens, of: output.claim, committed: true)
         settled = true
@@ -183,8 +182,7 @@ final class Writer {
                 quarantined: first.quarantined.merging(second.quarantined, uniquingKeysWith: +),
                 vaultEntriesOffered: first.vaultEntriesOffered + second.vaultEntriesOffered,
                 alreadyStoredTokens: first.alreadyStoredTokens + second.alreadyStoredTokens,
-                suppressedEntries: first.suppressedEntries + second.suppressedEntries,
-                appVersions: first.appVersions.union(second.appVersions))
+                suppressedEntries: first.suppressedEntries + second.suppressedEntries)
         }
     }
 
@@ -196,8 +194,7 @@ final class Writer {
     ) async throws -> BatchResult {
         let versions = processor.keyVersions
         let hints = self.hints
-        try await connection.execute("BEGIN")
-        do {
+        return try await connection.suspendingTransaction { connection in
             var result = try await connection.perform { connection in
                 try BatchWriter.write(items, keys: versions, hints: hints, loading: loading, on: connection)
             }
@@ -224,11 +221,7 @@ final class Writer {
                     try VaultEntries.insertContended(entries, on: connection)
                 }
             }
-            try await connection.execute("COMMIT")
             return result
-        } catch {
-            if await connection.isHealthy { _ = try? await connection.execute("ROLLBACK") }
-            throw error
         }
     }
 

@@ -137,6 +137,20 @@ public actor PostgresConnection {
         }
     }
 
+    /// `transaction` for a body that also waits on other work between its
+    /// statements (it hops off the connection's thread while it waits).
+    public nonisolated func suspendingTransaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await execute("BEGIN")
+        do {
+            let value = try await body(self)
+            try await execute("COMMIT")
+            return value
+        } catch {
+            if await isHealthy { _ = try? await execute("ROLLBACK") }
+            throw error
+        }
+    }
+
     /// Runs several statements on the connection's thread, without a hop between them.
     public func perform<T: Sendable>(_ body: @Sendable (isolated PostgresConnection) throws -> T) throws -> T { try body(self) }
 

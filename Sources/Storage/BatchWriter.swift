@@ -80,9 +80,7 @@ public enum VaultEntries {
         _ entries: [VaultEntryRecord], loading: BatchWriter.Loading = .copy, on connection: isolated PostgresConnection
     ) throws -> [String] {
         guard !entries.isEmpty else { return [] }
-        let stored = try connection.query(
-            "SELECT token FROM vault_entries WHERE token = ANY($1::text[])", [.textArray(entries.map(\.token))], prepared: true
-        ).map { try $0.string("token") }
+        let stored = try storedTokens(among: entries, on: connection)
         var alreadyStored = stored
         var fresh = entries
         if !stored.isEmpty {
@@ -119,10 +117,7 @@ public enum VaultEntries {
                 return alreadyStored
             } catch let error as PostgresError where error.sqlState == "23505" || error.isRelayedCopyFailure {
                 try connection.execute("ROLLBACK TO SAVEPOINT vault_copy")
-                let nowStored = Set(
-                    try connection.query(
-                        "SELECT token FROM vault_entries WHERE token = ANY($1::text[])", [.textArray(fresh.map(\.token))], prepared: true
-                    ).map { try $0.string("token") })
+                let nowStored = Set(try storedTokens(among: fresh, on: connection))
                 guard !nowStored.isEmpty, attempt < 3 else { break }
                 alreadyStored += nowStored
                 fresh.removeAll { nowStored.contains($0.token) }
@@ -131,6 +126,13 @@ public enum VaultEntries {
         }
         try insertSkippingStored(fresh, on: connection)
         return alreadyStored
+    }
+
+    /// The tokens of `entries` the vault holds.
+    private static func storedTokens(among entries: [VaultEntryRecord], on connection: isolated PostgresConnection) throws -> [String] {
+        try connection.query(
+            "SELECT token FROM vault_entries WHERE token = ANY($1::text[])", [.textArray(entries.map(\.token))], prepared: true
+        ).map { try $0.string("token") }
     }
 
     /// Inserts entries another open batch may be storing: one statement
@@ -230,8 +232,6 @@ public struct BatchResult: Sendable {
     public var alreadyStoredTokens: [String]
     /// New values not stored because `vault forget` erased them (their rows are written).
     public let suppressedEntries: Int
-    /// The app version codes of the rows written (each stored in `app_versions`).
-    public let appVersions: Set<Int32>
     /// Entries left out because another open batch is storing their tokens
     /// (`VaultEntryRecord.contended`): the caller inserts, before it commits,
     /// those whose other batch did not commit (`VaultEntries.insertContended`).
@@ -239,7 +239,7 @@ public struct BatchResult: Sendable {
 
     public init(
         written: Set<[UInt8]>, loginRows: Int, quarantined: [String: Int], vaultEntriesOffered: Int, alreadyStoredTokens: [String] = [],
-        suppressedEntries: Int = 0, appVersions: Set<Int32> = [], contendedEntries: [VaultEntryRecord] = []
+        suppressedEntries: Int = 0, contendedEntries: [VaultEntryRecord] = []
     ) {
         self.written = written
         self.loginRows = loginRows
@@ -247,7 +247,6 @@ public struct BatchResult: Sendable {
         self.vaultEntriesOffered = vaultEntriesOffered
         self.alreadyStoredTokens = alreadyStoredTokens
         self.suppressedEntries = suppressedEntries
-        self.appVersions = appVersions
         self.contendedEntries = contendedEntries
     }
 }
@@ -287,10 +286,8 @@ public final class WriterHints: Sendable {
         set { state.withLock { $0.legacyReceipts = newValue } }
     }
 
-    func isStored(appVersion code: Int32) -> Bool { state.withLock { $0.storedAppVersions.contains(code) } }
-
-    /// After a commit: the app versions it stored are there for good.
-    public func committed(_ result: BatchResult) { stored(appVersions: result.appVersions) }
+    /// The app versions committed by this writer (`BatchWriter.storeAppVersions`).
+    var storedAppVersions: Set<Int32> { state.withLock { $0.storedAppVersions } }
 
     func stored(appVersions codes: some Sequence<Int32>) {
         state.withLock { $0.storedAppVersions.formUnion(codes) }
@@ -383,9 +380,10 @@ public enum BatchWriter {
     /// transaction before the batch's: two writers meeting on a new version
     /// then wait for each other only this long, not for a whole batch.
     public static func storeAppVersions(of items: [BatchItem], hints: WriterHints, on connection: PostgresConnection) async throws {
+        let stored = hints.storedAppVersions
         var versions: [Int32: String] = [:]
         for item in items {
-            if case .login(let row, _) = item.payload, !hints.isStored(appVersion: row.appVersion.code) {
+            if case .login(let row, _) = item.payload, !stored.contains(row.appVersion.code) {
                 versions[row.appVersion.code] = row.appVersion.canonical
             }
         }
@@ -410,8 +408,8 @@ public enum BatchWriter {
     /// newer than `keys`: key files rolled back, or not arrived yet.
     /// `hints` carries what the writer's earlier batches learned (whether any
     /// value is suppressed, whether messages come again, the app versions
-    /// stored), so that a batch skips round trips the database would only
-    /// confirm.
+    /// `storeAppVersions` committed), so that a batch skips round trips the
+    /// database would only confirm.
     public static func write(
         _ items: [BatchItem], keys: KeyVersions, hints: WriterHints = WriterHints(), loading: Loading = .copy,
         on connection: isolated PostgresConnection
@@ -494,12 +492,13 @@ public enum BatchWriter {
         let storedTokens = try VaultEntries.insert(entries.filter { !$0.contended }, loading: loading, on: connection)
         if logins.rowCount > 0 { try Table.logins.load(logins, loading, on: connection) }
         if quarantine.rowCount > 0 { try Table.quarantine.load(quarantine, loading, on: connection) }
-        let unstored = versions.filter { !hints.isStored(appVersion: $0.key) }
+        let stored = hints.storedAppVersions
+        let unstored = versions.filter { !stored.contains($0.key) }
         if !unstored.isEmpty { try insertAppVersions(unstored, on: connection) }
         return BatchResult(
             written: written, loginRows: logins.rowCount, quarantined: quarantinedByReason,
             vaultEntriesOffered: entries.count, alreadyStoredTokens: storedTokens, suppressedEntries: offered - entries.count,
-            appVersions: Set(versions.keys), contendedEntries: entries.filter(\.contended))
+            contendedEntries: entries.filter(\.contended))
     }
 
     /// Claims each message once, even against a concurrent consumer; returns,
