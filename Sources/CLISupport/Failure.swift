@@ -81,6 +81,9 @@ func classify(_ error: any Error) -> (String, Int32) {
         case .invalidCiphertext: return (error.description, ExitStatus.integrity)
         case .keyUnusable, .invalidRequest: return (error.description, ExitStatus.configuration)
         }
+    case let error as PostgresError where error.sqlState == "PSK08":
+        // The database's four-eyes checks refused: its message says why.
+        return ("refused by the database: \(error.message)", ExitStatus.permission)
     case let error as PostgresError where error.code == .insecureTransport:
         return (error.message, ExitStatus.configuration)
     case let error as PostgresError where error.code == .connectionFailed:

@@ -58,4 +58,10 @@ public enum ReceiptID {
     public static func file(line: Int, body: [UInt8]) throws -> [UInt8] {
         Array(try SHA256.hash(Array("file\u{0}\(line)\u{0}".utf8) + body).prefix(16))
     }
+
+    /// A quarantined message replayed (ReplayFile) is named by the one it
+    /// replays: replaying it twice claims the same receipt.
+    public static func replay(of original: [UInt8]) throws -> [UInt8] {
+        Array(try SHA256.hash(Array("replay\u{0}".utf8) + original).prefix(16))
+    }
 }

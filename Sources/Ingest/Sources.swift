@@ -2,6 +2,7 @@ import AWS
 import Foundation
 import Logging
 import Metrics
+import Pseudonymization
 import Synchronization
 
 /// How many messages may still be taken, for `--max-messages`.
@@ -163,14 +164,28 @@ struct FileSource {
         var chunk: [InboundMessage] = []
         var chunkBytes = 0
         chunk.reserveCapacity(256)
+        var replay = false
         while let line = try reader.next() {
             lineNumber += 1
             if line.length == 0 { continue }
+            if lineNumber == 1, line.bytes.elementsEqual(ReplayFile.header.utf8) {
+                replay = true
+                continue
+            }
             guard budget.reserve(1) == 1 else { break }
-            chunk.append(
-                InboundMessage(
-                    origin: .file, messageID: "line \(lineNumber)", receiptID: try ReceiptID.file(line: lineNumber, body: line.bytes),
-                    body: line.bytes, sentTimestamp: sentTimestamp, receiveCount: 1, byteCount: line.length))
+            // A replayed message keeps the identity and sent day derived from its quarantined original
+            // (a line that is not a replay line is taken as a body: validation quarantines it).
+            if replay, let replayed = ReplayFile.Line(line.bytes) {
+                chunk.append(
+                    InboundMessage(
+                        origin: .file, messageID: "line \(lineNumber)", receiptID: try ReceiptID.replay(of: replayed.receiptID),
+                        body: replayed.body, sentTimestamp: replayed.sentTimestamp, receiveCount: 1, byteCount: replayed.body.count))
+            } else {
+                chunk.append(
+                    InboundMessage(
+                        origin: .file, messageID: "line \(lineNumber)", receiptID: try ReceiptID.file(line: lineNumber, body: line.bytes),
+                        body: line.bytes, sentTimestamp: sentTimestamp, receiveCount: 1, byteCount: line.length))
+            }
             chunkBytes += line.bytes.count
             // Pushed in chunks for speed, but never more than a megabyte at once.
             if chunk.count == 256 || chunkBytes >= 1 << 20 {

@@ -524,6 +524,7 @@ public enum Schema {
                 GRANT SELECT ON quarantine TO pseudonymizer_rotation;
                 """),
         migration6,
+        migration7,
     ]
 
     /// Serializes audit appenders across processes so the chain never forks

@@ -14,16 +14,40 @@ enum AuditedReveal {
         /// The audit row of each input, in order.
         let sequences: [Int64]
         let entries: [String: SealedEntry]
+        /// For subject access, the row that names the user.
+        var userSequence: Int64? = nil
+        /// Set when the four-eyes policy refused: the rows say 'refused', nothing was released.
+        var refused = false
+
+        func requireAllowed(action: String, on connection: PostgresConnection) async throws {
+            guard refused else { return }
+            throw ApprovalError.refused(
+                policy: try await Approvals.policy(on: connection), auditSequence: userSequence ?? sequences.first)
+        }
+    }
+
+    /// Under whose authority values are revealed: the approved request, if
+    /// any, and for subject access the user whose tokens they are.
+    struct Scope: Sendable {
+        var request: Approvals.Request? = nil
+        var userID: String? = nil
+
+        static let none = Scope()
+
+        /// The reason on the rows: the request's, naming it, when there is one.
+        func reason(_ given: String) -> String { request?.auditReason ?? given }
     }
 
     /// At most this many tokens per transaction.
     static let chunkSize = 5_000
 
     static func reveal(
-        action: String, _ tokens: [String], reason: String, reader: VaultReader, actor: AuditActor, connection: PostgresConnection
+        action: String, _ tokens: [String], reason: String, scope: Scope = .none, reader: VaultReader, actor: AuditActor,
+        connection: PostgresConnection
     ) async throws -> Released {
         // The keys first: a wrong passphrase must fail before any row says "revealed".
         try await reader.unlockKeys(on: connection)
+        let reason = scope.reason(reason)
         return try await AuditLog.retryingChanges(on: connection) { connection in
             let head = try AuditLog.head(on: connection)
             let wellFormed = Array(Set(tokens.filter { Token.parse($0) != nil }))
@@ -51,7 +75,7 @@ enum AuditedReveal {
                 erased[entry.token] = entry.erasedAt != nil
                 if entry.erasedAt != nil { tombstones[entry.token] = entry }
             }
-            let records = tokens.map { token -> AuditRecord in
+            var records = tokens.map { token -> AuditRecord in
                 guard Token.parse(token) != nil else {
                     // It might be anything someone pasted, even an original: described, not recorded.
                     return AuditRecord(
@@ -61,15 +85,29 @@ enum AuditedReveal {
                 let outcome = erased[token].map { $0 ? "erased" : "revealed" } ?? "unknown"
                 return AuditRecord(action: action, subject: token, reason: reason, outcome: outcome)
             }
-            let entries = try AuditLog.prepare(records, after: head, actor: actor)
+            // Under the four-eyes policy without a request: the rows say 'refused', and nothing is released.
+            let refused =
+                try scope.request == nil && Approvals.needed(count: records.filter { $0.outcome == "revealed" }.count, on: connection)
+            if refused {
+                records = records.map {
+                    $0.outcome == "revealed" ? AuditRecord(action: action, subject: $0.subject, reason: reason, outcome: "refused") : $0
+                }
+            }
+            if let userID = scope.userID {
+                records.insert(
+                    AuditRecord(action: action, subject: "user:\(userID)", reason: reason, outcome: refused ? "refused" : "subject-access"),
+                    at: 0)
+            }
+            var entries = try AuditLog.prepare(records, after: head, actor: actor)
             var parameters = AuditLog.rowParameters(entries, actions: false)
             parameters.insert(.text(action), at: 2)
+            parameters += [scope.request.map { .int($0.id) } ?? .null, .optionalText(scope.userID)]
             var released = tombstones
             for row in try connection.query(
                 """
                 SELECT token, field, token_key_version, data_key_id, nonce, ciphertext, NULL::text AS erased_at, NULL::text AS erased_by,
                        recovery_key_version, wrapped_key
-                FROM vault_reveal($1, $2, $3, $4, $5, $6, $7, $8)
+                FROM vault_reveal($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                 """, parameters, prepared: true)
             {
                 let entry = try SealedEntry(row)
@@ -78,7 +116,9 @@ enum AuditedReveal {
             // The rows must really be there: a replaced vault_reveal that hands out
             // values without appending them is caught here, before anything is opened.
             try AuditLog.requireStored(entries.last!, on: connection)
-            return Released(sequences: entries.map(\.sequence), entries: released)
+            let userSequence = scope.userID == nil ? nil : entries.removeFirst().sequence
+            return Released(
+                sequences: entries.map(\.sequence), entries: refused ? [:] : released, userSequence: userSequence, refused: refused)
         }
     }
 
@@ -142,16 +182,21 @@ enum AuditedReveal {
     }
 
     /// Reveals and opens `tokens` in chunks: each chunk's audit rows commit before it is opened.
+    /// Throws `ApprovalError` when the four-eyes policy refused (after the refusal's rows committed).
     static func revealAndOpen(
-        action: String, _ tokens: [String], reason: String, reader: VaultReader, actor: AuditActor, connection: PostgresConnection
+        action: String, _ tokens: [String], reason: String, scope: Scope = .none, reader: VaultReader, actor: AuditActor,
+        connection: PostgresConnection
     ) async throws -> [(result: Result<RecoveredValue, RecoveryError>, auditSequence: Int64)] {
         var opened: [(result: Result<RecoveredValue, RecoveryError>, auditSequence: Int64)] = []
         opened.reserveCapacity(tokens.count)
         for start in stride(from: 0, to: tokens.count, by: chunkSize) {
             let chunk = Array(tokens[start..<min(start + chunkSize, tokens.count)])
-            let released = try await reveal(action: action, chunk, reason: reason, reader: reader, actor: actor, connection: connection)
+            let released = try await reveal(
+                action: action, chunk, reason: reason, scope: scope, reader: reader, actor: actor, connection: connection)
+            try await released.requireAllowed(action: action, on: connection)
             opened += try await open(
-                chunk, action: action, released: released, reader: reader, reason: reason, actor: actor, connection: connection)
+                chunk, action: action, released: released, reader: reader, reason: scope.reason(reason), actor: actor,
+                connection: connection)
         }
         return opened
     }
@@ -168,10 +213,12 @@ public enum Recovery {
     }
 
     public static func recover(
-        _ tokens: [String], reason: String, reader: VaultReader, actor: AuditActor, connection: PostgresConnection
+        _ tokens: [String], reason: String, request: Approvals.Request? = nil, reader: VaultReader, actor: AuditActor,
+        connection: PostgresConnection
     ) async throws -> [Outcome] {
         let opened = try await AuditedReveal.revealAndOpen(
-            action: "recover", tokens, reason: reason, reader: reader, actor: actor, connection: connection)
+            action: "recover", tokens, reason: reason, scope: .init(request: request), reader: reader, actor: actor,
+            connection: connection)
         return zip(tokens, opened).map { Outcome(token: $0, result: $1.result, auditSequence: $1.auditSequence) }
     }
 }
@@ -199,8 +246,8 @@ public enum Lookup {
     }
 
     public static func lookup(
-        _ value: String, field: PIIField, reason: String, minter: TokenMinter, reader: VaultReader, actor: AuditActor,
-        connection: PostgresConnection
+        _ value: String, field: PIIField, reason: String, request: Approvals.Request? = nil, minter: TokenMinter, reader: VaultReader,
+        actor: AuditActor, connection: PostgresConnection
     ) async throws -> Result {
         let keyring = minter.keyring
         let tokens = try await ValueTokens.tokens(of: value, field: field, minter: minter).map(\.token)
@@ -212,7 +259,8 @@ public enum Lookup {
             rows[try row.string("token")] = try row.int("n")
         }
         let opened = try await AuditedReveal.revealAndOpen(
-            action: "lookup", tokens, reason: reason, reader: reader, actor: actor, connection: connection)
+            action: "lookup", tokens, reason: reason, scope: .init(request: request), reader: reader, actor: actor,
+            connection: connection)
         var suppressed: Bool? = nil
         if minter.hasSuppressionKey {
             let canonical = field == .ip ? CanonicalIP.canonicalize(value) ?? value : value
@@ -306,10 +354,27 @@ public enum Forget {
         return BlastRadius(byToken: byToken, rows: try total.int("rows"), users: try total.int("users"))
     }
 
+    /// The tokens on `userID`'s rows, apart: those no other user's row carries,
+    /// and those shared, with how many other users carry each (never who).
+    public static func tokens(ofUser userID: String, on connection: PostgresConnection) async throws -> (
+        own: [String], shared: [(token: String, otherUsers: Int)]
+    ) {
+        let tokens = try await SubjectAccess.tokens(of: userID, on: connection)
+        let radius = try await blastRadius(of: tokens, on: connection)
+        var own: [String] = []
+        var shared: [(token: String, otherUsers: Int)] = []
+        for token in tokens {
+            let others = (radius.byToken[token]?.users ?? 1) - 1
+            if others > 0 { shared.append((token, others)) } else { own.append(token) }
+        }
+        return (own, shared)
+    }
+
     /// Erases every token in `tokens` (each once), or with `dryRun` says what
     /// it would do. Throws for input that is not a token before anything happens.
     public static func forget(
-        _ tokens: [String], reason: String, dryRun: Bool = false, reader: VaultReader, actor: AuditActor, connection: PostgresConnection
+        _ tokens: [String], reason: String, request: Approvals.Request? = nil, dryRun: Bool = false, reader: VaultReader,
+        actor: AuditActor, connection: PostgresConnection
     ) async throws -> [Erasure] {
         if let malformed = tokens.first(where: { Token.parse($0) == nil }) { throw RecoveryError.malformed(malformed) }
         var seen = Set<String>()
@@ -324,7 +389,9 @@ public enum Forget {
         // The values, to find them under every key version and to suppress them.
         let minter = reader.minter
         let opened = try await AuditedReveal.revealAndOpen(
-            action: "forget", unique, reason: reason, reader: reader, actor: actor, connection: connection)
+            action: "forget", unique, reason: reason, scope: .init(request: request), reader: reader, actor: actor,
+            connection: connection)
+        let reason = request?.auditReason ?? reason
         var sameValue: [String: String] = [:]
         var suppressions: [(tag: [UInt8], field: PIIField)] = []
         var suppressedTokens = Set<String>()
@@ -335,6 +402,8 @@ public enum Forget {
         for (token, value) in values {
             for key in minter.keyring.keys where key.version != value.tokenKeyVersion {
                 let other = try await minter.token(TokenRequest(field: value.field, value: value.value), version: key.version)
+                // Under a request, only what it names (the database refuses the rest).
+                guard request.map({ $0.scope.contains(other) }) ?? true else { continue }
                 if !seen.contains(other), sameValue[other] == nil { sameValue[other] = token }
             }
         }
@@ -359,9 +428,10 @@ public enum Forget {
                 }, after: head, actor: actor)
             // The rows' subjects are the tokens: the parameters are vault_forget's as they are, then the suppressions.
             try connection.query(
-                "SELECT vault_forget($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "SELECT vault_forget($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 AuditLog.rowParameters(entries, actions: false) + [
                     .byteArrays(suppressionTags.map(\.tag)), .textArray(suppressionTags.map(\.field.rawValue)),
+                    request.map { .int($0.id) } ?? .null,
                 ], prepared: true)
             try AuditLog.requireStored(entries.last!, on: connection)
             return zip(erasing, zip(outcomes, entries)).map { token, outcomeAndEntry in

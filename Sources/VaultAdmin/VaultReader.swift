@@ -173,7 +173,7 @@ public final class VaultReader {
     public func open(_ tokens: [String], entries: [String: SealedEntry], erasures: [String: ErasureProof]) async throws
         -> [Result<RecoveredValue, RecoveryError>]
     {
-        try await loadDataKeys(entries.values.filter { $0.erasedAt == nil })
+        try await loadDataKeys(entries.values.filter { $0.erasedAt == nil }.map { ($0.dataKeyID, $0.recoveryKeyVersion, $0.wrappedKey) })
         var results = tokens.map { token in Result { () throws(RecoveryError) in try decrypt(token, entries[token], erasures[token]) } }
         // Every opened value must produce its token again: one minting call per key version.
         var byVersion: [Int: [Int]] = [:]
@@ -241,6 +241,17 @@ public final class VaultReader {
             dataKeyID: entry.dataKeyID, recoveryKeyVersion: key.recoveryVersion)
     }
 
+    /// Opens quarantined bodies (AAD = receipt id ‖ data key id): nil for one
+    /// whose data key is not available or that does not open (altered).
+    func openQuarantined(_ sealed: [QuarantineReview.Sealed]) async throws -> [[UInt8]?] {
+        try await loadDataKeys(sealed.map { ($0.dataKeyID, $0.recoveryKeyVersion, $0.wrappedKey) })
+        return sealed.map { body in
+            guard let key = ciphers[body.dataKeyID] else { return nil }
+            return try? key.cipher.open(
+                body.sealedBody, nonce: body.nonce, aad: VaultAAD.quarantine(receiptID: body.receiptID, dataKeyID: body.dataKeyID))
+        }
+    }
+
     private func integrityFailure(_ token: String, _ why: String) -> RecoveryError {
         RecoveryError(kind: .integrity, token: token, message: "integrity check failed for token \(token): \(why); nothing was revealed")
     }
@@ -249,7 +260,7 @@ public final class VaultReader {
     /// left out: its entries then fail, each naming its token.
     /// (An entry may carry its data key's wrapped key or leave it to another
     /// entry under the same key.)
-    private func loadDataKeys(_ entries: [SealedEntry]) async throws {
+    private func loadDataKeys(_ entries: [(dataKeyID: String, recoveryKeyVersion: Int?, wrappedKey: [UInt8]?)]) async throws {
         for entry in entries where ciphers[entry.dataKeyID] == nil && unavailable[entry.dataKeyID] == nil {
             guard let version = entry.recoveryKeyVersion, let wrapped = entry.wrappedKey else { continue }
             let recoveryKey: X25519.PrivateKey

@@ -18,6 +18,8 @@ struct Audit: AsyncParsableCommand {
                   vault audit log --reason SAR-1                     everything done under ticket SAR-1
                   vault audit log --token ip_t1_… --action recover   who revealed this token, and when
                   vault audit log --actor alice --since 7d --json    one JSON object per line
+                  vault audit log --user-id 424cdd21-…               subject access, requests and erasures for a user
+                  vault audit log --action request --action approve  the four-eyes trail
                 When more rows match than --limit, standard error says how many were left out.
                 """)
 
@@ -28,6 +30,9 @@ struct Audit: AsyncParsableCommand {
 
         @Option(help: ArgumentHelp("Only rows about this token (their subject names it).", valueName: "token"))
         var token: String?
+
+        @Option(help: ArgumentHelp("Only rows about this user (subject access, requests and erasures by user).", valueName: "id"))
+        var userID: String?
 
         @Option(help: ArgumentHelp("Only rows whose reason contains this text, ignoring case (a ticket id).", valueName: "text"))
         var reason: String?
@@ -60,13 +65,14 @@ struct Audit: AsyncParsableCommand {
                 if let value, PointInTime.parse(value) == nil { throw ValidationError("\(name) \(value) is not \(PointInTime.help)") }
             }
             guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
+            if token != nil && userID != nil { throw ValidationError("give --token or --user-id, not both") }
         }
 
         func execute() async throws {
             let connection = try await connectDatabase(database)
             var filter = AuditLog.Filter()
             filter.actions = actions
-            filter.subject = token
+            filter.subject = token ?? userID.map { "user:\($0)" }
             filter.reason = reason
             filter.actor = actor
             filter.outcome = outcome

@@ -135,6 +135,11 @@ struct AuditedSession {
         return try TokenMinter(keyring: keyring, kms: try kms.client(for: keyring))
     }
 
+    /// Opens vault entries with the recovery private keys (asking for the passphrase when first needed).
+    func reader(_ keys: KeyOptions, _ passphrase: PassphraseOptions) throws -> VaultReader {
+        VaultReader(minter: try minter(), privateKey: passphrase.recoveryKeyring(keys, kms: kms).privateKey(version:))
+    }
+
     /// With `needsPrivateKeys`, a machine without the recovery private keys is
     /// told so first (before the database or the audit key).
     static func open(_ keys: KeyOptions, _ database: DatabaseOptions, needsPrivateKeys: Bool = false) async throws -> AuditedSession {

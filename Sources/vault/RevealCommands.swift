@@ -24,6 +24,7 @@ struct Recover: ToolCommand {
     var tokensFile: String?
 
     @OptionGroup var reason: ReasonOption
+    @OptionGroup var approval: RequestOptions
 
     @Flag(help: "Print JSON (one object per line).")
     var json = false
@@ -42,11 +43,18 @@ struct Recover: ToolCommand {
     func execute() async throws {
         let started = ContinuousClock.now
         let tokens = try token.map { [$0] } ?? readLines(tokensFile!, what: "tokens file")
-        let session = try await AuditedSession.open(keys, database, needsPrivateKeys: true)
+        let session = try await AuditedSession.open(keys, database, needsPrivateKeys: !approval.requestApproval)
+        if try await approval.fileIfAsked(
+            .recover, scope: tokens.filter { Token.parse($0) != nil }, reason: reason.text, session: session, json: json,
+            describe: "recover \(tokens.count) token\(tokens.count == 1 ? "" : "s")")
+        {
+            return
+        }
+        let request = try await approval.approved(for: .recover, reason: reason.text, on: session.connection)
         let keyring = passphrase.recoveryKeyring(keys, kms: session.kms)
         let reader = VaultReader(minter: try session.minter(), privateKey: keyring.privateKey(version:))
         let outcomes = try await Recovery.recover(
-            tokens, reason: reason.text, reader: reader, actor: session.actor,
+            tokens, reason: reason.text, request: request, reader: reader, actor: session.actor,
             connection: session.connection)
         for outcome in outcomes {
             if let line = render(outcome, single: token != nil) { print(line) }
@@ -112,6 +120,7 @@ struct Lookup: ToolCommand {
 
     @OptionGroup var value: ValueOptions
     @OptionGroup var reason: ReasonOption
+    @OptionGroup var approval: RequestOptions
 
     @Flag(help: "Print JSON.")
     var json = false
@@ -126,12 +135,19 @@ struct Lookup: ToolCommand {
 
     func execute() async throws {
         let text = try value.value()
-        let session = try await AuditedSession.open(keys, database, needsPrivateKeys: true)
+        let session = try await AuditedSession.open(keys, database, needsPrivateKeys: !approval.requestApproval)
         let minter = try session.minter()
-        let reader = VaultReader(minter: minter, privateKey: passphrase.recoveryKeyring(keys, kms: session.kms).privateKey(version:))
+        // The approver sees tokens only: the value's, under every key version.
+        if try await approval.fileIfAsked(
+            .lookup, scope: try await ValueTokens.tokens(of: text, field: value.field, minter: minter).map(\.token), reason: reason.text,
+            session: session, json: json, describe: "look up one \(value.field == .ip ? "IP address" : "device id")")
+        {
+            return
+        }
+        let request = try await approval.approved(for: .lookup, reason: reason.text, on: session.connection)
         let found = try await VaultAdmin.Lookup.lookup(
-            text, field: value.field, reason: reason.text, minter: minter, reader: reader, actor: session.actor,
-            connection: session.connection)
+            text, field: value.field, reason: reason.text, request: request, minter: minter, reader: try session.reader(keys, passphrase),
+            actor: session.actor, connection: session.connection)
         if json {
             print(
                 jsonLine([
@@ -168,8 +184,16 @@ struct Forget: ToolCommand {
     @Option(help: ArgumentHelp("A file of tokens, one per line, or - for standard input.", valueName: "file"), completion: .file())
     var tokensFile: String?
 
+    @Option(
+        help: ArgumentHelp("Erase the values only this user's rows carry (shared ones are kept unless --include-shared).", valueName: "id"))
+    var userID: String?
+
+    @Flag(help: "With --user-id: also erase values other users' rows carry (their rows lose them too).")
+    var includeShared = false
+
     @OptionGroup var value: ValueOptions
     @OptionGroup var reason: ReasonOption
+    @OptionGroup var approval: RequestOptions
 
     @Flag(help: "Only say what would be erased (nothing is changed or audited).")
     var dryRun = false
@@ -181,32 +205,58 @@ struct Forget: ToolCommand {
     @OptionGroup var passphrase: PassphraseOptions
 
     func validate() throws {
-        guard [token != nil, tokensFile != nil, value.given].filter({ $0 }).count == 1, value.count <= 1 else {
-            throw ValidationError("give exactly one of --token, --tokens-file, --ip, --device-id, --ip-file or --device-id-file")
+        guard [token != nil, tokensFile != nil, value.given, userID != nil].filter({ $0 }).count == 1, value.count <= 1 else {
+            throw ValidationError("give exactly one of --token, --tokens-file, --user-id, --ip, --device-id, --ip-file or --device-id-file")
         }
+        if includeShared && userID == nil { throw ValidationError("--include-shared goes with --user-id") }
     }
 
     func execute() async throws {
-        let session = try await AuditedSession.open(keys, database, needsPrivateKeys: !dryRun)
-        let tokens: [String]
+        let session = try await AuditedSession.open(keys, database, needsPrivateKeys: !dryRun && !approval.requestApproval)
+        var tokens: [String]
+        var kept: [(token: String, otherUsers: Int)] = []
         if let token {
             tokens = [token]
         } else if let tokensFile {
             tokens = try readLines(tokensFile, what: "tokens file")
+        } else if let userID {
+            let found = try await VaultAdmin.Forget.tokens(ofUser: userID, on: session.connection)
+            tokens = found.own + (includeShared ? found.shared.map(\.token) : [])
+            kept = includeShared ? [] : found.shared
+            guard !tokens.isEmpty || !kept.isEmpty else {
+                throw OperatorError("user \(userID) has no rows in user_logins; nothing to erase", exitCode: ExitStatus.failure)
+            }
         } else {
             tokens = try await ValueTokens.tokens(of: try value.value(), field: value.field, minter: try session.minter()).map(\.token)
         }
         if let malformed = tokens.first(where: { Token.parse($0) == nil }) { throw RecoveryError.malformed(malformed) }
+        for (token, others) in kept {
+            FileHandle.standardError.write(
+                Data(
+                    "vault: kept \(token): also on rows of \(others) other user\(others == 1 ? "" : "s") (--include-shared erases it too)\n"
+                        .utf8))
+        }
+        if try await approval.fileIfAsked(
+            .forget, scope: tokens, userID: userID, reason: reason.text, session: session, json: output.json,
+            describe: "erase \(tokens.count) token\(tokens.count == 1 ? "" : "s")\(userID.map { " of user \($0)" } ?? "")")
+        {
+            return
+        }
+        guard !tokens.isEmpty else {
+            throw OperatorError(
+                "every token of user \(userID ?? "") is shared with other users; nothing was erased (--include-shared erases them too)",
+                exitCode: ExitStatus.failure)
+        }
+        let request = dryRun ? nil : try await approval.approved(for: .forget, reason: reason.text, on: session.connection)
         let given = try await VaultAdmin.Forget.blastRadius(of: tokens, on: session.connection)
         if !dryRun {
             try confirmation.confirm(
                 "This erases the originals behind \(tokens.count) token\(tokens.count == 1 ? "" : "s") (\(given.summary))")
         }
         let minter = try session.minter()
-        let reader = VaultReader(minter: minter, privateKey: passphrase.recoveryKeyring(keys, kms: session.kms).privateKey(version:))
         let erasures = try await VaultAdmin.Forget.forget(
-            tokens, reason: reason.text, dryRun: dryRun, reader: reader, actor: session.actor,
-            connection: session.connection)
+            tokens, reason: reason.text, request: request, dryRun: dryRun, reader: try session.reader(keys, passphrase),
+            actor: session.actor, connection: session.connection)
         let erased = erasures.filter { $0.outcome == .erased }.count
         let radius = try await VaultAdmin.Forget.blastRadius(of: erasures.map(\.token), on: session.connection)
         let unsuppressed = dryRun ? [] : erasures.filter { $0.outcome == .erased && $0.sameValueAs == nil && $0.suppressed != true }
@@ -214,6 +264,7 @@ struct Forget: ToolCommand {
             json: output.json,
             [
                 "dry_run": dryRun, "erased": erased, "rows": radius.rows, "users": radius.users,
+                "kept_shared": kept.map { ["token": $0.token, "other_users": $0.otherUsers] as [String: Any] },
                 "tokens": erasures.map {
                     [
                         "token": $0.token, "outcome": $0.outcome.rawValue, "audit_seq": $0.auditSequence ?? NSNull(),
@@ -222,7 +273,7 @@ struct Forget: ToolCommand {
                     ] as [String: Any]
                 },
             ],
-            text: text(erasures, radius: radius))
+            text: text(erasures, radius: radius, kept: kept))
         if !unsuppressed.isEmpty {
             FileHandle.standardError.write(
                 Data(
@@ -239,7 +290,9 @@ struct Forget: ToolCommand {
     }
 
     /// One line per token (what happened, how many rows and users carry it), then the totals.
-    private func text(_ erasures: [VaultAdmin.Forget.Erasure], radius: VaultAdmin.Forget.BlastRadius) -> String {
+    private func text(
+        _ erasures: [VaultAdmin.Forget.Erasure], radius: VaultAdmin.Forget.BlastRadius, kept: [(token: String, otherUsers: Int)]
+    ) -> String {
         let verbs =
             dryRun
             ? ["erased": "would erase", "already-erased": "already erased", "unknown": "not in the vault"]
@@ -249,6 +302,9 @@ struct Forget: ToolCommand {
             let audit = erasure.auditSequence.map { " (audit #\($0))" } ?? ""
             return "\(erasure.token)\t\(verbs[erasure.outcome.rawValue]!)\(same), \(radius.describe(erasure.token))\(audit)"
         }
-        return (lines + ["in all: \(radius.summary)"]).joined(separator: "\n")
+        let keptLines = kept.map {
+            "\($0.token)\tkept: also on rows of \($0.otherUsers) other user\($0.otherUsers == 1 ? "" : "s") (--include-shared erases it)"
+        }
+        return (lines + keptLines + ["in all: \(radius.summary)"]).joined(separator: "\n")
     }
 }

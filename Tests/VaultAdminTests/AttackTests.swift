@@ -295,7 +295,7 @@ struct AttackTests {
                     [AuditRecord(action: "recover", subject: token, reason: "r", outcome: "unknown")], after: head, actor: actor)
                 var parameters = AuditLog.rowParameters(rows, actions: false)
                 parameters.insert(.text("recover"), at: 2)
-                return try connection.query("SELECT * FROM vault_reveal($1, $2, $3, $4, $5, $6, $7, $8)", parameters).count
+                return try connection.query("SELECT * FROM vault_reveal($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL)", parameters).count
             }
         } throws: { ($0 as? PostgresError)?.sqlState == "40001" }
 
@@ -320,7 +320,7 @@ struct AttackTests {
         let connection = try await harness.connect(as: role)
         for statement in [
             "UPDATE audit_log SET reason = 'x'", "DELETE FROM audit_log", "DELETE FROM user_logins",
-            "SELECT * FROM vault_reveal('a', 1, 'recover', '{}', '{}', '{}', '{}', '{}')",
+            "SELECT * FROM vault_reveal('a', 1, 'recover', '{}', '{}', '{}', '{}', '{}', NULL, NULL)",
         ] {
             await #expect {
                 try await connection.execute(statement)
@@ -436,7 +436,8 @@ struct ReplacedFunctionTests {
         try await owner.executeScript(
             """
             CREATE OR REPLACE FUNCTION vault_reveal(p_os_user text, p_mac_key_version integer, p_action text, p_subjects text[],
-                                                    p_reasons text[], p_outcomes text[], p_hashes bytea[], p_macs bytea[])
+                                                    p_reasons text[], p_outcomes text[], p_hashes bytea[], p_macs bytea[],
+                                                    p_request bigint, p_user_id text)
                 RETURNS TABLE (token text, field text, token_key_version integer, data_key_id text, nonce bytea, ciphertext bytea,
                                recovery_key_version integer, wrapped_key bytea)
                 LANGUAGE plpgsql SECURITY DEFINER AS $$
