@@ -14,7 +14,7 @@ public enum ExitStatus {
     public static let usage: Int32 = 64
     /// Data failed an integrity check: a vault entry or the audit chain was altered.
     public static let integrity: Int32 = 65
-    /// Access refused: wrong passphrase, insecure key file, no private key here.
+    /// Access refused: wrong passphrase, insecure key file, no private key here, the four-eyes policy.
     public static let permission: Int32 = 77
     /// Not finished (interrupted, or work left over): run it again; it resumes.
     public static let tempfail: Int32 = 75
@@ -25,7 +25,7 @@ public enum ExitStatus {
         Exit codes: 0 success; 1 runtime failure (database or queue unreachable, operation failed); \
         64 usage error; 65 integrity failure (tampered data, audit chain or key files); \
         75 not finished (interrupted, or work left over): run it again, it resumes; \
-        77 access refused (wrong passphrase, insecure key file, no private key here); \
+        77 access refused (wrong passphrase, insecure key file, no private key here, four-eyes policy); \
         78 configuration error (missing keys, bad URL or option).
         """
 }

@@ -169,14 +169,23 @@ struct Lookup: ToolCommand {
 
 struct Forget: ToolCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Erase originals (crypto-shredding): by token, by a file of tokens, or by value under every key version. Audited.",
+        abstract:
+            "Erase originals (crypto-shredding): by token, a file of tokens, a user, or a value under every key version. Audited.",
         discussion: """
             The tokens stay in user_logins; recovering one afterwards says when and by whom it was erased. \
             Each value is opened first (an audited reveal, so the recovery private key is needed) to erase it under \
             every tokenization key version in the key file and to record its suppression, so that ingest does not \
             store it again when it arrives again, under any later key. All the tokens are erased in one transaction \
-            with their audit rows. Asks for confirmation on the terminal unless --yes. 
-            """ + ValueOptions.argvWarning)
+            with their audit rows. Asks for confirmation on the terminal unless --yes. \
+            --user-id erases the values only that user's rows carry; a token other users' rows carry too is kept \
+            and named (with how many other users) unless --include-shared. 
+            """ + ValueOptions.argvWarning + """
+
+
+                Examples:
+                  vault forget --user-id 424cdd21-… --reason ERASE-4 --dry-run
+                  vault forget --token ip_t1_… --reason ERASE-5
+                """)
 
     @Option(help: ArgumentHelp("A token whose original to erase.", valueName: "token"))
     var token: String?
