@@ -39,6 +39,36 @@ extension Schema {
             -- The bulk policy counts a login's reveals of the last 24 hours.
             CREATE INDEX audit_log_reveals_idx ON audit_log (db_role, at) WHERE outcome = 'revealed';
 
+            -- Arrays as the functions read them: one dimension, from 1 (subscripts
+            -- and unnest must see the same elements).
+            CREATE FUNCTION array_is_plain(p anyarray) RETURNS boolean
+                LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, public, pg_temp AS $$
+                SELECT p IS NULL OR cardinality(p) = 0 OR (array_ndims(p) = 1 AND array_lower(p, 1) = 1)
+            $$;
+            CREATE FUNCTION audit_rows_require_plain(p_subjects text[], p_reasons text[], p_outcomes text[], p_hashes bytea[],
+                                                     p_macs bytea[]) RETURNS void
+                LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, public, pg_temp AS $$
+            BEGIN
+                IF NOT (array_is_plain(p_subjects) AND array_is_plain(p_reasons) AND array_is_plain(p_outcomes)
+                        AND array_is_plain(p_hashes) AND array_is_plain(p_macs)) THEN
+                    RAISE EXCEPTION 'audit row arrays have one dimension and start at 1' USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+            END $$;
+
+            -- Rows only the functions write are not appended directly: an erasure
+            -- (which the reveal functions believe), a request or an approval.
+            CREATE OR REPLACE FUNCTION audit_append(p_os_user text, p_mac_key_version integer, p_actions text[], p_subjects text[],
+                                                    p_reasons text[], p_outcomes text[], p_hashes bytea[], p_macs bytea[]) RETURNS bigint
+                LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+            BEGIN
+                IF EXISTS (SELECT FROM unnest(p_actions, p_outcomes) AS x(action, outcome)
+                           WHERE x.action IN ('request', 'approve') OR x.action IN ('forget', 'forget.carry') AND x.outcome = 'erased') THEN
+                    RAISE EXCEPTION 'erasures, requests and approvals are audited by the functions that make them, not appended'
+                        USING ERRCODE = 'insufficient_privilege';
+                END IF;
+                RETURN audit_insert(p_os_user, p_mac_key_version, p_actions, p_subjects, p_reasons, p_outcomes, p_hashes, p_macs);
+            END $$;
+
             -- What a request's audit row says of it: the action, the user, and the
             -- scope's size and SHA-256 (so the authenticated row pins the scope).
             CREATE FUNCTION access_request_subject(p_action text, p_scope text[], p_user_id text) RETURNS text
@@ -67,7 +97,7 @@ extension Schema {
                     RAISE EXCEPTION 'a request is for recover, lookup, forget or quarantine with a scope, or for subject with a user only'
                         USING ERRCODE = 'invalid_parameter_value';
                 END IF;
-                IF p_scope IS DISTINCT FROM ARRAY(SELECT DISTINCT s COLLATE "C" FROM unnest(p_scope) s ORDER BY 1) THEN
+                IF NOT array_is_plain(p_scope) OR p_scope IS DISTINCT FROM ARRAY(SELECT DISTINCT s COLLATE "C" FROM unnest(p_scope) s ORDER BY 1) THEN
                     RAISE EXCEPTION 'a request''s scope is sorted and has no repeats' USING ERRCODE = 'invalid_parameter_value';
                 END IF;
                 IF p_reason LIKE '%[request #%' THEN
@@ -98,7 +128,7 @@ extension Schema {
                 expected := CASE WHEN r.id IS NULL THEN 'unknown-request'
                                  WHEN r.requested_by = session_user THEN 'self-approval'
                                  WHEN r.approved_by IS NOT NULL THEN 'already-approved'
-                                 WHEN r.expires_at <= now() THEN 'expired'
+                                 WHEN r.expires_at <= clock_timestamp() THEN 'expired'
                                  ELSE 'approved' END;
                 IF p_outcome IS DISTINCT FROM expected OR p_reason IS DISTINCT FROM coalesce(r.reason, 'unknown request') THEN
                     RAISE EXCEPTION 'the request changed while the audit row was prepared; retry' USING ERRCODE = 'serialization_failure';
@@ -124,7 +154,7 @@ extension Schema {
                 ELSIF r.approved_by IS NULL THEN
                     RAISE EXCEPTION 'request #% is not approved yet: another compliance login runs vault approve %', p_request, p_request
                         USING ERRCODE = 'PSK08';
-                ELSIF r.expires_at <= now() THEN
+                ELSIF r.expires_at <= clock_timestamp() THEN
                     RAISE EXCEPTION 'request #% expired at %: ask again', p_request, r.expires_at USING ERRCODE = 'PSK08';
                 ELSIF r.used_at IS NOT NULL THEN
                     RAISE EXCEPTION 'request #% was used at %: ask again', p_request, r.used_at USING ERRCODE = 'PSK08';
@@ -153,6 +183,12 @@ extension Schema {
                                     WHERE x.outcome = 'refused' AND x.subject NOT LIKE 'user:%');
                 needed boolean;
             BEGIN
+                -- Under the chain lock, reading committed rows: two sessions of one
+                -- login cannot both count the other's reveals out.
+                PERFORM pg_advisory_xact_lock(\(auditChainLock));
+                IF current_setting('transaction_isolation') <> 'read committed' THEN
+                    RAISE EXCEPTION 'reveals run at READ COMMITTED isolation' USING ERRCODE = 'invalid_transaction_state';
+                END IF;
                 SELECT * INTO policy FROM approval_policy;
                 IF p_request IS NOT NULL THEN
                     r := access_request_require(p_request, kind, p_reasons);
@@ -164,8 +200,10 @@ extension Schema {
                                                         WHERE x.outcome <> 'malformed-token' AND NOT x.subject = ANY(r.scope)) THEN
                         RAISE EXCEPTION 'request #% does not cover this: only what it names, as approved', p_request USING ERRCODE = 'PSK08';
                     END IF;
-                    -- Once: no subject twice under one request.
-                    IF EXISTS (SELECT FROM audit_log a WHERE a.seq > p_request AND a.action = p_action
+                    -- Once: no subject twice under one request, by any of its actions.
+                    IF EXISTS (SELECT FROM audit_log a WHERE a.seq > p_request
+                               AND a.action = ANY(CASE WHEN kind = 'quarantine' THEN ARRAY['quarantine-show', 'quarantine-replay']
+                                                       ELSE ARRAY[p_action] END)
                                AND a.reason = r.reason || access_request_suffix(p_request)
                                AND a.outcome IN ('revealed', 'subject-access') AND a.subject = ANY(p_subjects)) THEN
                         RAISE EXCEPTION 'request #% was used for this already: ask again', p_request USING ERRCODE = 'PSK08';
@@ -217,6 +255,7 @@ extension Schema {
                 IF p_action IS NULL OR p_action NOT IN ('recover', 'lookup', 'forget', 'subject') THEN
                     RAISE EXCEPTION 'vault_reveal is for recover, lookup, forget and subject only' USING ERRCODE = 'invalid_parameter_value';
                 END IF;
+                PERFORM audit_rows_require_plain(p_subjects, p_reasons, p_outcomes, p_hashes, p_macs);
                 IF p_action = 'subject' THEN
                     IF p_user_id IS NULL OR p_subjects[1] IS DISTINCT FROM 'user:' || p_user_id
                        OR p_outcomes[1] NOT IN ('subject-access', 'refused') THEN
@@ -259,7 +298,8 @@ extension Schema {
                     FROM unnest(p_subjects, p_outcomes) AS r(subject, outcome)
                     JOIN vault_entries v ON v.token = r.subject
                     LEFT JOIN data_keys d ON d.id = v.data_key_id
-                    WHERE r.outcome = 'revealed' AND v.erased_at IS NULL AND NOT v.token = ANY(named);
+                    WHERE r.outcome = 'revealed' AND v.erased_at IS NULL AND NOT v.token = ANY(named)
+                      AND (p_action <> 'subject' OR v.token = ANY(carried));
             END $$;
 
             -- vault_forget under the policy: with 'always' (or 'bulk' and more
@@ -279,6 +319,12 @@ extension Schema {
                 r access_requests;
                 erasing integer := (SELECT count(*) FROM unnest(p_outcomes) o WHERE o = 'erased');
             BEGIN
+                PERFORM audit_rows_require_plain(p_tokens, p_reasons, p_outcomes, p_hashes, p_macs);
+                -- A suppression per value erased at most (each keeps that value out for good).
+                IF NOT (array_is_plain(p_suppressions) AND array_is_plain(p_suppression_fields))
+                   OR coalesce(cardinality(p_suppressions), 0) > erasing THEN
+                    RAISE EXCEPTION 'at most one suppression per value erased' USING ERRCODE = 'invalid_parameter_value';
+                END IF;
                 IF p_request IS NOT NULL THEN
                     r := access_request_require(p_request, 'forget', p_reasons);
                     IF NOT p_tokens <@ r.scope THEN
@@ -310,6 +356,7 @@ extension Schema {
                 IF p_action IS NULL OR p_action NOT IN ('quarantine-show', 'quarantine-replay') THEN
                     RAISE EXCEPTION 'quarantine_reveal is for quarantine-show and quarantine-replay only' USING ERRCODE = 'invalid_parameter_value';
                 END IF;
+                PERFORM audit_rows_require_plain(p_subjects, p_reasons, p_outcomes, p_hashes, p_macs);
                 IF EXISTS (SELECT FROM unnest(p_subjects) s WHERE s !~ '^quarantine:[0-9a-f]{32}$') THEN
                     RAISE EXCEPTION 'a quarantined message is named quarantine:<32 hex digits of its receipt id>'
                         USING ERRCODE = 'invalid_parameter_value';
@@ -335,6 +382,7 @@ extension Schema {
             END $$;
 
             REVOKE ALL ON FUNCTION access_request_subject(text, text[], text), access_request_suffix(bigint),
+                audit_rows_require_plain(text[], text[], text[], bytea[], bytea[]),
                 vault_request(text, integer, text, text[], text, text, bytea, bytea),
                 vault_approve(text, integer, bigint, text, text, bytea, bytea), access_request_require(bigint, text, text[]),
                 access_check(text, bigint, text, text[], text[], text[]), approval_needed(integer),

@@ -107,7 +107,7 @@ public enum Approvals {
                 """
                 SELECT reason, CASE WHEN requested_by = session_user THEN 'self-approval'
                                     WHEN approved_by IS NOT NULL THEN 'already-approved'
-                                    WHEN expires_at <= now() THEN 'expired' ELSE 'approved' END AS outcome
+                                    WHEN expires_at <= clock_timestamp() THEN 'expired' ELSE 'approved' END AS outcome
                 FROM access_requests WHERE id = $1
                 """, [.int(id)])
             let reason = try found.first?.string("reason") ?? "unknown request"

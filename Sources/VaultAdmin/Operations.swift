@@ -152,7 +152,13 @@ enum AuditedReveal {
                     message:
                         "the value behind token \(tokens[index]) was erased by vault forget (its suppression is recorded); this entry was made afterwards and is not shown"
                 ))
-            failed.append((index, AuditRecord(action: action, subject: tokens[index], reason: reason, outcome: "erased")))
+            // (For forget: already erased. An erasure row is vault_forget's alone to write.)
+            failed.append(
+                (
+                    index,
+                    AuditRecord(
+                        action: action, subject: tokens[index], reason: reason, outcome: action == "forget" ? "already-erased" : "erased")
+                ))
         }
         var sequences = released.sequences
         if !failed.isEmpty {

@@ -3,6 +3,7 @@ import Postgres
 import Storage
 import TestSupport
 import Testing
+import VaultCrypto
 
 /// Compliance work as officers are handed it: requests about people, under
 /// four-eyes approval, and quarantined messages to review.
@@ -118,7 +119,7 @@ struct ComplianceTests {
         let bob = try await harness.vault(["recover", "--token", shared, "--reason", "ERASE-1-check"])
         #expect(bob.status == 0 && bob.output == "10.9.0.1\n")
         let alice = try await harness.vault(["recover", "--token", try token(harness, of: "10.9.0.2"), "--reason", "ERASE-1-check"])
-        #expect(alice.status == 1 && alice.errors.contains("erased"))
+        #expect(alice.status == 66 && alice.errors.contains("erased"))
     }
 
     @Test(
@@ -206,6 +207,132 @@ struct ComplianceTests {
         #expect(
             try await harness.scalar("SELECT count(*) FROM access_requests WHERE id = $1 AND used_at IS NOT NULL", [.int(eraseID)]) == 1)
         #expect(try await harness.vault(["audit", "verify"]).status == 0)
+    }
+
+    /// Audit rows for `vault_reveal` as `role` would prepare them, as raw parameters ($1…$10).
+    func revealParameters(
+        on connection: isolated PostgresConnection, actor: AuditActor, action: String, subjects: [String], outcomes: [String],
+        reason: String, request: Int64?, userID: String?
+    ) throws -> [PostgresValue] {
+        let rows = try AuditLog.prepare(
+            zip(subjects, outcomes).map { AuditRecord(action: action, subject: $0, reason: reason, outcome: $1) },
+            after: try AuditLog.head(on: connection), actor: actor)
+        var parameters = AuditLog.rowParameters(rows, actions: false)
+        parameters.insert(.text(action), at: 2)
+        return parameters + [request.map { .int($0) } ?? .null, .optionalText(userID)]
+    }
+
+    @Test(
+        "a compliance login's raw calls: arrays that do not start at 1, appended erasure rows, surplus suppressions, an expired request in an old transaction, a second session racing the bulk allowance, another isolation level: all refused"
+    )
+    func rawCallsRefused() async throws {
+        let harness = try await VaultHarness.make(bodies: Self.people)
+        let requester = try await harness.loginRole(in: "pseudonymizer_vault")
+        let approver = try await harness.loginRole(in: "pseudonymizer_vault")
+        let actor = try AuditActor.current(store: harness.keys.store)
+        let owner = try await harness.connect()
+        let carols = try token(harness, of: "10.9.0.3")
+        let asked = try await harness.vault(
+            ["subject", "--user-id", "alice", "--reason", "SAR-8", "--request-approval", "--json"], user: requester)
+        let id = Int64(try #require(json(asked.output)?["request"] as? Int))
+        #expect(try await harness.vault(["approve", "\(id)", "--yes"], user: approver).status == 0)
+        let connection = try await harness.connect(as: requester)
+
+        // Arrays from 0: subscripts would see alice's row first while unnest hands out carol's token.
+        await #expect {
+            try await connection.transaction { connection in
+                var parameters = try revealParameters(
+                    on: connection, actor: actor, action: "subject", subjects: [carols, "user:alice"],
+                    outcomes: ["revealed", "subject-access"], reason: "SAR-8 [request #\(id)]", request: id, userID: "alice")
+                for index in 3...7 {
+                    guard case .textArray(let values) = parameters[index] else {
+                        guard case .byteArrays(let values) = parameters[index] else { continue }
+                        parameters[index] = .text("[0:1]={" + values.map { "\"\\\\x\(Hex.encode($0!))\"" }.joined(separator: ",") + "}")
+                        continue
+                    }
+                    parameters[index] = .text("[0:1]={" + values.map { "\"\($0!)\"" }.joined(separator: ",") + "}")
+                }
+                return try connection.query(
+                    "SELECT * FROM vault_reveal($1, $2, $3, $4::text[], $5::text[], $6::text[], $7::bytea[], $8::bytea[], $9, $10)",
+                    parameters
+                ).count
+            }
+        } throws: { ($0 as? PostgresError)?.message.contains("one dimension and start at 1") == true }
+
+        // An erasure row appended directly would make a value unrevealable without an erasure.
+        await #expect {
+            try await connection.transaction { connection in
+                try AuditLog.append(
+                    [AuditRecord(action: "forget", subject: carols, reason: "no request", outcome: "erased")], actor: actor, on: connection)
+            }
+        } throws: { ($0 as? PostgresError)?.sqlState == "42501" }
+
+        // Suppressions beyond the values erased (here none: the token is unknown).
+        await #expect {
+            try await connection.transaction { connection in
+                let rows = try AuditLog.prepare(
+                    [AuditRecord(action: "forget", subject: "ip_t1_" + String(repeating: "A", count: 43), reason: "x", outcome: "unknown")],
+                    after: try AuditLog.head(on: connection), actor: actor)
+                try connection.query(
+                    "SELECT vault_forget($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
+                    AuditLog.rowParameters(rows, actions: false) + [
+                        .byteArrays([[UInt8](repeating: 7, count: 32)]), .textArray(["ip"]),
+                    ])
+            }
+        } throws: { ($0 as? PostgresError)?.message.contains("at most one suppression per value erased") == true }
+
+        // A request that expires while an old transaction is open is expired in it.
+        try await owner.execute("UPDATE access_requests SET expires_at = clock_timestamp() + interval '1 second' WHERE id = $1", [.int(id)])
+        await #expect {
+            try await connection.transaction { connection in
+                _ = try connection.query("SELECT 1")
+                Thread.sleep(forTimeInterval: 1.5)
+                let parameters = try revealParameters(
+                    on: connection, actor: actor, action: "subject", subjects: ["user:alice"], outcomes: ["subject-access"],
+                    reason: "SAR-8 [request #\(id)]", request: id, userID: "alice")
+                return try connection.query("SELECT * FROM vault_reveal($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", parameters).count
+            }
+        } throws: { ($0 as? PostgresError)?.message.contains("expired") == true }
+
+        // Bulk: a second session of the same login waits for the first and counts what it revealed.
+        try await owner.execute("UPDATE approval_policy SET mode = 'bulk', bulk_tokens = 1")
+        let first = try token(harness, of: "10.9.0.1")
+        let second = try token(harness, of: "dev-c")
+        let other = try await harness.connect(as: requester)
+        let (revealed, racing) = try await connection.transaction { connection -> (Int, Task<Int, any Error>) in
+            let parameters = try revealParameters(
+                on: connection, actor: actor, action: "recover", subjects: [first], outcomes: ["revealed"], reason: "B-2", request: nil,
+                userID: nil)
+            let count = try connection.query("SELECT * FROM vault_reveal($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", parameters).count
+            // The other session, which saw nothing of this one yet, claims a reveal too; it waits for the chain lock.
+            let racing = Task {
+                try await other.transaction { other in
+                    let rows = try AuditLog.prepare(
+                        [AuditRecord(action: "recover", subject: second, reason: "B-2", outcome: "revealed")],
+                        after: AuditLog.Head(sequence: 0, hash: AuditLog.genesis, at: "", databaseRole: requester), actor: actor)
+                    var parameters = AuditLog.rowParameters(rows, actions: false)
+                    parameters.insert(.text("recover"), at: 2)
+                    return try other.query("SELECT * FROM vault_reveal($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL)", parameters).count
+                }
+            }
+            Thread.sleep(forTimeInterval: 0.5)
+            return (count, racing)
+        }
+        #expect(revealed == 1)
+        // Counted after the first committed: over the allowance, so its 'revealed' rows are refused.
+        await #expect {
+            _ = try await racing.value
+        } throws: { ($0 as? PostgresError)?.sqlState == "40001" }
+        // Another isolation level would count with an old snapshot: refused.
+        await #expect {
+            try await other.transaction { other in
+                _ = try other.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                let parameters = try revealParameters(
+                    on: other, actor: actor, action: "recover", subjects: [second], outcomes: ["refused"], reason: "B-3", request: nil,
+                    userID: nil)
+                return try other.query("SELECT * FROM vault_reveal($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", parameters).count
+            }
+        } throws: { ($0 as? PostgresError)?.sqlState == "25000" }
     }
 
     @Test("bulk policy: a login's reveals over the day's allowance need a request, however they are split")
