@@ -1,5 +1,6 @@
 public import ArgumentParser
 import Foundation
+import Postgres
 
 /// A subcommand of `ingest` or `vault`. Its failures all end the same way
 /// (`ToolMain.fail`): an error found after parsing is still a usage error of
@@ -8,12 +9,23 @@ import Foundation
 public protocol ToolCommand: AsyncParsableCommand {
     /// The command's work.
     func execute() async throws
+
+    /// A job that resumes where it stopped when run again: losing the
+    /// database midway is "not finished, run it again" (75), not a failure.
+    static var resumesWhenRunAgain: Bool { get }
 }
 
 extension ToolCommand {
+    public static var resumesWhenRunAgain: Bool { false }
+
     public func run() async throws {
         do {
             try await execute()
+        } catch let error as PostgresError where Self.resumesWhenRunAgain && error.isTransient {
+            ToolMain.fail(
+                OperatorError(
+                    "PostgreSQL went away before the job finished (\(error.message)); what it did is kept: run it again when the database is back, it resumes",
+                    exitCode: ExitStatus.tempfail), command: Self.self)
         } catch {
             ToolMain.fail(error, command: Self.self)
         }
@@ -31,8 +43,15 @@ public enum ToolMain {
 
     /// Parses and runs `root`'s command line, like ArgumentParser's own `main`,
     /// but with the failure reporting above for parse errors too.
-    public static func main(_ root: any AsyncParsableCommand.Type) async {
+    public static func main(_ root: any AsyncParsableCommand.Type, manual: ManualPage) async {
         Self.root = root
+        if Array(CommandLine.arguments.dropFirst()) == ["--generate-manual"] {
+            print(manual.render(root, version: BuildInfo.description), terminator: "")
+            Foundation.exit(ExitStatus.success)
+        }
+        if let (command, message) = ArgumentCheck.problem(in: Array(CommandLine.arguments.dropFirst()), root: root) {
+            fail(ValidationError(message), command: command)
+        }
         do {
             var command = try await root.asyncParseAsRoot(nil)
             if var command = command as? any AsyncParsableCommand {

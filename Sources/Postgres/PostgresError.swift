@@ -19,6 +19,8 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
         public static let copyFailed = Code("COPY failed")
         /// The server answered in a way the client did not expect.
         public static let unexpectedResult = Code("unexpected result")
+        /// The database URL or conninfo cannot be parsed.
+        public static let invalidConninfo = Code("invalid database URL")
         /// The connection would leave the machine unencrypted.
         public static let insecureTransport = Code("insecure transport")
 

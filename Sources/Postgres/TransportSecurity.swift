@@ -38,7 +38,10 @@ public struct TransportSecurity: Sendable, Equatable {
             guard let parsed = PQconninfoParse(conninfo, &error) else {
                 let message = error.map { String(cString: $0).trimmingCharacters(in: .whitespacesAndNewlines) } ?? "unparseable"
                 if let error { PQfreemem(error) }
-                throw PostgresError(.connectionFailed, "the database URL or conninfo is invalid: \(message)")
+                throw PostgresError(
+                    .invalidConninfo,
+                    "the database URL or conninfo is invalid: \(message); fix DATABASE_URL (postgresql://user@host:port/database) or --database-url"
+                )
             }
             defer { PQconninfoFree(parsed) }
             options = values(of: parsed)

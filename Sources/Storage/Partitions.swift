@@ -40,17 +40,25 @@ public enum Partitions {
     /// Creates partitions ahead and drops those past retention. Idempotent, and
     /// safe while ingest writes: creation takes SHARE UPDATE EXCLUSIVE on a
     /// parent (no conflict with writers); a drop waits at most `lockTimeout`
-    /// for the writers' transactions (it is retried, then reported).
+    /// for the writers' transactions (it is retried, then reported). With
+    /// `dryRun`, changes nothing and reports what it would do.
     public static func maintain(
-        policy: Policy, auditActor: AuditActor?, lockTimeout: String = "5s", on connection: PostgresConnection
+        policy: Policy, auditActor: AuditActor?, dryRun: Bool = false, lockTimeout: String = "5s", on connection: PostgresConnection
     ) async throws -> Report {
         var report = Report()
         try await connection.execute("SELECT set_config('lock_timeout', $1, false)", [.text(lockTimeout)])
         let dropWait = try DropWait(lockTimeout: lockTimeout, onCitus: try await Distribution.isDistributed(on: connection))
         // The days ingest may write receipts for: back to the retention, ahead as far as partitions are made.
-        try await connection.execute(
-            "UPDATE partition_policy SET receipts_retention_days = $1, days_ahead = greatest($2, 1)",
-            [.int(policy.receiptsRetentionDays), .int(policy.daysAhead)])
+        if !dryRun {
+            try await connection.execute(
+                "UPDATE partition_policy SET receipts_retention_days = $1, days_ahead = greatest($2, 1)",
+                [.int(policy.receiptsRetentionDays), .int(policy.daysAhead)])
+        }
+        // A dry run lists the partitions missing; a run makes them.
+        let make =
+            dryRun
+            ? "NOT EXISTS (SELECT FROM partition_ranges($1::regclass) r WHERE r.lower < stop AND r.upper > start)"
+            : "partition_ensure($1::regclass, start, stop, name)"
         let loginsPartitioned = try await isPartitioned(logins, on: connection)
 
         for (table, unit, ahead) in [(receipts, "day", policy.daysAhead), (quarantine, "day", policy.daysAhead)]
@@ -65,7 +73,7 @@ public enum Partitions {
                         FROM generate_series(date_trunc($2, now() AT TIME ZONE 'UTC'),
                                              date_trunc($2, now() AT TIME ZONE 'UTC') + ($3 || ' ' || $2)::interval,
                                              ('1 ' || $2)::interval) AS start) wanted
-                    WHERE partition_ensure($1::regclass, start, stop, name)
+                    WHERE \(make)
                     """, [.text(table), .text(unit), .int(ahead)])
             }
             report.created += try created.map { try $0.string("name") }
@@ -81,7 +89,7 @@ public enum Partitions {
                     """, [.int(policy.receiptsRetentionDays)])
                 guard try newest.first?.bool("expired") == true else { continue }
             }
-            try await drop(partition.name, waiting: dropWait, on: connection)
+            if !dryRun { try await drop(partition.name, waiting: dropWait, on: connection) }
             report.dropped.append(partition.name)
         }
 
@@ -92,6 +100,7 @@ public enum Partitions {
                     let count = try connection.query("SELECT count(*) AS n FROM \(partition.name)")[0].int("n")
                     if count > 0 {
                         guard let auditActor else { return nil }
+                        guard !dryRun else { return count }
                         try AuditLog.append(
                             [
                                 AuditRecord(
@@ -100,7 +109,7 @@ public enum Partitions {
                                     outcome: "dropped \(count) messages")
                             ], actor: auditActor, on: connection)
                     }
-                    try connection.execute("DROP TABLE \(partition.name)")
+                    if !dryRun { try connection.execute("DROP TABLE \(partition.name)") }
                     return count
                 }
             }
@@ -115,10 +124,10 @@ public enum Partitions {
         if loginsPartitioned, let months = policy.loginsRetentionMonths {
             let old = try await expired(logins, cutoff: "date_trunc('month', today)::date - interval '\(months) months'", on: connection)
             for partition in old {
-                try await drop(partition.name, waiting: dropWait, on: connection)
+                if !dryRun { try await drop(partition.name, waiting: dropWait, on: connection) }
                 report.dropped.append(partition.name)
             }
-            if !old.isEmpty { report.unreferencedVaultEntries = try await unreferencedVaultEntries(on: connection) }
+            if !old.isEmpty && !dryRun { report.unreferencedVaultEntries = try await unreferencedVaultEntries(on: connection) }
         }
         return report
     }

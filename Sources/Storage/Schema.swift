@@ -583,6 +583,15 @@ public enum Schema {
         }
     }
 
+    /// The migrations `migrate` would apply now, in order.
+    public static func pending(_ connection: PostgresConnection) async throws -> [Migration] {
+        let exists = try await connection.query("SELECT to_regclass('schema_migrations') IS NOT NULL AS present")
+        let applied =
+            try exists.first?.bool("present") == true
+            ? Set(try await connection.query("SELECT version FROM schema_migrations").map { try $0.int("version") }) : []
+        return migrations.filter { !applied.contains($0.version) }.sorted { $0.version < $1.version }
+    }
+
     /// The highest applied migration, or 0 on an empty database.
     public static func currentVersion(_ connection: PostgresConnection) async throws -> Int {
         let exists = try await connection.query("SELECT to_regclass('schema_migrations') IS NOT NULL AS present")

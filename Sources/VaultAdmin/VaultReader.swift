@@ -173,7 +173,11 @@ public final class VaultReader {
     public func open(_ tokens: [String], entries: [String: SealedEntry], erasures: [String: ErasureProof]) async throws
         -> [Result<RecoveredValue, RecoveryError>]
     {
-        try await loadDataKeys(entries.values.filter { $0.erasedAt == nil }.map { ($0.dataKeyID, $0.recoveryKeyVersion, $0.wrappedKey) })
+        // The keys live entries need; a wrapped key may come on any row of its
+        // data key, a tombstone's included (retokenize sends it once per key).
+        let needed = Set(entries.values.filter { $0.erasedAt == nil }.map(\.dataKeyID))
+        try await loadDataKeys(
+            entries.values.filter { needed.contains($0.dataKeyID) }.map { ($0.dataKeyID, $0.recoveryKeyVersion, $0.wrappedKey) })
         var results = tokens.map { token in Result { () throws(RecoveryError) in try decrypt(token, entries[token], erasures[token]) } }
         // Every opened value must produce its token again: one minting call per key version.
         var byVersion: [Int: [Int]] = [:]

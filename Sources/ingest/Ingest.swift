@@ -17,8 +17,40 @@ struct IngestCommand: AsyncParsableCommand {
     )
 
     static func main() async {
-        await ToolMain.main(IngestCommand.self)
+        await ToolMain.main(IngestCommand.self, manual: manual)
     }
+
+    static let manual = ManualPage(
+        description: """
+            ingest is the pseudonymizer's service: it reads login events from an SQS queue (or a JSONL file), replaces \
+            ip and device_id with keyed tokens, keeps the originals sealed in the vault, and loads every batch into \
+            PostgreSQL in one transaction before deleting its messages; invalid messages are quarantined, sealed. It \
+            also migrates the schema, keeps the partitioned tables, and distributes them over a Citus cluster.
+            """,
+        environment: [
+            ("DATABASE_URL", "The database (postgresql://user@host:port/database); else the PG* variables of libpq."),
+            ("QUEUE_URL", "The SQS queue to read (ingest run)."),
+            ("KEYS_DIR", "The key directory (default ./keys): tokenization.json and recovery-public.json."),
+            ("INGEST_*", "Every ingest run option as a variable, e.g. INGEST_WRITERS, INGEST_BATCH_SIZE (see ingest run --help)."),
+            ("LOG_FORMAT", "json for one JSON object per log line and error."),
+            ("LOG_LEVEL", "trace, debug, info (default), notice, warning, error."),
+            (
+                "AWS_REGION, AWS_ENDPOINT_URL, AWS_*",
+                "SQS and KMS: the AWS SDK's credential chain (environment, web identity, container, profile)."
+            ),
+            ("INGEST_ALLOW_INSECURE_ENDPOINT", "1 allows plain http to an SQS or KMS emulator that is not on this machine."),
+        ],
+        files: [
+            ("keys/tokenization.json", "The tokenization (HMAC) keys, or the KMS keys that hold them."),
+            ("keys/recovery-public.json", "The recovery public key new data keys are wrapped to."),
+        ],
+        examples: [
+            ("ingest migrate", "Create or upgrade the schema"),
+            ("ingest run --from-file messages.jsonl", "Load a file of messages (running it again adds nothing)"),
+            ("ingest run --queue-url https://sqs.eu-west-1.amazonaws.com/123456789012/logins", "Run the service"),
+            ("ingest maintain --dry-run", "Say which partitions maintain would make and drop"),
+            ("ingest health --url http://127.0.0.1:8080/ready", "Probe a running replica"),
+        ])
 }
 
 func makeLogger() -> Logger { ToolLogging.bootstrap(label: "ingest") }
@@ -27,7 +59,14 @@ extension IngestError: ReportableError {}
 
 struct Migrate: ToolCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Create or upgrade the database schema (idempotent; safe from several replicas at once).")
+        abstract: "Create or upgrade the database schema (idempotent; safe from several replicas at once).",
+        discussion: """
+            Runs as the database owner. --dry-run lists the migrations a run would apply, and changes nothing.
+
+            Examples:
+              ingest migrate --dry-run
+              DATABASE_URL=postgresql://owner@db/logins ingest migrate --json
+            """)
 
     enum LoginsPartitioning: String, ExpressibleByArgument, CaseIterable {
         case monthly
@@ -42,10 +81,23 @@ struct Migrate: ToolCommand {
             valueName: "interval"))
     var partitionUserLogins: LoginsPartitioning?
 
+    @Flag(help: "Change nothing: list the migrations a run would apply.")
+    var dryRun = false
+
     func execute() async throws {
         let logger = makeLogger()
         let connection = try await PostgresConnection.connect(database.conninfo, applicationName: "ingest-migrate", logger: logger)
         defer { Task { await connection.close() } }
+        if dryRun {
+            let pending = try await Schema.pending(connection)
+            printSummary(
+                json: output.json,
+                ["dry_run": true, "pending": pending.map { ["version": $0.version, "name": $0.name] as [String: Any] }],
+                text: pending.isEmpty
+                    ? "schema is up to date (version \(Schema.latestVersion)); nothing to apply"
+                    : (["would apply:"] + pending.map { "  \($0.version): \($0.name)" }).joined(separator: "\n"))
+            return
+        }
         let applied = try await Schema.migrate(connection, logger: logger)
         var summary: [String: Any] = ["applied": applied, "schema_version": Schema.latestVersion]
         var text =
@@ -70,6 +122,10 @@ struct Distribute: ToolCommand {
             copies key_versions, data_keys, app_versions and token_lineage to every node; the audit log stays on the \
             coordinator. Tables already distributed are checked, not changed; `ingest migrate` on a distributed \
             database distributes the tables a migration adds.
+
+            Examples:
+              ingest distribute --json
+              ingest distribute --shard-count 16
             """)
 
     @OptionGroup var output: JSONOption
@@ -97,7 +153,12 @@ struct Distribute: ToolCommand {
 
 struct Health: ToolCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Exit 0 when a running ingest on this host answers its health endpoint (container health checks).")
+        abstract: "Exit 0 when a running ingest on this host answers its health endpoint (container health checks).",
+        discussion: """
+            Examples:
+              ingest health
+              ingest health --check ready --port 8080
+            """)
 
     enum Check: String, ExpressibleByArgument, CaseIterable {
         case live

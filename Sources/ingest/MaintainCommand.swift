@@ -9,6 +9,8 @@ import Storage
 import VaultCrypto
 
 struct Maintain: ToolCommand {
+    static let resumesWhenRunAgain = true
+
     static let configuration = CommandConfiguration(
         abstract: "Create partitions ahead and drop those past retention (idempotent; safe while ingest runs; daily CronJob).",
         discussion: """
@@ -16,7 +18,12 @@ struct Maintain: ToolCommand {
             must outlive the queue's message retention: with --queue-url (or QUEUE_URL) the queue's MessageRetentionPeriod \
             is read and a shorter --receipts-retention is refused. Dropping quarantined messages writes an audit row per \
             day, which needs the audit key (--audit-keys-dir: a directory with audit-key.json); without it those days are \
-            kept and the run ends with exit 78. Runs as the database owner (the role that ran migrate).
+            kept and the run ends with exit 78. Runs as the database owner (the role that ran migrate). \
+            --dry-run changes nothing and says what a run would create and drop.
+
+            Examples:
+              ingest maintain --dry-run
+              ingest maintain --receipts-retention 15 --quarantine-retention 90 --audit-keys-dir /keys --json
             """)
 
     @OptionGroup var output: JSONOption
@@ -55,6 +62,9 @@ struct Maintain: ToolCommand {
     @Flag(help: "Allow plain http to a non-loopback SQS endpoint ($INGEST_ALLOW_INSECURE_ENDPOINT).")
     var allowInsecureEndpoint = false
 
+    @Flag(help: "Change nothing: say which partitions a run would create and drop.")
+    var dryRun = false
+
     func execute() async throws {
         let logger = makeLogger()
         var policy = Partitions.Policy()
@@ -80,20 +90,21 @@ struct Maintain: ToolCommand {
 
         let connection = try await PostgresConnection.connect(database.conninfo, applicationName: "ingest-maintain", logger: logger)
         defer { Task { await connection.close() } }
-        let report = try await Partitions.maintain(policy: policy, auditActor: auditActor, on: connection)
+        let report = try await Partitions.maintain(policy: policy, auditActor: auditActor, dryRun: dryRun, on: connection)
         if let unreferenced = report.unreferencedVaultEntries, let path = unreferencedTokensOut {
             try (unreferenced.map { $0 + "\n" }.joined()).write(toFile: path, atomically: true, encoding: .utf8)
         }
         var summary: [String: Any] = [
-            "created": report.created, "dropped": report.dropped, "dropped_quarantined_messages": report.droppedQuarantinedMessages,
+            "dry_run": dryRun, "created": report.created, "dropped": report.dropped,
+            "dropped_quarantined_messages": report.droppedQuarantinedMessages,
             "kept_for_audit": report.keptForAudit,
         ]
         if let unreferenced = report.unreferencedVaultEntries { summary["unreferenced_vault_entries"] = unreferenced.count }
         printSummary(
             json: output.json, summary,
             text: """
-                created \(report.created.count) partitions\(report.created.isEmpty ? "" : ": " + report.created.joined(separator: ", "))
-                dropped \(report.dropped.count) partitions\(report.dropped.isEmpty ? "" : ": " + report.dropped.joined(separator: ", ")) \
+                \(dryRun ? "would create" : "created") \(report.created.count) partitions\(report.created.isEmpty ? "" : ": " + report.created.joined(separator: ", "))
+                \(dryRun ? "would drop" : "dropped") \(report.dropped.count) partitions\(report.dropped.isEmpty ? "" : ": " + report.dropped.joined(separator: ", ")) \
                 (\(report.droppedQuarantinedMessages) quarantined messages, audited)
                 """
                     + (report.unreferencedVaultEntries.map {

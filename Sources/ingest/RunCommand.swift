@@ -27,6 +27,11 @@ struct Run: ToolCommand {
             SQS endpoint, region and credentials come from the standard AWS variables and credential providers \
             (AWS_ENDPOINT_URL_SQS or AWS_ENDPOINT_URL, AWS_REGION; static keys, web identity (IRSA), container \
             credentials (EKS Pod Identity, ECS), or the instance metadata service); a loopback endpoint needs no real credentials.
+
+            Examples:
+              ingest run --queue-url https://sqs.eu-west-1.amazonaws.com/123456789012/logins
+              ingest run --from-file messages.jsonl --sent-at 2026-12-01
+              ingest run --queue-url URL --until-empty --json
             """
     )
 

@@ -110,6 +110,10 @@ struct Audit: AsyncParsableCommand {
             discussion: """
                 Rows cut off the end leave a log that is intact in itself: keep the printed head somewhere the \
                 database's owners cannot change (e.g. object storage with a retention lock) and pass it back with --head.
+
+                Examples:
+                  vault audit verify
+                  vault audit verify --head 812:9f3c… --json
                 """)
 
         @Option(
@@ -160,7 +164,11 @@ struct Audit: AsyncParsableCommand {
 
     struct Anchor: ToolCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Vouch once for audit rows written before migration 4 (they have no MAC), after checking them.")
+            abstract: "Vouch once for audit rows written before migration 4 (they have no MAC), after checking them.",
+            discussion: """
+                Examples:
+                  vault audit anchor --reason \"anchor the rows written before migration 4\"
+                """)
 
         @OptionGroup var reason: ReasonOption
         @OptionGroup var keys: KeyOptions

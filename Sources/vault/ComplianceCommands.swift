@@ -107,7 +107,7 @@ struct Subject: ToolCommand {
         let report = try await SubjectAccess.access(
             userID: userID, reason: reason.text, request: request, reader: reader, actor: session.actor, connection: session.connection)
         guard !report.rows.isEmpty else {
-            throw OperatorError("user \(userID) has no rows in user_logins; nothing was revealed", exitCode: ExitStatus.failure)
+            throw OperatorError("user \(userID) has no rows in user_logins; nothing was revealed", exitCode: ExitStatus.notFound)
         }
         let object = jsonObject(report)
         if let export {
@@ -210,6 +210,10 @@ struct Requests: ToolCommand {
         discussion: """
             Each request: id, state, action, scope, reason, who asked and when it expires. The policy is set by the \
             database owner: UPDATE approval_policy SET mode = 'always' (or 'bulk', with bulk_tokens; or 'off').
+
+            Examples:
+              vault requests
+              vault requests --all --json
             """)
 
     @Flag(help: "Also used and expired requests.")
@@ -256,7 +260,7 @@ struct Approve: ToolCommand {
             The database takes the approver from the login (session_user), refuses the requester's own login, and \
             records the approval, or why it was refused, in the audit log.
 
-            Example:
+            Examples:
               vault requests
               vault approve 1234
             """)
@@ -342,7 +346,7 @@ struct Quarantine: AsyncParsableCommand {
             discussion: """
                 Control and invisible characters are escaped as \\u{…}; --raw writes the body's bytes as they came.
 
-                Example:
+                Examples:
                   vault quarantine show --id 3f2a… --reason INC-12
                 """)
 
@@ -372,7 +376,8 @@ struct Quarantine: AsyncParsableCommand {
                 reader: try session.reader(keys, passphrase), actor: session.actor, connection: session.connection)
             guard !revealed.isEmpty else {
                 throw OperatorError(
-                    "there is no quarantined message \(id) (the lookup is audited); see vault quarantine list", exitCode: ExitStatus.failure
+                    "there is no quarantined message \(id) (the lookup is audited); see vault quarantine list",
+                    exitCode: ExitStatus.notFound
                 )
             }
             for message in revealed {
@@ -401,7 +406,7 @@ struct Quarantine: AsyncParsableCommand {
                 cannot be replayed (only their start was sealed) and are listed. Delete the file once ingested: it \
                 holds the bodies in the clear.
 
-                Example:
+                Examples:
                   vault quarantine replay --day 2026-12-01 --code invalid_ip --to-file replay.jsonl --reason INC-12
                   ingest run --from-file replay.jsonl && shred -u replay.jsonl
                 """)
@@ -439,7 +444,7 @@ struct Quarantine: AsyncParsableCommand {
                 ? try await QuarantineReview.items(day: day, reason: code, ids: nil, limit: 100_000, on: session.connection).map(\.id)
                 : ids
             guard !chosen.isEmpty else {
-                throw OperatorError("no quarantined message matches; nothing was written", exitCode: ExitStatus.failure)
+                throw OperatorError("no quarantined message matches; nothing was written", exitCode: ExitStatus.notFound)
             }
             if try await approval.fileIfAsked(
                 .quarantine, scope: chosen.map { "quarantine:\($0)" }, reason: reason.text, session: session, json: output.json,

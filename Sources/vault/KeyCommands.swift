@@ -42,6 +42,10 @@ struct Keys: AsyncParsableCommand {
                 first), so that a swapped key file is refused. With --tokenization-kms-key-id the tokenization key is an \
                 AWS KMS HMAC_256 key: tokenization.json then holds only its ARN. With --offline nothing is registered: run \
                 `vault keys register` once the database is reachable. Refuses to overwrite an existing key set.
+
+                Examples:
+                  vault keys init
+                  vault keys init --keys-dir /secure/keys --offline
                 """
         )
 
@@ -115,7 +119,12 @@ struct Keys: AsyncParsableCommand {
     struct Register: ToolCommand {
         static let configuration = CommandConfiguration(
             abstract: "Register the fingerprints of key versions the database does not know yet (key sets made with --offline).",
-            discussion: "A version registered with another key is refused: that key file was swapped, or belongs to another installation.")
+            discussion: """
+                A version registered with another key is refused: that key file was swapped, or belongs to another installation.
+
+                Examples:
+                  vault keys register --reason \"key set made offline\"
+                """)
 
         @OptionGroup var reason: ReasonOption
         @OptionGroup var output: JSONOption
@@ -135,7 +144,12 @@ struct Keys: AsyncParsableCommand {
 
     struct Status: ToolCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Every key version, its state, whether it is the registered one, and exactly what it still protects.")
+            abstract: "Every key version, its state, whether it is the registered one, and exactly what it still protects.",
+            discussion: """
+                Examples:
+                  vault keys status
+                  vault keys status --json
+                """)
 
         @Flag(help: "Print JSON.")
         var json = false
@@ -215,6 +229,10 @@ struct Keys: AsyncParsableCommand {
                 --suppression: adds the key that recognizes values `vault forget` erased (key sets made before it \
                 existed); it is never rotated. With --kms-key-id it is that AWS KMS HMAC_256 key. Copy tokenization.json to \
                 the ingest secret: once it is registered, ingest refuses a key file without it.
+
+                Examples:
+                  vault keys rotate --tokenization --reason \"yearly rotation\"
+                  vault keys rotate --recovery --reason \"officer left\"
                 """)
 
         @Flag var kind: RotatedKey
@@ -283,6 +301,9 @@ struct Keys: AsyncParsableCommand {
             discussion: """
                 --recovery needs the passphrase: every data key must still open with a remaining private key, \
                 and each one is tried before anything is removed. Asks for confirmation on the terminal unless --yes.
+
+                Examples:
+                  vault keys retire --tokenization 1 --dry-run --reason \"rotation done\"
                 """)
 
         @Option(help: ArgumentHelp("The tokenization key version to retire.", valueName: "version"))

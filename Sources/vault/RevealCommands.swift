@@ -10,10 +10,14 @@ struct Recover: ToolCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print the original value behind tokens. Each token is audited before anything is shown.",
         discussion: """
-            One token: prints the value (exit 1 if it is unknown or erased, 65 if its entry fails the integrity check). \
+            One token: prints the value (exit 66 if it is unknown or erased, 65 if it is not a token or its entry fails the integrity check). \
             Many tokens (--tokens-file): one line per token in input order, "token<TAB>value" or \
-            "token<TAB>error: …" ("-" in place of an input that is not a token); exit 0 when all were recovered, 1 otherwise. \
+            "token<TAB>error: …" ("-" in place of an input that is not a token); exit 0 when all were recovered, else the gravest failure's code. \
             With --tokens-file - the tokens come from standard input and the passphrase prompt from the terminal.
+
+            Examples:
+              vault recover --token ip_t1_… --reason TICKET-1
+              psql -Atc 'SELECT masked_ip FROM t' | vault recover --tokens-file - --reason INC-7 --json
             """
     )
 
@@ -73,7 +77,10 @@ struct Recover: ToolCommand {
         if token != nil, let failure = failures.first {
             throw OperatorError(failure.message, exitCode: exitStatus(for: failure.kind))
         }
-        if !failures.isEmpty { throw ExitCode(ExitStatus.failure) }
+        // Many tokens: the gravest failure's code (each token's own is on its line).
+        if let gravest = failures.map({ exitStatus(for: $0.kind) }).max(by: { Self.gravity($0) < Self.gravity($1) }) {
+            throw ExitCode(gravest)
+        }
     }
 
     /// The output line for one token; nil for a failed single token (its error goes to stderr).
@@ -101,12 +108,20 @@ struct Recover: ToolCommand {
     }
 }
 
-/// Integrity failures are 65; a key that is not on this machine is 77; the rest 1.
+/// Integrity failures and input that is not a token are 65; a key that is not
+/// on this machine is 77; an unknown or erased token 66.
 func exitStatus(for kind: RecoveryError.Kind) -> Int32 {
     switch kind {
-    case .integrity: return ExitStatus.integrity
+    case .integrity, .malformedToken: return ExitStatus.integrity
     case .missingRecoveryKey, .missingTokenizationKey: return ExitStatus.permission
-    case .malformedToken, .unknownToken, .erased: return ExitStatus.failure
+    case .unknownToken, .erased: return ExitStatus.notFound
+    }
+}
+
+extension Recover {
+    /// Which code a run with several failures ends with: tampered data or bad input first, then a missing key, then not found.
+    static func gravity(_ code: Int32) -> Int {
+        [ExitStatus.notFound, ExitStatus.permission, ExitStatus.integrity].firstIndex(of: code).map { $0 + 1 } ?? 0
     }
 }
 
@@ -116,6 +131,10 @@ struct Lookup: ToolCommand {
         discussion: ValueOptions.argvWarning + """
              Needs the recovery private key: an entry is only reported as stored after it was opened and its value \
             produced the token; each token's reveal is audited.
+
+            Examples:
+              vault lookup --ip-file - --reason SAR-9        (asked without echo on a terminal)
+              vault lookup --device-id-file device.txt --reason SAR-9 --json
             """)
 
     @OptionGroup var value: ValueOptions
@@ -233,7 +252,7 @@ struct Forget: ToolCommand {
             tokens = found.own + (includeShared ? found.shared.map(\.token) : [])
             kept = includeShared ? [] : found.shared
             guard !tokens.isEmpty || !kept.isEmpty else {
-                throw OperatorError("user \(userID) has no rows in user_logins; nothing to erase", exitCode: ExitStatus.failure)
+                throw OperatorError("user \(userID) has no rows in user_logins; nothing to erase", exitCode: ExitStatus.notFound)
             }
         } else {
             tokens = try await ValueTokens.tokens(of: try value.value(), field: value.field, minter: try session.minter()).map(\.token)
@@ -254,7 +273,7 @@ struct Forget: ToolCommand {
         guard !tokens.isEmpty else {
             throw OperatorError(
                 "every token of user \(userID ?? "") is shared with other users; nothing was erased (--include-shared erases them too)",
-                exitCode: ExitStatus.failure)
+                exitCode: ExitStatus.notFound)
         }
         let request = dryRun ? nil : try await approval.approved(for: .forget, reason: reason.text, on: session.connection)
         let given = try await VaultAdmin.Forget.blastRadius(of: tokens, on: session.connection)
@@ -294,7 +313,7 @@ struct Forget: ToolCommand {
                     """.utf8))
         }
         if !dryRun, erasures.allSatisfy({ $0.outcome == .unknown }) {
-            throw OperatorError("none of the tokens is in the vault; nothing was erased", exitCode: ExitStatus.failure)
+            throw OperatorError("none of the tokens is in the vault; nothing was erased", exitCode: ExitStatus.notFound)
         }
     }
 

@@ -6,12 +6,17 @@ import VaultAdmin
 import VaultCrypto
 
 struct Rewrap: ToolCommand {
+    static let resumesWhenRunAgain = true
+
     static let configuration = CommandConfiguration(
         abstract: "Re-wrap every data key still wrapped to an older recovery key version to the active one (resumable).",
         discussion: """
             Refuses when the active recovery public key is not the registered one or not the public half of \
             a private key in recovery-private.json: data keys never move to a key nobody here can open. \
             SIGTERM or SIGINT stops it after the current batch (exit 75: run it again to finish).
+
+            Examples:
+              vault rewrap --reason \"after the recovery key rotation\"
             """)
 
     @OptionGroup var reason: ReasonOption
@@ -46,6 +51,8 @@ struct Rewrap: ToolCommand {
 }
 
 struct Retokenize: ToolCommand {
+    static let resumesWhenRunAgain = true
+
     static let configuration = CommandConfiguration(
         abstract: "Move all vault entries and user_logins tokens to the active tokenization key version (online, resumable).",
         discussion: """
@@ -53,6 +60,9 @@ struct Retokenize: ToolCommand {
             once it starts, a replica still on an older key waits for its keys instead of writing old tokens. \
             An entry that does not open, or whose value does not produce its token, is never moved: the job stops and names it. \
             Exit 0 when nothing is left on an older version; 75 when something is (or SIGTERM/SIGINT stopped it): run it again.
+
+            Examples:
+              vault retokenize --reason \"after the tokenization key rotation\" --json
             """)
 
     @OptionGroup var reason: ReasonOption

@@ -292,12 +292,23 @@ struct PartitionTests {
         #expect(short.errors.contains("shorter than the queue's message retention (1209600 s, 14 days)"), "\(short.errors)")
         #expect(try await harness.scalar("SELECT count(*) FROM partition_ranges('ingest_receipts')") == 1, "nothing done")
 
+        // A dry run says the same and changes nothing.
+        let dryRun = try await runProgram(
+            ingest, ["maintain", "--dry-run", "--json", "--queue-url", harness.queueURL, "--database-url", harness.databaseURL])
+        #expect(dryRun.status == 0, "\(dryRun.errors)")
+        let planned = try JSONSerialization.jsonObject(with: Data(dryRun.output.utf8)) as? [String: Any]
+        #expect((planned?["created"] as? [String])?.count == 16 && planned?["dry_run"] as? Bool == true)
+        #expect(planned?["dropped"] as? [String] == ["ingest_receipts_legacy"])
+        #expect(try await harness.scalar("SELECT count(*) FROM partition_ranges('ingest_receipts')") == 1, "nothing done")
+
         let run = try await runProgram(
             ingest, ["maintain", "--json", "--queue-url", harness.queueURL, "--database-url", harness.databaseURL])
         #expect(run.status == 0, "\(run.errors)")
         let summary = try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any]
         #expect((summary?["created"] as? [String])?.count == 16)
         #expect(summary?["dropped"] as? [String] == ["ingest_receipts_legacy"])
+        let migrate = try await runProgram(ingest, ["migrate", "--dry-run", "--database-url", harness.databaseURL])
+        #expect(migrate.status == 0 && migrate.output.contains("nothing to apply"), "\(migrate.errors)")
 
         let connection = try await harness.connect()
         defer { Task { await connection.close() } }

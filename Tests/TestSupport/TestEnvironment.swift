@@ -24,6 +24,11 @@ public enum TestEnvironment {
 
     public static var logger: Logger { Logger(label: "tests") }
 
+    /// The checkout the tests were built from (for its scripts).
+    public static var repositoryRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
     /// The built executable `name` (scripts/test exports PSEUDO_BIN_DIR).
     public static func executable(_ name: String) throws -> String {
         let directory = try variable("PSEUDO_BIN_DIR")

@@ -1,4 +1,5 @@
 import Foundation
+import Postgres
 import TestSupport
 import Testing
 import VaultCrypto
@@ -18,6 +19,121 @@ struct CLITests {
                 environment: ["PSEUDONYMIZER_REVISION": "abc1234"])
             #expect(result.status == 0)
             #expect(result.output.trimmingCharacters(in: .whitespacesAndNewlines).hasSuffix("(revision abc1234)"))
+        }
+    }
+
+    @Test("exit codes: bad input 65, not found or erased 66, database unreachable 69, a job the database left midway 75, a bad URL 78")
+    func exitCodes() async throws {
+        let harness = try await VaultHarness.make(bodies: mixedBodies(count: 20))
+        let token = harness.originals.keys.sorted()[0]
+        let unknown = "ip_t1_" + String(repeating: "A", count: 43)
+        #expect(try await harness.vault(["recover", "--token", unknown, "--reason", "X"]).status == 66)
+        #expect(try await harness.vault(["recover", "--token", "not-a-token", "--reason", "X"]).status == 65)
+        let invalidIP = try await harness.vault(["lookup", "--ip", "999.1.1.1", "--reason", "X"])
+        #expect(invalidIP.status == 65 && invalidIP.errors.contains("not a valid IPv4 or IPv6 address"))
+        let badURL = try await harness.vault(["audit", "log", "--database-url", "postgress:/x"])
+        #expect(badURL.status == 78 && badURL.errors.contains("fix DATABASE_URL"))
+        let down = try await harness.vault([
+            "recover", "--token", token, "--reason", "X", "--database-url", "postgresql://x@127.0.0.1:1/none",
+        ])
+        #expect(down.status == 69 && down.errors.contains("cannot reach PostgreSQL"))
+        let forget = try await harness.vault(["forget", "--yes", "--token", token, "--reason", "X"])
+        #expect(forget.status == 0, "\(forget.errors)")
+        #expect(try await harness.vault(["recover", "--token", token, "--reason", "X"]).status == 66)
+
+        // retokenize, its connection cut while it waits on a lock: not finished, run it again.
+        #expect(try await harness.vault(["keys", "rotate", "--tokenization", "--reason", "X"]).status == 0)
+        let owner = try await harness.connect()
+        try await owner.execute("BEGIN")
+        try await owner.execute("LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
+        let job = Task { try await harness.vault(["retokenize", "--reason", "X"]) }
+        let watcher = try await harness.connect()
+        var terminated = false
+        for _ in 0..<100 where !terminated {
+            try await Task.sleep(for: .milliseconds(100))
+            terminated = try await watcher.query(
+                """
+                SELECT count(pg_terminate_backend(pid)) > 0 AS done FROM pg_stat_activity
+                WHERE application_name = 'vault' AND wait_event_type = 'Lock' AND datname = current_database()
+                """)[0].bool("done")
+        }
+        try await owner.execute("ROLLBACK")
+        let cut = try await job.value
+        #expect(terminated)
+        #expect(cut.status == 75, "\(cut.errors)")
+        #expect(cut.errors.contains("run it again when the database is back, it resumes"))
+        let again = try await harness.vault(["retokenize", "--reason", "X"])
+        #expect(again.status == 0, "\(again.errors)")
+    }
+
+    @Test("typos are named: a misspelt option or command gets 'did you mean', a bare token is sent to --token; all usage errors (64)")
+    func typos() async throws {
+        let vault = try TestEnvironment.executable("vault")
+        let cases: [([String], String)] = [
+            (["recover", "--tokn", "T", "--reason", "R"], "'--tokn' is not an option of this command: did you mean --token?"),
+            (["recover", "--token", "T", "--reasn", "R"], "did you mean --reason?"),
+            (["recovr", "--token", "T"], "'recovr' is not a command of vault: did you mean 'recover'?"),
+            (["key", "status"], "did you mean 'keys'?"),
+            (["audit", "lgo"], "did you mean 'log'?"),
+            (["recover", "ip_t1_" + String(repeating: "A", count: 43), "--reason", "R"], "a token is given with --token"),
+            (["lookup", "10.1.2.3", "--reason", "R"], "an argument of 8 characters was not expected"),
+        ]
+        for (arguments, message) in cases {
+            let result = try await runProgram(vault, arguments)
+            #expect(result.status == 64, "\(arguments)")
+            #expect(result.errors.contains(message), "\(arguments): \(result.errors)")
+            #expect(!result.errors.contains("10.1.2.3"))
+        }
+        let ingest = try await runProgram(try TestEnvironment.executable("ingest"), ["run", "--queue-ur", "x"])
+        #expect(ingest.status == 64 && ingest.errors.contains("did you mean --queue-url?"))
+        // The table is in every --help.
+        let help = try await runProgram(vault, ["--help"])
+        let words = help.output.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(words.contains("66 not found") && words.contains("69 a dependency is unavailable"))
+    }
+
+    @Test(
+        "man pages and completions: installed by scripts/install-docs, rendered without warnings, loaded by bash and zsh, checked current")
+    func manualsAndCompletions() async throws {
+        let prefix = NSTemporaryDirectory() + "docs-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: prefix) }
+        let script = TestEnvironment.repositoryRoot + "/scripts/install-docs"
+        let binDirectory = (try TestEnvironment.executable("vault") as NSString).deletingLastPathComponent
+        let install = try await runProgram(script, ["--bin-dir", binDirectory, "--prefix", prefix])
+        #expect(install.status == 0, "\(install.errors)")
+        for tool in ["ingest", "vault"] {
+            let page = "\(prefix)/share/man/man1/\(tool).1"
+            let rendered = try await runProgram(
+                "/usr/bin/man", ["--warnings", "-l", page], environment: ["MANWIDTH": "80", "LC_ALL": "C.UTF-8"])
+            #expect(rendered.status == 0 && rendered.errors.isEmpty, "\(tool): \(rendered.errors)")
+            let words = rendered.output.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+            for section in ["EXIT STATUS", "ENVIRONMENT", "FILES", "EXAMPLES", "66 not found"] {
+                #expect(words.contains(section), "\(tool).1 has no \(section)")
+            }
+            let bash = try await runProgram(
+                "/bin/bash", ["-c", "source \(prefix)/share/bash-completion/completions/\(tool) && complete -p \(tool)"])
+            #expect(bash.status == 0 && bash.output.contains(tool), "\(bash.errors)")
+            let zsh = try await runProgram(
+                "/usr/bin/zsh",
+                ["-fc", "autoload -U compinit && compinit -u && source \(prefix)/share/zsh/site-functions/_\(tool) && print ok"])
+            #expect(zsh.status == 0 && zsh.output.contains("ok"), "\(zsh.errors)")
+        }
+        #expect(try await runProgram(script, ["--bin-dir", binDirectory, "--prefix", prefix, "--check"]).status == 0)
+        try "stale".write(toFile: "\(prefix)/share/man/man1/vault.1", atomically: true, encoding: .utf8)
+        let stale = try await runProgram(script, ["--bin-dir", binDirectory, "--prefix", prefix, "--check"])
+        #expect(stale.status == 1 && stale.errors.contains("vault.1 is missing or out of date"))
+    }
+
+    @Test("every command's --help has examples")
+    func helpExamples() async throws {
+        for tool in ["ingest", "vault"] {
+            let manual = try await runProgram(try TestEnvironment.executable(tool), ["--generate-manual"])
+            let sections = manual.output.components(separatedBy: ".SS ").dropFirst()
+            #expect(!sections.isEmpty)
+            for section in sections {
+                let name = section.prefix(while: { $0 != "\n" })
+                #expect(section.contains("Examples:"), "\(name) has no examples")
+            }
         }
     }
 

@@ -11,7 +11,7 @@ struct LeakTests {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 2))
         let pasted = "192.0.2.7"
         let single = try await harness.vault(["recover", "--token", pasted, "--reason", "PASTE"])
-        #expect(single.status == 1)
+        #expect(single.status == 65)
         #expect(single.errors.contains("(9 characters: digits, dots) is not a token"))
         let bulk = try await harness.vault(
             ["recover", "--tokens-file", "-", "--reason", "PASTE"],
@@ -20,7 +20,7 @@ struct LeakTests {
         let forget = try await harness.vault(["forget", "--yes", "--token", pasted, "--reason", "PASTE"])
         #expect(bulk.output.hasPrefix("-\terror: the input (9 characters: digits, dots) is not a token"))
         #expect(json.output.contains("\"token\":null"))
-        #expect(forget.status == 1)
+        #expect(forget.status == 65)
         for result in [single, bulk, json, forget] {
             #expect(!result.output.contains(pasted) && !result.errors.contains(pasted))
         }

@@ -313,7 +313,7 @@ struct StateChangeAttackTests {
             "UPDATE vault_entries SET nonce = $2, ciphertext = $3, erased_at = NULL, erased_by = NULL, erasure_audit_seq = NULL WHERE token = $1",
             [.text(token), .bytes(try saved.bytes("nonce")), .bytes(try saved.bytes("ciphertext"))])
         let recover = try await harness.vault(["recover", "--token", token, "--reason", "AFTER-RESTORE"])
-        #expect(recover.status == 1)
+        #expect(recover.status == 66)
         #expect(recover.output.isEmpty && !recover.errors.contains(value))
         #expect(recover.errors.contains("was erased on") && recover.errors.contains("vault forget"))
         let lookup = try await harness.vault(["lookup", "--ip-file", "-", "--reason", "AFTER-RESTORE", "--json"], input: value + "\n")
@@ -340,7 +340,7 @@ struct StateChangeAttackTests {
             try await harness.connect().query("SELECT new_token FROM token_lineage WHERE old_token = $1", [.text(token)]).first
         ).string("new_token")
         let recoverCarried = try await harness.vault(["recover", "--token", carried, "--reason", "CHECK"])
-        #expect(recoverCarried.status == 1)
+        #expect(recoverCarried.status == 66)
         #expect(recoverCarried.errors.contains("carried by vault retokenize"))
 
         // The same value arrives again (a replayed file, a new login) under v2.
@@ -364,7 +364,7 @@ struct StateChangeAttackTests {
             "INSERT INTO vault_entries (token, field, token_key_version, data_key_id, nonce, ciphertext) VALUES ($1, 'ip', 2, $2::uuid, $3, $4)",
             [.text(newToken), .text(sealer.dataKeyID), .bytes(nonce), .bytes(ciphertext)])
         let replanted = try await harness.vault(["recover", "--token", newToken, "--reason", "CHECK"])
-        #expect(replanted.status == 1)
+        #expect(replanted.status == 66)
         #expect(replanted.output.isEmpty && replanted.errors.contains("was erased by vault forget"))
 
         // Another rotation stops at that entry, named, until it is erased; then it
