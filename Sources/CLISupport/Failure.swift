@@ -66,7 +66,7 @@ public struct OperatorError: ReportableError {
 
 /// An error's message for a person and the exit code it maps to. Messages
 /// come from our own error types, which never carry an original value.
-func classify(_ error: any Error) -> (String, Int32) {
+public func classify(_ error: any Error) -> (String, Int32) {
     switch error {
     case let error as KeyFileError:
         switch error.code {

@@ -240,6 +240,19 @@ public enum AuditLog {
     }
 
     /// The actions of rows that say a token's value was erased (outcome `erased`).
+    /// Whether the newest row with a MAC is authentic under `keys` (nil when
+    /// no row has one): that the audit key is the one the log is written with.
+    public static func newestRowAuthentic(keys: AuditKeyring, on connection: PostgresConnection) async throws -> (
+        sequence: Int64, authentic: Bool
+    )? {
+        guard
+            let row = try await connection.query("SELECT \(entryColumns) FROM audit_log WHERE mac IS NOT NULL ORDER BY seq DESC LIMIT 1")
+                .first
+        else { return nil }
+        let newest = try entry(row)
+        return (newest.sequence, isAuthentic(newest, keys: keys))
+    }
+
     public static let erasureActions = ["forget", "forget.carry"]
 
     /// For each token that has one, an authenticated row saying its value was

@@ -12,6 +12,7 @@ struct Vault: AsyncParsableCommand {
         version: BuildInfo.description,
         subcommands: [
             Recover.self, Lookup.self, Subject.self, Forget.self, Requests.self, Approve.self, Quarantine.self, Audit.self, Keys.self,
+            Doctor.self,
             Rewrap.self, Retokenize.self,
         ]
     )
@@ -96,3 +97,6 @@ extension LookupError: ReportableError {
 extension RecoveryError: ReportableError {
     public var exitCode: Int32 { exitStatus(for: kind) }
 }
+
+/// What `vault doctor` found wrong.
+extension Preflight.Finding: ReportableError {}

@@ -137,6 +137,38 @@ struct CLITests {
         }
     }
 
+    @Test(
+        "vault doctor: every check passes on a sound setup; a wrong passphrase fails it (77) though no job has work; so does an audit key that is not the log's (65)"
+    )
+    func doctor() async throws {
+        let harness = try await VaultHarness.make(bodies: mixedBodies(count: 3))
+        let sound = try await harness.vault(["doctor"])
+        #expect(sound.status == 0, "\(sound.output)\(sound.errors)")
+        #expect(sound.output.contains("ok   recovery private keys: the passphrase (or KMS) opens v1"))
+        let retokenize = try await harness.vault(["retokenize", "--reason", "nothing pending"])
+        #expect(retokenize.status == 0, "nothing to do, so nothing to unlock")
+
+        let wrong = NSTemporaryDirectory() + "wrong-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: wrong) }
+        _ = FileManager.default.createFile(
+            atPath: wrong, contents: Data("certainly not the passphrase".utf8), attributes: [.posixPermissions: 0o600])
+        let refused = try await harness.vault(["doctor", "--passphrase-file", wrong, "--json"])
+        #expect(refused.status == 77)
+        let checks = (json(refused.output)?["checks"] as? [[String: Any]]) ?? []
+        #expect(checks.first { $0["name"] as? String == "recovery private keys" }?["ok"] as? Bool == false)
+        #expect(checks.filter { $0["ok"] as? Bool == true }.count == 5)
+
+        // Another installation's audit key.
+        let other = try TestKeys.create()
+        let swapped = NSTemporaryDirectory() + "swapped-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: swapped) }
+        try FileManager.default.copyItem(atPath: harness.keys.store.directory, toPath: swapped)
+        try FileManager.default.removeItem(atPath: swapped + "/audit-key.json")
+        try FileManager.default.copyItem(atPath: other.store.auditKeyPath, toPath: swapped + "/audit-key.json")
+        let foreign = try await harness.vault(["doctor", "--keys-dir", swapped])
+        #expect(foreign.status == 65 && foreign.output.contains("FAIL audit key"), "\(foreign.output)")
+    }
+
     @Test("every job command's --json is one JSON object")
     func jobSummaries() async throws {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 20))
