@@ -97,7 +97,9 @@ public final class IngestService: Service {
         defer { Task { await keys.shutdown() } }
         let tokenCache = try TokenCache(capacity: configuration.tokenCacheEntries)
         let prober = Task {
-            await Self.probe(health: health, keys: keys, tokenCache: tokenCache, connect: connect, every: configuration.healthProbeInterval)
+            await Self.probe(
+                health: health, keys: keys, tokenCache: tokenCache, statistics: self.statistics, connect: connect,
+                every: configuration.healthProbeInterval)
         }
         defer { prober.cancel() }
         // A database that is not there yet (or not migrated, or without the key
@@ -330,9 +332,10 @@ public final class IngestService: Service {
 
     /// Keeps readiness and the gauges current: pings the database every
     /// `interval` on a connection of its own (an idle service would otherwise
-    /// not notice an outage) and publishes the active key versions.
+    /// not notice an outage), publishes the active key versions and how long
+    /// messages have waited without a commit.
     private static func probe(
-        health: HealthState, keys: IngestKeys, tokenCache: TokenCache,
+        health: HealthState, keys: IngestKeys, tokenCache: TokenCache, statistics: IngestStatistics,
         connect: @escaping @Sendable () async throws -> PostgresConnection, every interval: Duration
     ) async {
         let cacheEntries = Gauge(label: "ingest_token_cache_entries")
@@ -350,6 +353,7 @@ public final class IngestService: Service {
                 health.databaseReachable(false)
             }
             cacheEntries.record(tokenCache.statistics.entries)
+            statistics.recordStall()
             tokenizationVersion.record(keys.current.keyring.active.version)
             recoveryVersion.record(keys.current.recovery.active.version)
             try? await Task.sleep(for: interval)

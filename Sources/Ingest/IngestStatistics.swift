@@ -38,6 +38,10 @@ public final class IngestStatistics: Sendable {
     private let dataKeysCounter = Counter(label: "ingest_data_keys_created_total")
     private let batchTimer = Metrics.Timer(label: "ingest_batch_duration_seconds")
     private let queueLag = Gauge(label: "ingest_queue_lag_seconds")
+    private let stalled = Gauge(label: "ingest_stalled_seconds")
+    /// Messages received and not yet written, quarantined or skipped, and
+    /// since when this replica has held some without committing any.
+    private let holding = Mutex<(messages: Int, since: ContinuousClock.Instant?)>((0, nil))
 
     public init() {}
 
@@ -46,7 +50,23 @@ public final class IngestStatistics: Sendable {
     func received(_ count: Int) {
         state.withLock { $0.received += count }
         receivedCounter.increment(by: count)
+        holding.withLock { holding in
+            holding.messages += count
+            if holding.messages > 0, holding.since == nil { holding.since = .now }
+        }
     }
+
+    /// Seconds since the last commit while messages wait to be written (0
+    /// when none wait): unlike the lag of the last batch, it keeps growing
+    /// through a database outage, and is 0 when the queue is idle.
+    func stalledSeconds(at now: ContinuousClock.Instant = .now) -> Double {
+        guard let since = holding.withLock({ $0.since }) else { return 0 }
+        let waited = now - since
+        return Double(waited.components.seconds) + Double(waited.components.attoseconds) / 1e18
+    }
+
+    /// Publishes `ingest_stalled_seconds` (the service calls it every few seconds).
+    func recordStall() { stalled.record(stalledSeconds()) }
 
     /// A committed batch: rows written, messages skipped as already processed,
     /// messages quarantined (by reason), how long it took, and how old its oldest message was.
@@ -56,6 +76,11 @@ public final class IngestStatistics: Sendable {
             stats.duplicates += duplicates
             for (reason, count) in quarantined { stats.quarantined[reason, default: 0] += count }
         }
+        holding.withLock { holding in
+            holding.messages = max(0, holding.messages - rows - duplicates - quarantined.values.reduce(0, +))
+            holding.since = holding.messages > 0 ? .now : nil
+        }
+        recordStall()
         writtenCounter.increment(by: rows)
         duplicatesCounter.increment(by: duplicates)
         for (reason, count) in quarantined {

@@ -30,6 +30,7 @@ public struct DescribedPrometheusFactory: MetricsFactory {
         "ingest_data_keys_created_total": "Data keys created (rotated by count and age).",
         "ingest_batch_duration_seconds": "Time from taking a batch to committing it.",
         "ingest_queue_lag_seconds": "Age of the oldest message of the last committed batch (now minus SentTimestamp).",
+        "ingest_stalled_seconds": "Seconds since the last commit while this replica holds messages not yet written (0 when it holds none).",
         "ingest_ready": "1 when /health/ready says ready.",
         "ingest_dependency_up": "1 when the dependency answered the last time it was used.",
         "ingest_key_version": "The active key version, by kind.",

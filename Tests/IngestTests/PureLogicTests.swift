@@ -254,3 +254,22 @@ struct MessageSizeEstimateTests {
         #expect(estimate.current == 1 << 20)
     }
 }
+
+@Suite("Stall clock")
+struct StallClockTests {
+    @Test(
+        "ingest_stalled_seconds: 0 when nothing is held; grows from the first message held while nothing commits; a commit restarts it; written, skipped and quarantined messages all count as done"
+    )
+    func stall() async throws {
+        let statistics = IngestStatistics()
+        #expect(statistics.stalledSeconds() == 0)
+        statistics.received(3)
+        let later = ContinuousClock.now + .seconds(90)
+        #expect(statistics.stalledSeconds(at: later) >= 89.9)
+        #expect(statistics.stalledSeconds(at: later + .seconds(60)) >= 149.9, "keeps growing while nothing commits")
+        statistics.committed(rows: 1, duplicates: 0, quarantined: [:], duration: .zero, oldestSentAt: nil)
+        #expect(statistics.stalledSeconds(at: .now + .seconds(1)) < 60, "a commit restarts the clock while messages are still held")
+        statistics.committed(rows: 0, duplicates: 1, quarantined: ["invalid_json": 1], duration: .zero, oldestSentAt: nil)
+        #expect(statistics.stalledSeconds(at: later) == 0, "nothing held: 0, however long since the last commit")
+    }
+}
