@@ -215,7 +215,7 @@ public actor SQSClient {
                 .query, "GetQueueAttributes", form: [("QueueUrl", configuration.queueURL.absoluteString), ("AttributeName.1", "QueueArn")])
             wire = .query
         }
-        logger.info("SQS wire protocol detected", metadata: ["protocol": "\(wire.rawValue)"])
+        logger.debug("SQS wire protocol detected", metadata: ["protocol": "\(wire.rawValue)"])
         return wire
     }
 

@@ -66,10 +66,19 @@ public struct JSONLogHandler: LogHandler {
 
     private static func plain(_ value: Logger.Metadata.Value) -> Any {
         switch value {
-        case .string(let string): return string
-        case .stringConvertible(let convertible): return convertible.description
+        case .string(let string): return number(string) ?? string
+        case .stringConvertible(let convertible): return number(convertible.description) ?? convertible.description
         case .array(let values): return values.map(plain)
         case .dictionary(let values): return values.mapValues(plain)
         }
+    }
+
+    /// A count, duration or rate (`42`, `-3`, `0.25`) as a JSON number, so log
+    /// queries can compare it; anything else (versions, ids) stays a string.
+    static func number(_ text: String) -> Any? {
+        guard let first = text.utf8.first, first == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first),
+            text.utf8.count <= 18, text.wholeMatch(of: /-?(0|[1-9][0-9]*)(\.[0-9]+)?/) != nil
+        else { return nil }
+        return text.contains(".") ? Double(text) : Int(text)
     }
 }

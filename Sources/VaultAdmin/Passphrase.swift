@@ -17,7 +17,11 @@ public struct PassphraseSource: Sendable {
         if let file {
             // The passphrase file is a secret like the keys it protects; it is
             // read straight into wiped memory.
-            let bytes = try SecureFile.readSecret(file)
+            let bytes = try SecureFile.readSecret(
+                file,
+                missing:
+                    "it is the recovery-key passphrase file (--passphrase-file or VAULT_PASSPHRASE_FILE): check the path, or the mount of its Secret"
+            )
             // One trailing newline is what `echo … > file` leaves; it is not part of the passphrase.
             let length = bytes.withUnsafeBytes { bytes in
                 var length = bytes.count

@@ -26,7 +26,27 @@ public final class Progress {
         report(final: false)
     }
 
-    public func finish() { report(final: true) }
+    public func finish() {
+        report(final: true)
+        lineOpen = false
+    }
+
+    /// Logs after ending the progress line, so the two never share a line.
+    public func log(_ message: Logger.Message, metadata: Logger.Metadata) {
+        endLine()
+        logger.info(message, metadata: metadata)
+    }
+
+    /// Whatever ends the job (an error, an interrupt), the next output starts on a line of its own.
+    deinit { endLine() }
+
+    private var lineOpen = false
+
+    private func endLine() {
+        guard lineOpen else { return }
+        FileHandle.standardError.write(Data("\n".utf8))
+        lineOpen = false
+    }
 
     private func report(final: Bool) {
         let elapsed = ContinuousClock.now - started
@@ -37,6 +57,7 @@ public final class Progress {
         let text = "\(label): \(done)/\(total) (\(percent)%), \(Int(rate))/s, ETA \(Int(remaining.rounded())) s"
         if terminal {
             FileHandle.standardError.write(Data("\r\(text)\u{1b}[K\(final ? "\n" : "")".utf8))
+            lineOpen = !final
         } else {
             logger.info(
                 "\(label)",

@@ -130,7 +130,7 @@ public enum Retokenize {
                 summary.passes += 1
                 var phaseStarted = ContinuousClock.now
                 func phaseDone(_ phase: String, _ count: Int) {
-                    logger.info(
+                    progress.log(
                         "retokenize phase done",
                         metadata: [
                             "phase": "\(phase)", "count": "\(count)", "pass": "\(summary.passes)",

@@ -169,6 +169,43 @@ struct CLITests {
         #expect(foreign.status == 65 && foreign.output.contains("FAIL audit key"), "\(foreign.output)")
     }
 
+    @Test(
+        "hygiene: JSON logs carry numbers as numbers; --version names the checkout's commit; a missing passphrase file is named as one; maintain logs nothing about SQS"
+    )
+    func hygiene() async throws {
+        let harness = try await VaultHarness.make(bodies: mixedBodies(count: 2))
+        let file = NSTemporaryDirectory() + "hygiene-\(UUID().uuidString).jsonl"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try mixedBodies(count: 3).joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let run = try await runProgram(
+            try TestEnvironment.executable("ingest"), ["run", "--from-file", file],
+            environment: [
+                "KEYS_DIR": try harness.keys.ingestKeysDirectory(), "DATABASE_URL": harness.databaseURL, "LOG_FORMAT": "json",
+            ])
+        #expect(run.status == 0, "\(run.errors)")
+        let finished = run.errors.split(separator: "\n").compactMap { json(String($0)) }.first {
+            $0["message"] as? String == "ingest finished"
+        }
+        #expect(finished?["written"] is Int && finished?["written"] as? Int == 3, "\(run.errors)")
+        #expect(finished?["seconds"] is Double || finished?["seconds"] is Int)
+
+        let git = try await runProgram("/usr/bin/git", ["-C", TestEnvironment.repositoryRoot, "rev-parse", "--short=12", "HEAD"])
+        let version = try await runProgram(
+            try TestEnvironment.executable("vault"), ["--version"], environment: ["PSEUDONYMIZER_REVISION": ""])
+        #expect(git.status != 0 || version.output.contains("(revision \(git.output.trimmingCharacters(in: .whitespacesAndNewlines)))"))
+
+        let missing = try await harness.vault([
+            "recover", "--token", harness.originals.keys.sorted()[0], "--reason", "H", "--passphrase-file", "/nonexistent/passphrase",
+        ])
+        #expect(missing.status == 78 && missing.errors.contains("it is the recovery-key passphrase file"))
+        #expect(!missing.errors.contains("vault keys init"))
+
+        let maintain = try await runProgram(
+            try TestEnvironment.executable("ingest"), ["maintain", "--dry-run", "--database-url", harness.databaseURL],
+            environment: ["LOG_LEVEL": "info"])
+        #expect(maintain.status == 0 && !maintain.errors.contains("wire protocol"), "\(maintain.errors)")
+    }
+
     @Test("every job command's --json is one JSON object")
     func jobSummaries() async throws {
         let harness = try await VaultHarness.make(bodies: mixedBodies(count: 20))

@@ -12,8 +12,9 @@ public enum SecureFile {
 
     /// Reads a file that holds secrets into wiped memory, refusing it when
     /// others may read it or anyone else may change it.
-    public static func readSecret(_ path: String) throws -> SecureBytes {
-        try read(path, secret: true)
+    /// `missing` says what to do when the file does not exist (default: it is a key file).
+    public static func readSecret(_ path: String, missing: String? = nil) throws -> SecureBytes {
+        try read(path, secret: true, missing: missing)
     }
 
     /// Reads a public key file, refusing it when anyone else may change it.
@@ -21,12 +22,12 @@ public enum SecureFile {
         try read(path, secret: false)
     }
 
-    private static func read(_ path: String, secret: Bool) throws -> SecureBytes {
+    static let missingKeyFile = "create a key set with `vault keys init` or mount the key directory"
+
+    private static func read(_ path: String, secret: Bool, missing: String? = nil) throws -> SecureBytes {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else {
-            if errno == ENOENT {
-                throw KeyFileError(.missing, "\(path) does not exist; create a key set with `vault keys init` or mount the key directory")
-            }
+            if errno == ENOENT { throw KeyFileError(.missing, "\(path) does not exist; \(missing ?? missingKeyFile)") }
             throw KeyFileError(.io, "\(path) cannot be read (\(String(cString: strerror(errno)))); check its owner and mode")
         }
         defer { close(descriptor) }
@@ -53,12 +54,10 @@ public enum SecureFile {
     }
 
     /// Refuses a passphrase or other secret file by the rules for secret key files.
-    public static func checkPrivateFile(_ path: String) throws {
+    public static func checkPrivateFile(_ path: String, missing: String? = nil) throws {
         var info = stat()
         guard stat(path, &info) == 0 else {
-            if errno == ENOENT {
-                throw KeyFileError(.missing, "\(path) does not exist; create a key set with `vault keys init` or mount the key directory")
-            }
+            if errno == ENOENT { throw KeyFileError(.missing, "\(path) does not exist; \(missing ?? missingKeyFile)") }
             throw KeyFileError(.io, "\(path) cannot be examined (\(String(cString: strerror(errno))))")
         }
         try check(info, path: path, secret: true)
