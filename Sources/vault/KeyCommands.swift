@@ -230,7 +230,11 @@ struct Keys: AsyncParsableCommand {
                 existed); it is never rotated. With --kms-key-id it is that AWS KMS HMAC_256 key. Copy tokenization.json to \
                 the ingest secret: once it is registered, ingest refuses a key file without it.
 
+                --dry-run changes nothing: it runs the checks of `vault doctor` (the key files are the registered \
+                ones, the passphrase opens the recovery keys) and says which version a run would add.
+
                 Examples:
+                  vault keys rotate --tokenization --dry-run --reason \"yearly rotation\"
                   vault keys rotate --tokenization --reason \"yearly rotation\"
                   vault keys rotate --recovery --reason \"officer left\"
                 """)
@@ -244,6 +248,8 @@ struct Keys: AsyncParsableCommand {
                 "--tokenization: the AWS KMS HMAC_256 key to use; --recovery: the symmetric KMS key to seal the private key with.",
                 valueName: "key"))
         var kmsKeyID: String?
+        @Flag(help: "Change nothing: check what a run needs and say which version it would add.")
+        var dryRun = false
         @OptionGroup var output: JSONOption
         @OptionGroup var keys: KeyOptions
         @OptionGroup var database: DatabaseOptions
@@ -260,6 +266,7 @@ struct Keys: AsyncParsableCommand {
             let store = KeyStore(directory: keys.resolvedKeysDirectory)
             let connection = try await connectDatabase(database)
             let kms = vaultKMS()
+            if dryRun { return try await plan(store: store, kms: kms, connection: connection) }
             let version: Int
             let next: String
             switch kind {
@@ -292,6 +299,37 @@ struct Keys: AsyncParsableCommand {
             printSummary(
                 json: output.json, ["kind": kind.rawValue, "active_version": version],
                 text: "\(kind.rawValue) key v\(version) is active; \(next)")
+        }
+
+        /// The dry run: the preflight's checks, then the version a run would add.
+        private func plan(store: KeyStore, kms: LazyKMSClient, connection: PostgresConnection) async throws {
+            let checks = await Preflight.run(
+                store: store, kms: kms,
+                passphrase: {
+                    try PassphraseSource(file: passphrase.passphraseFile).read(prompt: "Passphrase for the recovery private keys: ")
+                },
+                connect: { connection })
+            let failures = checks.compactMap { check in check.failure.map { (check.name, classify($0)) } }
+            let current: [Int]
+            switch kind {
+            case .tokenization: current = try store.tokenizationKeyring().keys.map(\.version)
+            case .recovery: current = try store.recoveryPublicKeys().keys.map(\.version)
+            case .audit: current = store.hasAuditKeys ? try store.auditKeyring().keys.map(\.version) : []
+            case .suppression: current = try store.tokenizationKeyring().suppression.map { [$0.version] } ?? []
+            }
+            let plan =
+                kind == .suppression && !current.isEmpty
+                ? "the key set has a suppression key already: a run would refuse (it never rotates)"
+                : "a run would add \(kind.rawValue) key v\((current.max() ?? 0) + 1)\(current.isEmpty ? "" : " (now: \(current.map { "v\($0)" }.joined(separator: ", ")))")"
+            printSummary(
+                json: output.json,
+                [
+                    "dry_run": true, "kind": kind.rawValue, "next_version": (current.max() ?? 0) + 1,
+                    "failed_checks": failures.map { ["name": $0.0, "detail": $0.1.0] },
+                ],
+                text: (failures.map { "FAIL \($0.0): \($0.1.0)" } + [failures.isEmpty ? plan : "\(plan), but it would fail first (above)"])
+                    .joined(separator: "\n"))
+            if let (_, (_, code)) = failures.first { throw ExitCode(code) }
         }
     }
 

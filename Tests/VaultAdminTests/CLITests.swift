@@ -158,6 +158,15 @@ struct CLITests {
         #expect(checks.first { $0["name"] as? String == "recovery private keys" }?["ok"] as? Bool == false)
         #expect(checks.filter { $0["ok"] as? Bool == true }.count == 5)
 
+        // keys rotate --dry-run: the same checks, the version it would add, nothing changed.
+        let before = try await harness.scalar("SELECT count(*) FROM key_versions")
+        let plan = try await harness.vault(["keys", "rotate", "--recovery", "--dry-run", "--reason", "D"])
+        #expect(plan.status == 0 && plan.output.contains("a run would add recovery key v2 (now: v1)"), "\(plan.output)\(plan.errors)")
+        let blocked = try await harness.vault(["keys", "rotate", "--recovery", "--dry-run", "--reason", "D", "--passphrase-file", wrong])
+        #expect(blocked.status == 77 && blocked.output.contains("FAIL recovery private keys"))
+        #expect(try await harness.scalar("SELECT count(*) FROM key_versions") == before)
+        #expect(try await harness.scalar("SELECT count(*) FROM audit_log WHERE action = 'keys.rotate'") == 0)
+
         // Another installation's audit key.
         let other = try TestKeys.create()
         let swapped = NSTemporaryDirectory() + "swapped-\(UUID().uuidString)"
