@@ -35,13 +35,9 @@ struct ComplianceTests {
         let connection = try await harness.connect(as: role)
         let actor = try AuditActor.current(store: harness.keys.store)
         return try await connection.transaction { connection in
-            let head = try AuditLog.head(on: connection)
-            let rows = try AuditLog.prepare(
-                zip(subjects, outcomes).map { AuditRecord(action: action, subject: $0, reason: reason, outcome: $1) }, after: head,
-                actor: actor)
-            var parameters = AuditLog.rowParameters(rows, actions: false)
-            parameters.insert(.text(action), at: 2)
-            parameters += [request.map { .int($0) } ?? .null, .optionalText(userID)]
+            let parameters = try revealParameters(
+                on: connection, actor: actor, action: action, subjects: subjects, outcomes: outcomes, reason: reason, request: request,
+                userID: userID)
             return try connection.query("SELECT * FROM vault_reveal($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", parameters).count
         }
     }
