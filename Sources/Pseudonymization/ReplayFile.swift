@@ -1,4 +1,4 @@
-public import VaultCrypto
+import VaultCrypto
 
 /// The file `vault quarantine replay` writes and `ingest run --from-file`
 /// reads: a header line, then one line per quarantined message: its receipt

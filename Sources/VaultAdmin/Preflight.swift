@@ -1,6 +1,6 @@
 public import KeyCustody
 public import Postgres
-public import Storage
+import Storage
 public import VaultCrypto
 
 /// `vault doctor`: what a key job or a compliance machine needs, checked
