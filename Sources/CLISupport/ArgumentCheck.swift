@@ -18,9 +18,11 @@ enum ArgumentCheck {
             if word.hasPrefix("-") { return nil }  // a group's own options: the parser's to judge
             guard let next = subcommand(named: word, of: command) else {
                 let names = command.configuration.subcommands.map { $0._commandName }
+                let meant = suggestion(for: word, among: names)
+                let group = ToolMain.path(to: command, from: root)?.joined(separator: " ") ?? "this tool"
                 return (
                     command,
-                    "\(describe(word, as: "an argument")) is not a command of \(ToolMain.path(to: command, from: root)?.joined(separator: " ") ?? "this tool")\(suggestion(for: word, among: names).map { ": did you mean '\($0)'?" } ?? "") (its commands: \(names.joined(separator: ", ")))"
+                    "\(describe(word, as: "an argument", echo: meant != nil)) is not a command of \(group)\(meant.map { ": did you mean '\($0)'?" } ?? "") (its commands: \(names.joined(separator: ", ")))"
                 )
             }
             command = next
@@ -38,7 +40,7 @@ enum ArgumentCheck {
                 guard let takesValue = options[name] else {
                     let hint =
                         suggestion(for: name, among: Array(options.keys)).map { ": did you mean \($0)?" } ?? ": see --help for its options"
-                    return (command, "\(describe(name, as: "an option")) is not an option of this command\(hint)")
+                    return (command, "\(describe(name, as: "an option", echo: true)) is not an option of this command\(hint)")
                 }
                 if takesValue && !word.contains("=") { index += 1 }
             } else if !word.hasPrefix("-") && !takesArguments {
@@ -46,7 +48,7 @@ enum ArgumentCheck {
                     word.hasPrefix("ip_t") || word.hasPrefix("dev_t")
                     ? "a token is given with --token (many with --tokens-file)"
                     : "this command takes options only (they start with --)"
-                return (command, "\(describe(word, as: "an argument")) was not expected: \(hint)")
+                return (command, "\(describe(word, as: "an argument", echo: false)) was not expected: \(hint)")
             }
         }
         return nil
@@ -91,11 +93,12 @@ enum ArgumentCheck {
         return prefixed.count == 1 ? prefixed[0] : nil
     }
 
-    /// A word as it may be shown: quoted when it is an identifier, else only
-    /// its length ("an argument of 8 characters": it may be a pasted address).
-    static func describe(_ word: String, as kind: String) -> String {
+    /// A word as it may be shown: quoted only when `echo` (an option name, or
+    /// a near miss of a command) and it is a plain identifier; else only its
+    /// length ("an argument of 8 characters": it may be a pasted value).
+    static func describe(_ word: String, as kind: String, echo: Bool) -> String {
         let plain = word.count <= 40 && word.allSatisfy { $0.isASCII && ($0.isLetter || $0 == "-" || $0 == "_") }
-        return plain ? "'\(word)'" : "\(kind) of \(word.count) characters"
+        return echo && plain ? "'\(word)'" : "\(kind) of \(word.count) characters"
     }
 
     /// Edits from one word to the other: insertions, deletions,

@@ -77,12 +77,15 @@ struct CLITests {
             (["audit", "lgo"], "did you mean 'log'?"),
             (["recover", "ip_t1_" + String(repeating: "A", count: 43), "--reason", "R"], "a token is given with --token"),
             (["lookup", "10.1.2.3", "--reason", "R"], "an argument of 8 characters was not expected"),
+            (["lookup", "someones-device", "--reason", "R"], "an argument of 15 characters was not expected"),
+            (["mydevice"], "an argument of 8 characters is not a command of vault"),
         ]
         for (arguments, message) in cases {
             let result = try await runProgram(vault, arguments)
             #expect(result.status == 64, "\(arguments)")
             #expect(result.errors.contains(message), "\(arguments): \(result.errors)")
-            #expect(!result.errors.contains("10.1.2.3"))
+            #expect(
+                !result.errors.contains("10.1.2.3") && !result.errors.contains("someones-device") && !result.errors.contains("mydevice"))
         }
         let ingest = try await runProgram(try TestEnvironment.executable("ingest"), ["run", "--queue-ur", "x"])
         #expect(ingest.status == 64 && ingest.errors.contains("did you mean --queue-url?"))
