@@ -106,7 +106,7 @@ public func classify(_ error: any Error) -> (String, Int32) {
             "cannot reach PostgreSQL (\(error.message)); check DATABASE_URL or the PG* variables and that the server is up",
             ExitStatus.unavailable
         )
-    case let error as PostgresError where error.isTransient && error.sqlState?.hasPrefix("40") != true:
+    case let error as PostgresError where error.isUnavailable:
         return ("PostgreSQL is unavailable (\(error.message)); try again when it is back", ExitStatus.unavailable)
     default:
         return ("\(error)", ExitStatus.failure)

@@ -21,7 +21,7 @@ extension ToolCommand {
     public func run() async throws {
         do {
             try await execute()
-        } catch let error as PostgresError where Self.resumesWhenRunAgain && error.isTransient {
+        } catch let error as PostgresError where Self.resumesWhenRunAgain && error.isUnavailable {
             ToolMain.fail(
                 OperatorError(
                     "PostgreSQL went away before the job finished (\(error.message)); what it did is kept: run it again when the database is back, it resumes",

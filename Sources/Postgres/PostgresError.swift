@@ -83,6 +83,10 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
             || sqlState == "25006"  // read-only transaction (e.g. a standby during failover)
     }
 
+    /// The server is unreachable, shutting down or out of resources (not a
+    /// lost serialization race): waiting for it is all there is to do.
+    public var isUnavailable: Bool { isTransient && sqlState?.hasPrefix("40") != true }
+
     /// True when the server refused a row for its data (a value it cannot
     /// take, a constraint, a size limit): the other rows of the batch would go
     /// in. False for errors about the database itself (permissions, missing

@@ -200,8 +200,9 @@ extension Schema {
                                                         WHERE x.outcome <> 'malformed-token' AND NOT x.subject = ANY(r.scope)) THEN
                         RAISE EXCEPTION 'request #% does not cover this: only what it names, as approved', p_request USING ERRCODE = 'PSK08';
                     END IF;
-                    -- Once: no subject twice under one request, by any of its actions.
-                    IF EXISTS (SELECT FROM audit_log a WHERE a.seq > p_request
+                    -- Once: no subject twice under one request, by any of its actions
+                    -- (its requester's rows only: another login cannot use it up).
+                    IF EXISTS (SELECT FROM audit_log a WHERE a.seq > p_request AND a.db_role = session_user
                                AND a.action = ANY(CASE WHEN kind = 'quarantine' THEN ARRAY['quarantine-show', 'quarantine-replay']
                                                        ELSE ARRAY[p_action] END)
                                AND a.reason = r.reason || access_request_suffix(p_request)

@@ -88,9 +88,9 @@ public enum QuarantineReview {
         connection: PostgresConnection
     ) async throws -> [Revealed] {
         if let bad = ids.first(where: { Hex.decode($0)?.count != 16 || $0 != $0.lowercased() }) {
-            throw ApprovalError(
-                "\(bad.count == 32 ? "'\(bad)'" : "an id of \(bad.count) characters") is not a quarantine id (32 lowercase hex digits, as vault quarantine list prints them)"
-            )
+            // Bad input (65), described, not echoed: whatever was typed there might be a value.
+            throw LookupError(
+                "an id of \(bad.count) characters is not a quarantine id (32 lowercase hex digits, as vault quarantine list prints them)")
         }
         try await reader.unlockKeys(on: connection)
         let unique = Array(Set(ids)).sorted()
